@@ -1,0 +1,1347 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: stablemirror vs. the reference registry (CNCF docker-registry 2.8).
+
+Run from the repository root:
+
+    .venv/bin/python bench/run.py            # full run: 1 GiB blobs, wrk 10 s
+    .venv/bin/python bench/run.py --quick    # 256 MiB blobs, wrk 3 s
+    .venv/bin/python bench/run.py --only reference   # develop against docker-registry alone
+
+Both servers are started on 127.0.0.1 with throw-away storage in a temp dir, measured in
+the same run with the same clients, then stopped; the temp dir is removed.  See
+bench/README.md for what each metric means.  Only the standard library, curl and wrk are
+used on the client side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+LUA_SCRIPT = BENCH_DIR / "manifest_get.lua"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+
+MiB = 1 << 20
+HOST = "127.0.0.1"
+REF = "reference"
+SM = "stablemirror"
+SERVERS = (REF, SM)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+ACCEPT_MANIFESTS = (
+    "application/vnd.oci.image.manifest.v1+json, "
+    "application/vnd.oci.image.index.v1+json, "
+    "application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+# (metric key, label, unit, higher_is_better)
+METRICS: list[tuple[str, str, str, bool]] = [
+    ("push_mono", "Monolithic push (POST + PUT)", "MB/s", True),
+    ("push_chunked", "Chunked push (PATCH x N + PUT)", "MB/s", True),
+    ("blob_get", "Blob GET (best of N)", "MB/s", True),
+    ("manifest_tag", "Manifest GET by tag", "req/s", True),
+    ("manifest_digest", "Manifest GET by digest", "req/s", True),
+    ("peak_rss", "Peak RSS, process tree", "MiB", False),
+]
+# (label, metric keys, minimum stablemirror/reference ratio)
+TARGETS: list[tuple[str, list[str], float]] = [
+    ("blob GET", ["blob_get"], 1.0),
+    ("push", ["push_mono", "push_chunked"], 1.0),
+    ("manifest GET", ["manifest_tag", "manifest_digest"], 3.0),
+]
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Minimal HTTP/1.1 client.  Request bodies are streamed from a file with sendfile(2), so
+# the 1 GiB test blob never enters Python memory and the client costs next to no CPU.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    body: bytes
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+
+def _recv_response(sock: socket.socket, method: str, max_body: int) -> Response:
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BenchError("connection closed before response headers")
+        buf += chunk
+        if len(buf) > 1 * MiB:
+            raise BenchError("response headers too large")
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    status = int(parts[1])
+    reason = parts[2] if len(parts) > 2 else ""
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        key = name.strip().lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    body = bytearray(rest)
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return Response(status, reason, headers, b"")
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        return Response(status, reason, headers, _read_chunked(sock, body, max_body))
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        if length > max_body:
+            raise BenchError(f"response body of {length} bytes exceeds {max_body}")
+        while len(body) < length:
+            chunk = sock.recv(min(1 * MiB, length - len(body)))
+            if not chunk:
+                raise BenchError("connection closed mid-body")
+            body += chunk
+        return Response(status, reason, headers, bytes(body[:length]))
+    while True:  # read to EOF (we always send Connection: close)
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > max_body:
+            raise BenchError("response body too large")
+    return Response(status, reason, headers, bytes(body))
+
+
+def _read_chunked(sock: socket.socket, pending: bytearray, max_body: int) -> bytes:
+    out = bytearray()
+    buf = pending
+
+    def fill(n: int) -> None:
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise BenchError("connection closed in chunked body")
+            buf.extend(chunk)
+
+    while True:
+        while b"\r\n" not in buf:
+            fill(len(buf) + 1)
+        line, _, remainder = bytes(buf).partition(b"\r\n")
+        buf[:] = remainder
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        fill(size + 2)
+        out += buf[:size]
+        del buf[: size + 2]
+        if len(out) > max_body:
+            raise BenchError("response body too large")
+
+
+def http(
+    port: int,
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    body_file: Path | None = None,
+    offset: int = 0,
+    count: int | None = None,
+    timeout: float = 30.0,
+    max_body: int = 16 * MiB,
+) -> Response:
+    """One request on a fresh connection.  `body_file[offset:offset+count]` is sent with
+    sendfile(2) when given, else `body`."""
+    hdrs = {"Host": f"{HOST}:{port}", "User-Agent": "stablemirror-bench/1", "Connection": "close"}
+    hdrs.update(headers or {})
+    if body_file is not None:
+        if count is None:
+            count = body_file.stat().st_size - offset
+        length = count
+    else:
+        length = len(body)
+    if method in ("POST", "PUT", "PATCH") or length:
+        hdrs["Content-Length"] = str(length)
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1") + b"\r\n")
+        send_error: OSError | None = None
+        try:
+            if body_file is not None:
+                with body_file.open("rb") as f:
+                    sent = sock.sendfile(f, offset, count)
+                if sent != count:
+                    raise BenchError(f"sendfile sent {sent} of {count} bytes")
+            elif body:
+                sock.sendall(body)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            send_error = exc  # the server may have answered early with an error
+        try:
+            return _recv_response(sock, method, max_body)
+        except (OSError, BenchError) as exc:
+            if send_error is not None:
+                raise BenchError(f"{method} {target}: {send_error}") from exc
+            raise
+
+
+def expect(resp: Response, statuses: tuple[int, ...], what: str) -> Response:
+    if resp.status not in statuses:
+        detail = resp.body[:300].decode("utf-8", "replace")
+        raise BenchError(f"{what}: HTTP {resp.status} {resp.reason} (wanted {statuses}) {detail}")
+    return resp
+
+
+def location_target(resp: Response, port: int, what: str) -> str:
+    """The path+query of a Location header (absolute or relative); loopback only."""
+    loc = resp.header("location")
+    if not loc:
+        raise BenchError(f"{what}: no Location header")
+    url = urllib.parse.urljoin(f"http://{HOST}:{port}/", loc)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.hostname not in (HOST, "localhost") or (parsed.port or 80) != port:
+        raise BenchError(f"{what}: Location points off this server: {loc}")
+    return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+
+
+def with_digest(target: str, digest: str) -> str:
+    sep = "&" if "?" in target else "?"
+    return f"{target}{sep}digest={urllib.parse.quote(digest, safe='')}"
+
+
+# --------------------------------------------------------------------------------------
+# Process-tree sampling: RSS (VmRSS summed over the tree, VmHWM per process) and CPU time.
+# --------------------------------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        kids.setdefault(int(fields[1]), []).append(int(entry.name))
+    return kids
+
+
+def tree_pids(root: int) -> list[int]:
+    kids = _children_map()
+    out: list[int] = []
+    todo = [root]
+    while todo and len(out) < 10_000:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    vals: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    vals[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return vals
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime+stime of every live process in the tree, plus reaped children of the root."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        # fields[0] is field 3 (state); utime/stime are fields 14/15, cutime/cstime 16/17
+        total += int(fields[11]) + int(fields[12])
+        if pid == root:
+            total += int(fields[13]) + int(fields[14])
+    return total / _CLK_TCK
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.interval = interval
+        self.roots: dict[str, int] = {}
+        self.phase = "startup"
+        self.peak_tree_kib: dict[str, int] = {}
+        self.peak_phase_kib: dict[tuple[str, str], int] = {}
+        self.hwm_kib: dict[str, dict[int, int]] = {}
+        self.max_procs: dict[str, int] = {}
+        self._stop_evt = threading.Event()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, pid: int) -> None:
+        with self._lock:
+            self.roots[name] = pid
+
+    def sample(self) -> None:
+        with self._lock:
+            roots = dict(self.roots)
+            phase = self.phase
+        for name, root in roots.items():
+            pids = tree_pids(root)
+            total = 0
+            for pid in pids:
+                vals = _status_kib(pid)
+                total += vals.get("VmRSS", 0)
+                hwm = self.hwm_kib.setdefault(name, {})
+                hwm[pid] = max(hwm.get(pid, 0), vals.get("VmHWM", 0))
+            self.peak_tree_kib[name] = max(self.peak_tree_kib.get(name, 0), total)
+            key = (name, phase)
+            self.peak_phase_kib[key] = max(self.peak_phase_kib.get(key, 0), total)
+            self.max_procs[name] = max(self.max_procs.get(name, 0), len(pids))
+
+    def set_phase(self, phase: str) -> None:
+        self.sample()
+        with self._lock:
+            self.phase = phase
+
+    def run(self) -> None:
+        while not self._stop_evt.wait(self.interval):
+            with contextlib.suppress(Exception):
+                self.sample()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.sample()
+
+    def hwm_sum_kib(self, name: str) -> int:
+        return sum(self.hwm_kib.get(name, {}).values())
+
+
+# --------------------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    startup_s: float = 0.0
+
+    def start(self, sampler: RssSampler, timeout: float) -> None:
+        log(f"starting {self.name}: {shlex.join(self.argv)}")
+        logf = self.log_path.open("wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=str(REPO_ROOT),
+            env=self.env,
+            start_new_session=True,  # own process group, so the whole tree can be stopped
+        )
+        logf.close()
+        sampler.add(self.name, self.proc.pid)
+        deadline = t0 + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"{self.name} exited with {self.proc.returncode} during startup:\n"
+                    + self.log_tail()
+                )
+            try:
+                resp = http(self.port, "GET", "/v2/", timeout=2)
+                if resp.status == 200:
+                    self.startup_s = time.monotonic() - t0
+                    log(f"{self.name} ready on :{self.port} after {self.startup_s:.2f}s")
+                    return
+                last = f"HTTP {resp.status}"
+            except (OSError, BenchError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise BenchError(f"{self.name} not ready after {timeout}s ({last}):\n" + self.log_tail())
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError(f"{self.name} was not started")
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # == pgid thanks to start_new_session
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        # the group may still hold workers even if the leader is gone
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+def reference_server(work: Path) -> Server:
+    exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    port = free_port()
+    root = work / "reference-data"
+    root.mkdir()
+    config = work / "reference-config.yml"
+    # JSON is valid YAML; docker-registry parses it fine.
+    config.write_text(
+        json.dumps(
+            {
+                "version": 0.1,
+                "log": {"level": "error", "accesslog": {"disabled": True}},
+                "storage": {
+                    "filesystem": {"rootdirectory": str(root)},
+                    "delete": {"enabled": True},
+                    "cache": {"blobdescriptor": "inmemory"},
+                    "maintenance": {"uploadpurging": {"enabled": False}},
+                },
+                "http": {"addr": f"{HOST}:{port}", "secret": os.urandom(16).hex()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return Server(REF, port, [exe, "serve", str(config)], work / "reference.log")
+
+
+SM_COMMAND = (
+    "{python} -m stablemirror serve --listen {listen} --data-dir {data_dir} --workers {workers}"
+)
+
+
+def stablemirror_server(work: Path, python: str, workers: int, template: str) -> Server:
+    port = free_port()
+    data = work / "stablemirror-data"
+    data.mkdir()
+    argv = [
+        part.format(python=python, listen=f"{HOST}:{port}", data_dir=data, workers=workers)
+        for part in shlex.split(template)
+    ]
+    return Server(SM, port, argv, work / "stablemirror.log")
+
+
+# --------------------------------------------------------------------------------------
+# Test data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Blob:
+    path: Path
+    size: int
+    digest: str
+
+
+def make_random_file(path: Path, size: int) -> Blob:
+    """Random (incompressible) bytes, hashed as they are written.  Uses openssl's AES-CTR
+    keystream with a random key when available (~1 GB/s), else os.urandom (~200 MB/s)."""
+    h = hashlib.sha256()
+    step = 8 * MiB
+    openssl = shutil.which("openssl")
+    with path.open("wb") as out:
+        if openssl:
+            argv = [
+                openssl,
+                "enc",
+                "-aes-128-ctr",
+                "-nosalt",
+                "-K",
+                os.urandom(16).hex(),
+                "-iv",
+                os.urandom(16).hex(),
+            ]
+            with subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            ) as enc:
+                assert enc.stdin is not None and enc.stdout is not None
+                feeder = threading.Thread(target=_feed_zeros, args=(enc.stdin, size), daemon=True)
+                feeder.start()
+                left = size
+                while left:
+                    chunk = enc.stdout.read(min(step, left))
+                    if not chunk:
+                        raise BenchError("openssl keystream ended early")
+                    h.update(chunk)
+                    out.write(chunk)
+                    left -= len(chunk)
+                enc.stdout.close()
+                feeder.join(timeout=10)
+                enc.wait(timeout=10)
+        else:
+            left = size
+            while left:
+                chunk = os.urandom(min(step, left))
+                h.update(chunk)
+                out.write(chunk)
+                left -= len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return Blob(path, size, "sha256:" + h.hexdigest())
+
+
+def _feed_zeros(pipe: Any, size: int) -> None:
+    zeros = bytes(1 * MiB)
+    left = size + 64  # a little extra; openssl may buffer a block
+    with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+        while left > 0:
+            n = min(len(zeros), left)
+            pipe.write(zeros[:n])
+            left -= n
+        pipe.close()
+
+
+def settle() -> None:
+    """Flush dirty pages so one server's writeback doesn't land in the next measurement."""
+    os.sync()
+    time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------
+
+
+def push_monolithic(port: int, repo: str, blob: Blob, timeout: float) -> float:
+    t0 = time.perf_counter()
+    resp = expect(http(port, "POST", f"/v2/{repo}/blobs/uploads/"), (202,), "POST upload")
+    target = with_digest(location_target(resp, port, "POST upload"), blob.digest)
+    resp = http(
+        port,
+        "PUT",
+        target,
+        headers={"Content-Type": "application/octet-stream"},
+        body_file=blob.path,
+        timeout=timeout,
+    )
+    expect(resp, (201,), "PUT monolithic")
+    elapsed = time.perf_counter() - t0
+    check_pushed(port, repo, blob, resp)
+    return blob.size / elapsed / 1e6
+
+
+def push_chunked(port: int, repo: str, blob: Blob, chunk: int, timeout: float) -> float:
+    t0 = time.perf_counter()
+    resp = expect(http(port, "POST", f"/v2/{repo}/blobs/uploads/"), (202,), "POST upload")
+    target = location_target(resp, port, "POST upload")
+    offset = 0
+    n = 0
+    while offset < blob.size and n < 100_000:
+        count = min(chunk, blob.size - offset)
+        resp = http(
+            port,
+            "PATCH",
+            target,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + count - 1}",
+            },
+            body_file=blob.path,
+            offset=offset,
+            count=count,
+            timeout=timeout,
+        )
+        expect(resp, (202,), f"PATCH chunk {n} at {offset}")
+        rng = resp.header("range")
+        if rng and rng != f"0-{offset + count - 1}":
+            raise BenchError(f"PATCH chunk {n}: Range {rng!r}, wanted 0-{offset + count - 1}")
+        target = location_target(resp, port, f"PATCH chunk {n}")
+        offset += count
+        n += 1
+    resp = http(port, "PUT", with_digest(target, blob.digest), timeout=timeout)
+    expect(resp, (201,), "PUT (close chunked upload)")
+    elapsed = time.perf_counter() - t0
+    check_pushed(port, repo, blob, resp)
+    return blob.size / elapsed / 1e6
+
+
+def check_pushed(port: int, repo: str, blob: Blob, put_resp: Response) -> None:
+    got = put_resp.header("docker-content-digest")
+    if got and got != blob.digest:
+        raise BenchError(f"PUT answered Docker-Content-Digest {got}, wanted {blob.digest}")
+    resp = expect(http(port, "HEAD", f"/v2/{repo}/blobs/{blob.digest}"), (200,), "HEAD blob")
+    if int(resp.header("content-length", "-1")) != blob.size:
+        raise BenchError(f"HEAD blob: Content-Length {resp.header('content-length')}")
+
+
+def get_blob_curl(port: int, repo: str, blob: Blob, timeout: float) -> float:
+    url = f"http://{HOST}:{port}/v2/{repo}/blobs/{blob.digest}"
+    argv = [
+        "curl",
+        "-sS",
+        "-L",
+        "--max-redirs",
+        "3",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        str(int(timeout)),
+        "-w",
+        "%{http_code} %{size_download} %{time_total}",
+        url,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
+    parts = proc.stdout.split()
+    if proc.returncode != 0 or len(parts) != 3:
+        raise BenchError(f"curl GET failed ({proc.returncode}): {proc.stderr.strip()}")
+    code, size, secs = int(parts[0]), int(parts[1]), float(parts[2])
+    if code != 200 or size != blob.size:
+        raise BenchError(f"blob GET: HTTP {code}, {size} bytes (wanted 200, {blob.size})")
+    return size / secs / 1e6
+
+
+def verify_blob_get(port: int, repo: str, blob: Blob, timeout: float) -> str:
+    """Untimed full GET through curl, hashed as it streams, compared with the blob digest."""
+    url = f"http://{HOST}:{port}/v2/{repo}/blobs/{blob.digest}"
+    argv = ["curl", "-sS", "-f", "-L", "--max-redirs", "3", "--max-time", str(int(timeout)), url]
+    h = hashlib.sha256()
+    n = 0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(4 * MiB):
+            h.update(chunk)
+            n += len(chunk)
+        _, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"verify GET: curl exit {proc.returncode}: {err.decode(errors='replace')}")
+    if n != blob.size or "sha256:" + h.hexdigest() != blob.digest:
+        raise BenchError(f"verify GET: got {n} bytes with a different digest")
+    return "ok"
+
+
+def range_checks(port: int, repo: str, blob: Blob) -> str:
+    """Two Range GETs (a middle slice and an open-ended tail) compared with the file."""
+    checks = [(blob.size // 2 + 12345, 65536), (blob.size - 1000, None)]
+    with blob.path.open("rb") as f:
+        for start, length in checks:
+            end = blob.size - 1 if length is None else start + length - 1
+            spec = f"bytes={start}-" if length is None else f"bytes={start}-{end}"
+            resp = http(port, "GET", f"/v2/{repo}/blobs/{blob.digest}", headers={"Range": spec})
+            if resp.status in (301, 302, 303, 307, 308):
+                return f"redirect {resp.status} (not followed)"
+            expect(resp, (206,), f"Range GET {spec}")
+            want_cr = f"bytes {start}-{end}/{blob.size}"
+            if resp.header("content-range") != want_cr:
+                got_cr = resp.header("content-range")
+                raise BenchError(f"Range GET {spec}: Content-Range {got_cr!r}")
+            f.seek(start)
+            if resp.body != f.read(end - start + 1):
+                raise BenchError(f"Range GET {spec}: body differs from the file")
+    return "ok"
+
+
+@dataclass
+class ImageRef:
+    repo: str
+    tag: str
+    digest: str
+    body: bytes
+
+
+def push_small_blob(port: int, repo: str, data: bytes) -> tuple[str, int]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    resp = expect(http(port, "POST", f"/v2/{repo}/blobs/uploads/"), (202,), "POST upload")
+    target = with_digest(location_target(resp, port, "POST upload"), digest)
+    headers = {"Content-Type": "application/octet-stream"}
+    expect(http(port, "PUT", target, headers=headers, body=data), (201,), "PUT small blob")
+    return digest, len(data)
+
+
+def push_image(port: int, repo: str, tag: str, seed: bytes) -> ImageRef:
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"bench": seed.hex()}},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        },
+        separators=(",", ":"),
+    ).encode()
+    cfg_digest, cfg_size = push_small_blob(port, repo, config)
+    layers = []
+    for i in range(3):
+        d, s = push_small_blob(port, repo, seed + bytes([i]) + os.urandom(4096))
+        layers.append({"mediaType": OCI_LAYER, "digest": d, "size": s})
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": cfg_digest, "size": cfg_size},
+            "layers": layers,
+            "annotations": {"org.opencontainers.image.title": "stablemirror-bench"},
+        },
+        indent=2,
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    resp = http(
+        port,
+        "PUT",
+        f"/v2/{repo}/manifests/{tag}",
+        headers={"Content-Type": OCI_MANIFEST},
+        body=manifest,
+    )
+    expect(resp, (201,), "PUT manifest")
+    ref = ImageRef(repo, tag, digest, manifest)
+    for what in (tag, digest):
+        got = expect(
+            http(port, "GET", f"/v2/{repo}/manifests/{what}", headers={"Accept": ACCEPT_MANIFESTS}),
+            (200,),
+            f"GET manifest {what}",
+        )
+        if got.body != manifest:
+            raise BenchError(f"GET manifest {what}: body differs from what was pushed")
+        if got.header("docker-content-digest") not in ("", digest):
+            raise BenchError(f"GET manifest {what}: wrong Docker-Content-Digest")
+        if not got.header("content-type").startswith(OCI_MANIFEST):
+            raise BenchError(f"GET manifest {what}: Content-Type {got.header('content-type')!r}")
+    return ref
+
+
+_WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_WRK_SOCKERR = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_WRK_REQS = re.compile(r"(\d+) requests in")
+_WRK_PCT = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def run_wrk(
+    port: int, path: str, threads: int, conns: int, duration: int, warmup: int = 0
+) -> dict[str, Any]:
+    url = f"http://{HOST}:{port}{path}"
+    if warmup > 0:  # untimed: let lazy imports, caches and connection pools settle
+        subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{conns}", f"-d{warmup}s", "-s", str(LUA_SCRIPT), url],
+            capture_output=True,
+            timeout=warmup + 30,
+        )
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    out = proc.stdout
+    m = _WRK_RPS.search(out)
+    if proc.returncode != 0 or not m:
+        raise BenchError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()} {out[-500:]}")
+    m_non2xx = _WRK_NON2XX.search(out)
+    non2xx = int(m_non2xx.group(1)) if m_non2xx else 0
+    sock = _WRK_SOCKERR.search(out)
+    sock_errors = sum(int(x) for x in sock.groups()) if sock else 0
+    m_total = _WRK_REQS.search(out)
+    total = int(m_total.group(1)) if m_total else 0
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    lat = {f"p{p}": float(v) * scale[u] for p, v, u in _WRK_PCT.findall(out)}
+    if non2xx or sock_errors:
+        raise BenchError(
+            f"wrk saw {non2xx} non-2xx responses and {sock_errors} socket errors "
+            f"of {total} requests:\n{out}"
+        )
+    return {"rps": float(m.group(1)), "requests": total, "latency_ms": lat}
+
+
+# --------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    values: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> server -> v
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    notes: dict[str, dict[str, str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def put(self, metric: str, server: str, value: float) -> None:
+        self.values.setdefault(metric, {})[server] = value
+
+    def err(self, metric: str, server: str, msg: str) -> None:
+        self.errors.setdefault(metric, {})[server] = msg
+
+    def ratio(self, metric: str) -> float | None:
+        v = self.values.get(metric, {})
+        if v.get(REF) and SM in v:
+            return v[SM] / v[REF]
+        return None
+
+
+def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> Results:
+    res = Results()
+    sampler = RssSampler()
+    sampler.start()
+    res.extra["cpu_s"] = {}
+    deadline = time.monotonic() + args.deadline
+
+    def check_deadline() -> None:
+        if time.monotonic() > deadline:
+            raise BenchError(f"run deadline of {args.deadline}s exceeded")
+
+    def cpu_mark() -> dict[str, float]:
+        return {n: tree_cpu_seconds(s.pid) for n, s in servers.items() if s.alive()}
+
+    def phase(name: str, fn: Any, metric: str | None = None, label: str | None = None) -> None:
+        """Run fn(server) for each live server, reference first, flushing disks between."""
+        for sname, srv in servers.items():
+            check_deadline()
+            if not srv.alive():
+                if metric:
+                    res.err(metric, sname, "server not running")
+                continue
+            settle()
+            sampler.set_phase(name)
+            c0 = tree_cpu_seconds(srv.pid)
+            try:
+                fn(sname, srv)
+            except (BenchError, OSError, subprocess.SubprocessError, ValueError) as exc:
+                msg = f"{type(exc).__name__}: {exc}"
+                log(f"{sname} {label or name}: FAILED {msg}")
+                if metric:
+                    res.err(metric, sname, msg)
+            finally:
+                cpu = tree_cpu_seconds(srv.pid) - c0 if srv.alive() else float("nan")
+                res.extra["cpu_s"].setdefault(name, {})[sname] = cpu
+                sampler.set_phase("idle")
+
+    try:
+        for srv in servers.values():
+            sampler.set_phase("startup")
+            srv.start(sampler, args.startup_timeout)
+        sampler.set_phase("idle")
+        time.sleep(1.0)
+        sampler.sample()
+        res.extra["idle_rss_mib"] = {n: sampler.peak_tree_kib.get(n, 0) / 1024 for n in servers}
+        res.extra["startup_s"] = {n: s.startup_s for n, s in servers.items()}
+
+        check_deadline()
+        log(f"generating {args.size_mib} MiB random test blobs in {work}")
+        t0 = time.perf_counter()
+        blob_mono = make_random_file(work / "blob-mono.bin", args.size_mib * MiB)
+        blob_chunk = make_random_file(work / "blob-chunked.bin", args.size_mib * MiB)
+        log(
+            f"test data ready in {time.perf_counter() - t0:.1f}s "
+            f"({blob_mono.digest[:19]}…, {blob_chunk.digest[:19]}…)"
+        )
+        xfer_timeout = max(120.0, args.size_mib * MiB / 2e6)  # ≥ 2 MB/s or give up
+
+        def do_mono(sname: str, srv: Server) -> None:
+            v = push_monolithic(srv.port, "bench/mono", blob_mono, xfer_timeout)
+            res.put("push_mono", sname, v)
+            log(f"{sname:13s} monolithic push: {v:8.1f} MB/s")
+
+        def do_chunked(sname: str, srv: Server) -> None:
+            v = push_chunked(
+                srv.port, "bench/chunked", blob_chunk, args.chunk_mib * MiB, xfer_timeout
+            )
+            res.put("push_chunked", sname, v)
+            log(f"{sname:13s} chunked push:    {v:8.1f} MB/s ({args.chunk_mib} MiB chunks)")
+
+        def do_get(sname: str, srv: Server) -> None:
+            runs = []
+            for _ in range(args.get_rounds):
+                check_deadline()
+                runs.append(get_blob_curl(srv.port, "bench/mono", blob_mono, xfer_timeout))
+            res.samples.setdefault("blob_get", {})[sname] = runs
+            res.put("blob_get", sname, max(runs))
+            log(
+                f"{sname:13s} blob GET:        {max(runs):8.1f} MB/s "
+                f"(runs: {', '.join(f'{r:.0f}' for r in runs)})"
+            )
+            content = verify_blob_get(srv.port, "bench/mono", blob_mono, xfer_timeout)
+            res.notes.setdefault("content", {})[sname] = content
+            note = range_checks(srv.port, "bench/mono", blob_mono)
+            res.notes.setdefault("range", {})[sname] = note
+            log(f"{sname:13s} Range GET check: {note}")
+
+        images: dict[str, ImageRef] = {}
+
+        def do_manifest_push(sname: str, srv: Server) -> None:
+            images[sname] = push_image(srv.port, "bench/manifest", "v1", os.urandom(8))
+
+        def wrk_by(kind: str) -> Any:
+            def do(sname: str, srv: Server) -> None:
+                if sname not in images:
+                    raise BenchError("no image was pushed")
+                img = images[sname]
+                ref = img.tag if kind == "tag" else img.digest
+                out = run_wrk(
+                    srv.port,
+                    f"/v2/{img.repo}/manifests/{ref}",
+                    args.wrk_threads,
+                    args.wrk_conns,
+                    args.wrk_duration,
+                    args.wrk_warmup,
+                )
+                res.put(f"manifest_{kind}", sname, out["rps"])
+                res.extra.setdefault("wrk", {}).setdefault(kind, {})[sname] = out
+                lat = out["latency_ms"]
+                log(
+                    f"{sname:13s} manifest GET by {kind:6s}: {out['rps']:9.0f} req/s "
+                    f"(p50 {lat.get('p50', 0):.2f} ms, p99 {lat.get('p99', 0):.2f} ms)"
+                )
+
+            return do
+
+        phase("push_mono", do_mono, "push_mono")
+        phase("push_chunked", do_chunked, "push_chunked")
+        phase("blob_get", do_get, "blob_get")
+        phase("manifest_push", do_manifest_push, "manifest_tag")
+        phase("manifest_tag", wrk_by("tag"), "manifest_tag")
+        phase("manifest_digest", wrk_by("digest"), "manifest_digest")
+        for sname, srv in servers.items():
+            if not srv.alive():
+                res.err("peak_rss", sname, f"server died (exit {srv.returncode})")
+                log(f"{sname} is no longer running:\n{srv.log_tail()}")
+    finally:
+        sampler.stop()
+        for sname in servers:
+            if sname in sampler.peak_tree_kib:
+                res.put("peak_rss", sname, sampler.peak_tree_kib[sname] / 1024)
+        res.extra["hwm_sum_mib"] = {n: sampler.hwm_sum_kib(n) / 1024 for n in servers}
+        res.extra["max_procs"] = dict(sampler.max_procs)
+        res.extra["phase_rss_mib"] = {
+            f"{n}/{p}": kib / 1024 for (n, p), kib in sorted(sampler.peak_phase_kib.items())
+        }
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------
+
+
+def fmt_val(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit == "req/s":
+        return f"{v:,.0f}"
+    return f"{v:,.1f}"
+
+
+def target_rows(res: Results) -> list[tuple[str, str, float, float | None, str]]:
+    rows = []
+    for label, metrics, need in TARGETS:
+        for m in metrics:
+            r = res.ratio(m)
+            mlabel = next(lbl for k, lbl, _, _ in METRICS if k == m)
+            verdict = "n/a" if r is None else "PASS" if r >= need else "FAIL"
+            rows.append((label, mlabel, need, r, verdict))
+    return rows
+
+
+def table_lines(res: Results, servers: list[str]) -> list[str]:
+    head = ["Metric", "Unit", *servers]
+    if REF in servers and SM in servers:
+        head.append("stablemirror / docker-registry")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for key, label, unit, higher in METRICS:
+        row = [label, unit]
+        for s in servers:
+            err = res.errors.get(key, {}).get(s)
+            v = res.values.get(key, {}).get(s)
+            row.append("ERROR" if err and v is None else fmt_val(v, unit))
+        if len(head) > len(row):
+            r = res.ratio(key)
+            row.append("—" if r is None else f"{r:.2f}x" + ("" if higher else " (lower is better)"))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def machine_info() -> dict[str, str]:
+    mem_kib = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        ref_ver = subprocess.run(
+            ["docker-registry", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        ref_ver = "?"
+    try:
+        wrk_ver = (
+            subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+            .stdout.split("Copyright")[0]
+            .strip()
+        )
+    except (OSError, subprocess.SubprocessError, IndexError):
+        wrk_ver = "?"
+    return {
+        "nproc": str(os.cpu_count()),
+        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "cpu": cpu or platform.processor() or "?",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "reference": ref_ver,
+        "wrk": wrk_ver,
+    }
+
+
+def command_line() -> str:
+    exe = sys.executable
+    with contextlib.suppress(ValueError):
+        exe = os.path.relpath(exe, REPO_ROOT) if Path(exe).is_relative_to(REPO_ROOT) else exe
+    script = os.path.relpath(Path(sys.argv[0]).resolve(), REPO_ROOT)
+    return shlex.join([exe, script, *sys.argv[1:]])
+
+
+def report_markdown(
+    args: argparse.Namespace,
+    res: Results,
+    servers: list[str],
+    info: dict[str, str],
+    started: dt.datetime,
+    wall: float,
+) -> str:
+    mode = "quick" if args.quick else "full"
+    out = [
+        f"## {mode.capitalize()} run",
+        "",
+        f"- Date: {started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} (wall time {wall:.0f} s)",
+        f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, "
+        f"Linux {info['kernel']}, Python {info['python']}",
+        f"- Reference: `{info['reference']}` (filesystem storage, access log off); "
+        f"load generator: {info['wrk']}",
+        f"- Command: `cd {REPO_ROOT} && {command_line()}`",
+        f"- Parameters: blob {args.size_mib} MiB, PATCH chunks {args.chunk_mib} MiB, "
+        f"blob GET best of {args.get_rounds}, wrk -t{args.wrk_threads} -c{args.wrk_conns} "
+        f"-d{args.wrk_duration}s (after {args.wrk_warmup}s untimed warm-up), "
+        f"stablemirror --workers {args.workers}",
+        *(
+            [f"- Server under test started as: `{args.stablemirror_cmd}`"]
+            if args.stablemirror_cmd != SM_COMMAND and SM in servers
+            else []
+        ),
+        "",
+        *table_lines(res, servers),
+        "",
+    ]
+    if REF in servers and SM in servers:
+        out += [
+            "Targets (ratio stablemirror / docker-registry):",
+            "",
+            "| Target | Metric | Needed | Measured | Result |",
+            "|---|---|---|---|---|",
+        ]
+        for label, mlabel, need, r, verdict in target_rows(res):
+            meas = "—" if r is None else f"{r:.2f}x"
+            out.append(f"| {label} ≥ {need:.1f}x | {mlabel} | {need:.1f}x | {meas} | {verdict} |")
+        out.append("")
+    out += ["<details><summary>Details</summary>", ""]
+    for s in servers:
+        bits = []
+        if "blob_get" in res.samples and s in res.samples["blob_get"]:
+            bits.append(
+                "GET runs " + ", ".join(f"{x:.0f}" for x in res.samples["blob_get"][s]) + " MB/s"
+            )
+        if s in res.notes.get("range", {}):
+            bits.append(f"Range GET check: {res.notes['range'][s]}")
+        if s in res.notes.get("content", {}):
+            bits.append(f"full GET digest check: {res.notes['content'][s]}")
+        for kind in ("tag", "digest"):
+            w = res.extra.get("wrk", {}).get(kind, {}).get(s)
+            if w:
+                lat = w["latency_ms"]
+                bits.append(
+                    f"wrk by {kind}: {w['requests']} requests, p50 {lat.get('p50', 0):.2f}"
+                    f" ms, p99 {lat.get('p99', 0):.2f} ms"
+                )
+        bits.append(f"startup {res.extra.get('startup_s', {}).get(s, 0):.2f} s")
+        bits.append(f"idle RSS {res.extra.get('idle_rss_mib', {}).get(s, 0):.0f} MiB")
+        bits.append(
+            f"sum of per-process VmHWM {res.extra.get('hwm_sum_mib', {}).get(s, 0):.0f} MiB"
+            f" over up to {res.extra.get('max_procs', {}).get(s, 0)} processes"
+        )
+        out.append(f"- **{s}**: " + "; ".join(bits))
+    out += [
+        "",
+        "Server CPU seconds (process tree) and peak tree RSS (MiB) per phase:",
+        "",
+        "| Phase | " + " | ".join(f"{s} CPU s | {s} RSS" for s in servers) + " |",
+        "|---|" + "---|---|" * len(servers),
+    ]
+    for ph in (
+        "push_mono",
+        "push_chunked",
+        "blob_get",
+        "manifest_push",
+        "manifest_tag",
+        "manifest_digest",
+    ):
+        cells = []
+        for s in servers:
+            cpu = res.extra.get("cpu_s", {}).get(ph, {}).get(s)
+            rss = res.extra.get("phase_rss_mib", {}).get(f"{s}/{ph}")
+            cells += ["—" if cpu is None else f"{cpu:.2f}", "—" if rss is None else f"{rss:.0f}"]
+        out.append(f"| {ph} | " + " | ".join(cells) + " |")
+    errs = [(m, s, e) for m, d in res.errors.items() for s, e in d.items()]
+    if errs:
+        out += ["", "Errors:", ""]
+        out += [f"- {s} / {m}: `{e.splitlines()[0][:300]}`" for m, s, e in errs]
+    out += ["", "</details>", ""]
+    return "\n".join(out)
+
+
+RESULTS_HEADER = """# Benchmark results
+
+Written by `bench/run.py` (see `bench/README.md`). Each section is replaced by the latest
+run of that mode; both servers are measured in the same run, on the same machine, with the
+same clients. Ratios are stablemirror / docker-registry (higher is better, except RSS).
+Throughput is in MB/s = 10^6 bytes per second.
+"""
+
+
+def update_results_file(path: Path, mode: str, section: str) -> None:
+    begin, end = f"<!-- BEGIN {mode} -->", f"<!-- END {mode} -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else RESULTS_HEADER
+    if begin in text and end in text:
+        pre, _, rest = text.partition(begin)
+        _, _, post = rest.partition(end)
+        text = pre + block + post
+    else:
+        # full results go above quick ones
+        other = "<!-- BEGIN quick -->"
+        if mode == "full" and other in text:
+            pre, _, post = text.partition(other)
+            text = pre + block + "\n\n" + other + post
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="256 MiB blobs and 3 s wrk runs")
+    p.add_argument("--only", choices=[REF, SM], help="measure a single server")
+    p.add_argument("--size-mib", type=int, help="test blob size (default 1024; quick 256)")
+    p.add_argument("--chunk-mib", type=int, default=64, help="PATCH chunk size (default 64)")
+    p.add_argument("--get-rounds", type=int, default=3, help="blob GETs per server (best of)")
+    p.add_argument("--wrk-duration", type=int, help="seconds per wrk run (default 10; quick 3)")
+    p.add_argument("--wrk-warmup", type=int, default=1, help="untimed wrk seconds before each")
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--wrk-conns", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="stablemirror --workers")
+    p.add_argument(
+        "--python",
+        default=str(REPO_ROOT / ".venv/bin/python"),
+        help="interpreter that runs stablemirror",
+    )
+    p.add_argument(
+        "--stablemirror-cmd",
+        default=SM_COMMAND,
+        help="command template for the server under test; placeholders {python} {listen} "
+        "{data_dir} {workers} (default: %(default)r)",
+    )
+    p.add_argument("--tmpdir", help="parent of the run's temp dir (default: $TMPDIR or /tmp)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
+    p.add_argument("--results", default=str(RESULTS_MD), help="markdown file to update")
+    p.add_argument("--no-results", action="store_true", help="do not update the results file")
+    p.add_argument("--json", help="also write raw results as JSON to this path")
+    p.add_argument("--startup-timeout", type=float, default=60.0)
+    p.add_argument("--deadline", type=float, default=1800.0, help="abort the run after N s")
+    p.add_argument("--fail-on-target", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args(argv)
+    if args.size_mib is None:
+        args.size_mib = 256 if args.quick else 1024
+    if args.wrk_duration is None:
+        args.wrk_duration = 3 if args.quick else 10
+    for name in (
+        "size_mib",
+        "chunk_mib",
+        "get_rounds",
+        "wrk_duration",
+        "wrk_threads",
+        "wrk_conns",
+        "workers",
+    ):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be ≥ 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("curl", "wrk"):
+        if not shutil.which(tool):
+            print(f"error: {tool} not found (apt-get install {tool})", file=sys.stderr)
+            return 2
+    names = [args.only] if args.only else list(SERVERS)
+    started = dt.datetime.now().astimezone()
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="stablemirror-bench-", dir=args.tmpdir))
+    servers: dict[str, Server] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    res: Results | None = None
+    fatal: str | None = None
+    try:
+        if REF in names:
+            servers[REF] = reference_server(work)
+        if SM in names:
+            servers[SM] = stablemirror_server(
+                work, args.python, args.workers, args.stablemirror_cmd
+            )
+        res = run_bench(args, work, servers)
+    except BenchError as exc:
+        fatal = str(exc)
+        log(f"FATAL: {exc}")
+    except KeyboardInterrupt:
+        fatal = "interrupted"
+        log("interrupted")
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        if args.keep_tmp:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    wall = time.monotonic() - t_start
+    if res is None:
+        return 2
+
+    info = machine_info()
+    print()
+    print("\n".join(table_lines(res, names)))
+    both = REF in names and SM in names
+    rows = target_rows(res) if both else []
+    if rows:
+        print()
+        for label, mlabel, need, r, verdict in rows:
+            meas = "n/a" if r is None else f"{r:.2f}x"
+            print(f"  target {label:13s} >= {need:.1f}x  {mlabel:32s} {meas:>7s}  {verdict}")
+    for m, d in res.errors.items():
+        for s, e in d.items():
+            print(f"  error: {s} / {m}: {e.splitlines()[0][:300]}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "date": started.isoformat(),
+                    "machine": info,
+                    "command": command_line(),
+                    "args": vars(args),
+                    "values": res.values,
+                    "samples": res.samples,
+                    "errors": res.errors,
+                    "notes": res.notes,
+                    "extra": res.extra,
+                    "ratios": {m: res.ratio(m) for m, *_ in METRICS},
+                    "fatal": fatal,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    if not args.no_results and (both or args.results != str(RESULTS_MD)):
+        mode = "quick" if args.quick else "full"
+        if args.only:
+            mode += f"-{args.only}"
+        update_results_file(
+            Path(args.results), mode, report_markdown(args, res, names, info, started, wall)
+        )
+        log(f"updated {args.results} ({mode} section)")
+    elif not both:
+        log("single-server run: results file not updated (pass --results PATH to write one)")
+    if fatal or res.errors:
+        return 2
+    if args.fail_on_target and any(v == "FAIL" for *_, v in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

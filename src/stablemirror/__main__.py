@@ -1,0 +1,3 @@
+from stablemirror.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP layer: parses, authorizes, serializes, and calls one service method per request."""

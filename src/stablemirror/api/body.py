@@ -1,0 +1,55 @@
+"""Request bodies: streamed in large chunks, never buffered whole (except manifests)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from stablemirror.oci.errors import ManifestTooLarge, SizeInvalid
+from stablemirror.oci.manifest import MAX_MANIFEST_BYTES
+
+CHUNK = 1 << 20
+
+
+async def stream_body(request: web.Request) -> AsyncIterator[bytes]:
+    """Yield the body in ~1 MiB pieces; fail if fewer bytes than Content-Length arrive."""
+    expected = request.content_length
+    received = 0
+    buf = bytearray()
+    async for data in request.content.iter_any():
+        buf += data
+        received += len(data)
+        if len(buf) >= CHUNK:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+    if expected is not None and received != expected:
+        raise SizeInvalid(expected=expected, received=received)
+
+
+def has_body(request: web.Request) -> bool:
+    if request.content_length is not None:
+        return request.content_length > 0
+    return request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+
+async def read_manifest_body(request: web.Request) -> bytes:
+    if (request.content_length or 0) > MAX_MANIFEST_BYTES:
+        raise ManifestTooLarge(size=request.content_length, limit=MAX_MANIFEST_BYTES)
+    buf = bytearray()
+    async for data in request.content.iter_any():
+        buf += data
+        if len(buf) > MAX_MANIFEST_BYTES:
+            raise ManifestTooLarge(size=f">{MAX_MANIFEST_BYTES}", limit=MAX_MANIFEST_BYTES)
+    return bytes(buf)
+
+
+def query_int(request: web.Request, key: str) -> int | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise web.HTTPBadRequest(text=f"{key} must be a non-negative integer")
+    return int(raw)

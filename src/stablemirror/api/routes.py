@@ -1,0 +1,68 @@
+"""Route table for /v2/. Repository names contain slashes, so one catch-all route hands
+the path to an ordered list of anchored patterns; the first match wins."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from stablemirror.api import blobs, listings, manifests, uploads
+from stablemirror.oci.errors import NameInvalid, Unsupported
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # bounded label for logs and metrics
+    pattern: re.Pattern[str]
+    methods: dict[str, Handler]
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("catalog", re.compile(r"^_catalog$"), {"GET": listings.catalog}),
+    Route("tags", re.compile(r"^(?P<name>.+)/tags/list$"), {"GET": listings.tags}),
+    Route("manifest", re.compile(r"^(?P<name>.+)/manifests/(?P<reference>[^/]+)$"),
+          {"GET": manifests.get, "HEAD": manifests.get, "PUT": manifests.put,
+           "DELETE": manifests.delete}),
+    Route("upload_start", re.compile(r"^(?P<name>.+)/blobs/uploads/?$"),
+          {"POST": uploads.start}),
+    Route("upload", re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<upload>[^/]+)$"),
+          {"GET": uploads.status, "PATCH": uploads.patch, "PUT": uploads.finish,
+           "DELETE": uploads.cancel}),
+    Route("blob", re.compile(r"^(?P<name>.+)/blobs/(?P<digest>[^/]+)$"),
+          {"GET": blobs.get, "HEAD": blobs.get, "DELETE": blobs.delete}),
+    Route("referrers", re.compile(r"^(?P<name>.+)/referrers/(?P<digest>[^/]+)$"),
+          {"GET": listings.referrers}),
+)
+
+ROUTE_KEY = "stablemirror.route"
+
+
+async def base(request: web.Request) -> web.StreamResponse:
+    request[ROUTE_KEY] = "base"
+    return web.json_response({})
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    path = request.match_info["path"]
+    for route in ROUTES:
+        match = route.pattern.match(path)
+        if match is None:
+            continue
+        request[ROUTE_KEY] = route.name
+        handler = route.methods.get(request.method)
+        if handler is None:
+            raise Unsupported(method=request.method, route=route.name)
+        return await handler(request, **match.groupdict())
+    request[ROUTE_KEY] = "unknown"
+    raise NameInvalid(path=path)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("GET", "/v2/", base)
+    app.router.add_route("GET", "/v2", base)
+    app.router.add_route("*", "/v2/{path:.+}", dispatch)

@@ -1,0 +1,1 @@
+"""Registry metadata (repositories, tags, manifests, referrers, uploads) behind one protocol."""

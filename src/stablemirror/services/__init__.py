@@ -1,0 +1,1 @@
+"""Services: what the registry does, independent of HTTP."""

@@ -1,0 +1,55 @@
+"""The registry-service protocol: hosted and proxied namespaces both implement it,
+so HTTP handlers never know which one they talk to."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from stablemirror.index.protocol import StoredManifest
+from stablemirror.oci.digest import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class BlobSource:
+    """How to serve a blob: a local file for zero-copy, or a stream of bytes."""
+
+    digest: Digest
+    size: int
+    path: Path | None
+    open_stream: Callable[[int, int | None], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class PutManifestResult:
+    digest: Digest
+    subject: Digest | None
+
+
+class RegistryService(Protocol):
+    async def get_manifest(self, repository: str, reference: str) -> StoredManifest: ...
+    async def put_manifest(self, repository: str, reference: str, body: bytes,
+                           content_type: str, extra_tags: list[str]) -> PutManifestResult: ...
+    async def delete_manifest(self, repository: str, reference: str) -> None: ...
+
+    async def open_blob(self, repository: str, digest: str) -> BlobSource: ...
+    async def delete_blob(self, repository: str, digest: str) -> None: ...
+
+    async def start_upload(self, repository: str) -> str: ...
+    async def mount_blob(self, repository: str, digest: str, source: str | None) -> bool: ...
+    async def upload_monolithic(self, repository: str, digest: str,
+                                body: AsyncIterable[bytes]) -> Digest: ...
+    async def upload_status(self, repository: str, upload_id: str) -> int: ...
+    async def upload_chunk(self, repository: str, upload_id: str, start: int | None,
+                           body: AsyncIterable[bytes]) -> int: ...
+    async def finish_upload(self, repository: str, upload_id: str, digest: str,
+                            body: AsyncIterable[bytes] | None) -> Digest: ...
+    async def cancel_upload(self, repository: str, upload_id: str) -> None: ...
+
+    async def list_tags(self, repository: str, n: int | None, last: str | None
+                        ) -> list[str]: ...
+    async def catalog(self, n: int | None, last: str | None) -> list[str]: ...
+    async def referrers(self, repository: str, digest: str, artifact_type: str | None
+                        ) -> bytes: ...

@@ -1,0 +1,195 @@
+"""The hosted registry: content pushed here, stored in the blob store, indexed in the index."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterable
+
+from stablemirror.index.protocol import RegistryIndex, StoredManifest
+from stablemirror.oci import mediatypes as mt
+from stablemirror.oci.digest import Digest
+from stablemirror.oci.errors import (
+    BlobUnknown,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    UploadRangeInvalid,
+)
+from stablemirror.oci.manifest import parse_manifest
+from stablemirror.oci.names import is_valid_tag, parse_reference, validate_name
+from stablemirror.services.protocol import BlobSource, PutManifestResult
+from stablemirror.store.protocol import BlobStore
+
+
+class HostedRegistry:
+    def __init__(self, store: BlobStore, index: RegistryIndex) -> None:
+        self.store = store
+        self.index = index
+
+    # -- manifests --------------------------------------------------------------------------
+    async def get_manifest(self, repository: str, reference: str) -> StoredManifest:
+        validate_name(repository)
+        if ":" not in reference and not is_valid_tag(reference):
+            raise ManifestUnknown(repository=repository, reference=reference)
+        found = await self.index.get_manifest(repository, parse_reference(reference))
+        if found is None:
+            raise ManifestUnknown(repository=repository, reference=reference)
+        return found
+
+    async def put_manifest(self, repository: str, reference: str, body: bytes,
+                           content_type: str, extra_tags: list[str]) -> PutManifestResult:
+        validate_name(repository)
+        ref = parse_reference(reference)
+        algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
+        manifest = parse_manifest(body, content_type, algorithm)
+        if isinstance(ref, Digest) and ref != manifest.digest:
+            raise DigestInvalid(digest=str(ref), actual=str(manifest.digest))
+        tags = [ref] if isinstance(ref, str) else []
+        for tag in extra_tags:
+            if not is_valid_tag(tag):
+                raise ManifestInvalid(tag=tag, reason="invalid tag")
+            tags.append(tag)
+        await self.index.put_manifest(repository, manifest, tags)
+        return PutManifestResult(manifest.digest,
+                                 manifest.subject.digest if manifest.subject else None)
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        validate_name(repository)
+        ref = parse_reference(reference)
+        deleted = (await self.index.delete_manifest(repository, ref) if isinstance(ref, Digest)
+                   else await self.index.delete_tag(repository, ref))
+        if not deleted:
+            raise ManifestUnknown(repository=repository, reference=reference)
+
+    # -- blobs -----------------------------------------------------------------------------------
+    async def open_blob(self, repository: str, digest: str) -> BlobSource:
+        validate_name(repository)
+        d = Digest.parse(digest)
+        size = await self.index.blob_size(repository, d)
+        if size is None:
+            raise BlobUnknown(repository=repository, digest=digest)
+        path = self.store.local_path(d)
+        if path is not None and not path.exists():
+            raise BlobUnknown(repository=repository, digest=digest)
+        return BlobSource(d, size, path, lambda offset, length: self.store.read(d, offset, length))
+
+    async def delete_blob(self, repository: str, digest: str) -> None:
+        validate_name(repository)
+        # The bytes stay until GC proves nothing references them.
+        if not await self.index.unlink_blob(repository, Digest.parse(digest)):
+            raise BlobUnknown(repository=repository, digest=digest)
+
+    # -- uploads ---------------------------------------------------------------------------------
+    async def start_upload(self, repository: str) -> str:
+        validate_name(repository)
+        upload_id = uuid.uuid4().hex
+        await self.store.upload_create(upload_id)
+        await self.index.create_upload(repository, upload_id)
+        return upload_id
+
+    async def mount_blob(self, repository: str, digest: str, source: str | None) -> bool:
+        """Link an existing blob into `repository`; from `source`, or from anywhere if None."""
+        validate_name(repository)
+        d = Digest.parse(digest)
+        if source is not None:
+            validate_name(source)
+            size = await self.index.blob_size(source, d)
+        else:
+            size = await self.index.blob_size_anywhere(d)
+        if size is None or await self.store.stat(d) is None:
+            return False
+        await self.index.link_blob(repository, d, size)
+        return True
+
+    async def upload_monolithic(self, repository: str, digest: str,
+                                body: AsyncIterable[bytes]) -> Digest:
+        d = Digest.parse(digest)
+        upload_id = await self.start_upload(repository)
+        try:
+            await self.store.upload_append(upload_id, 0, body)
+            return await self._commit(repository, upload_id, d)
+        finally:
+            await self._drop_upload(upload_id)
+
+    async def _session(self, repository: str, upload_id: str) -> None:
+        validate_name(repository)
+        upload = await self.index.get_upload(upload_id)
+        if upload is None or upload.repository != repository:
+            raise BlobUploadUnknown(repository=repository, upload=upload_id)
+
+    async def upload_status(self, repository: str, upload_id: str) -> int:
+        await self._session(repository, upload_id)
+        return await self.store.upload_size(upload_id)
+
+    async def upload_chunk(self, repository: str, upload_id: str, start: int | None,
+                           body: AsyncIterable[bytes]) -> int:
+        await self._session(repository, upload_id)
+        size = await self.store.upload_size(upload_id)
+        if start is not None and start != size:
+            err = UploadRangeInvalid(upload=upload_id, expected_start=size, start=start)
+            err.headers["Range"] = f"0-{size - 1}" if size else "0-0"
+            raise err
+        return await self.store.upload_append(upload_id, size, body)
+
+    async def finish_upload(self, repository: str, upload_id: str, digest: str,
+                            body: AsyncIterable[bytes] | None) -> Digest:
+        d = Digest.parse(digest)
+        await self._session(repository, upload_id)
+        if body is not None:
+            size = await self.store.upload_size(upload_id)
+            await self.store.upload_append(upload_id, size, body)
+        try:
+            return await self._commit(repository, upload_id, d)
+        except DigestInvalid:
+            # Wrong bytes are never kept: the session ends with them.
+            await self._drop_upload(upload_id)
+            raise
+        finally:
+            if await self.index.get_upload(upload_id) is not None:
+                await self._drop_upload(upload_id)
+
+    async def _commit(self, repository: str, upload_id: str, digest: Digest) -> Digest:
+        size = await self.store.upload_verify(upload_id, digest)
+        # Index first, bytes second: GC never removes a blob whose row was touched since
+        # its cutoff, so the file we publish cannot be collected under us (services/gc.py).
+        await self.index.link_blob(repository, digest, size)
+        await self.store.upload_publish(upload_id, digest)
+        return digest
+
+    async def _drop_upload(self, upload_id: str) -> None:
+        await self.store.upload_abort(upload_id)
+        await self.index.delete_upload(upload_id)
+
+    async def cancel_upload(self, repository: str, upload_id: str) -> None:
+        await self._session(repository, upload_id)
+        await self._drop_upload(upload_id)
+
+    # -- listings --------------------------------------------------------------------------------
+    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
+        validate_name(repository)
+        found = await self.index.list_tags(repository, n, last)
+        if found is None:
+            raise NameUnknown(repository=repository)
+        return found
+
+    async def catalog(self, n: int | None, last: str | None) -> list[str]:
+        return await self.index.list_repositories(n, last)
+
+    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> bytes:
+        validate_name(repository)
+        d = Digest.parse(digest)
+        found = await self.index.referrers(repository, d, artifact_type)
+        manifests = []
+        for r in found:
+            entry: dict[str, object] = {"mediaType": r.media_type, "digest": r.digest,
+                                        "size": r.size}
+            if r.artifact_type:
+                entry["artifactType"] = r.artifact_type
+            if r.annotations:
+                entry["annotations"] = r.annotations
+            manifests.append(entry)
+        doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
+        return json.dumps(doc, separators=(",", ":")).encode()

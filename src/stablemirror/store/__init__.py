@@ -1,0 +1,1 @@
+"""Content-addressed blob storage behind one small async protocol."""

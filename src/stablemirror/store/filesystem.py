@@ -1,0 +1,261 @@
+"""Filesystem blob store: stream to a staging file, verify, fsync, atomic rename.
+
+Layout under the root:
+    blobs/<algorithm>/<hex[:2]>/<hex>   committed, verified blobs (one copy per digest)
+    uploads/<upload id>/data            staged bytes of an upload session
+    trash/                              blobs GC is about to remove (see services/gc.py)
+Upload ids are validated by the HTTP layer (hex), so no path can leave the root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import re
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from stablemirror.oci.digest import Digest, Hasher, new_hasher
+from stablemirror.oci.errors import BlobUnknown, BlobUploadUnknown, DigestInvalid, StorageFull
+
+READ_CHUNK = 1 << 20
+_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
+
+
+class _HashState:
+    """Incremental digest of an upload, valid while `offset` matches the file size."""
+
+    __slots__ = ("hasher", "offset")
+
+    def __init__(self, hasher: Hasher, offset: int) -> None:
+        self.hasher = hasher
+        self.offset = offset
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_root = root / "blobs"
+        self.upload_root = root / "uploads"
+        self.trash_root = root / "trash"
+        for d in (self.blob_root, self.upload_root, self.trash_root):
+            d.mkdir(parents=True, exist_ok=True)
+        # Per-process incremental hashes; another worker or a restart re-hashes from disk.
+        self._hashes: dict[str, _HashState] = {}
+
+    # -- committed blobs -------------------------------------------------------------
+    def _path(self, digest: Digest) -> Path:
+        return self.blob_root / digest.algorithm / digest.hex[:2] / digest.hex
+
+    async def stat(self, digest: Digest) -> int | None:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: Digest) -> Path | None:
+        return self._path(digest)
+
+    async def read(self, digest: Digest, offset: int = 0, length: int | None = None
+                   ) -> AsyncIterator[bytes]:
+        try:
+            f = open(self._path(digest), "rb")  # noqa: ASYNC230, SIM115 - closed below
+        except FileNotFoundError as e:
+            raise BlobUnknown(digest=str(digest)) from e
+        try:
+            f.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                data = await asyncio.to_thread(f.read, n)
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    async def delete(self, digest: Digest) -> bool:
+        try:
+            self._path(digest).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    async def list_blobs(self) -> AsyncIterator[tuple[Digest, float]]:
+        for alg_dir in sorted(self.blob_root.iterdir()):
+            for prefix in sorted(alg_dir.iterdir()):
+                entries = await asyncio.to_thread(_scan, prefix)
+                for entry in entries:
+                    try:
+                        digest = Digest.parse(f"{alg_dir.name}:{entry.name}")
+                    except DigestInvalid:
+                        continue
+                    yield digest, entry.stat().st_mtime
+
+    # -- GC support: move aside, then restore or drop ------------------------------
+    def trash(self, digest: Digest, token: str) -> Path | None:
+        target = self.trash_root / f"{digest.algorithm}-{digest.hex}-{token}"
+        try:
+            os.rename(self._path(digest), target)
+            return target
+        except FileNotFoundError:
+            return None
+
+    def restore(self, digest: Digest, trashed: Path) -> None:
+        dest = self._path(digest)
+        if dest.exists():
+            trashed.unlink(missing_ok=True)
+        else:
+            os.rename(trashed, dest)
+
+    # -- uploads ------------------------------------------------------------------------
+    def _upload_file(self, upload_id: str) -> Path:
+        if not _UPLOAD_ID.match(upload_id):
+            raise BlobUploadUnknown(upload=upload_id)
+        return self.upload_root / upload_id / "data"
+
+    async def upload_create(self, upload_id: str) -> None:
+        path = self._upload_file(upload_id)
+        try:
+            path.parent.mkdir()
+            path.touch()
+        except OSError as e:
+            if _is_disk_full(e):
+                raise StorageFull() from e
+            raise
+        self._hashes[upload_id] = _HashState(new_hasher("sha256"), 0)
+
+    async def upload_size(self, upload_id: str) -> int:
+        try:
+            return self._upload_file(upload_id).stat().st_size
+        except FileNotFoundError as e:
+            raise BlobUploadUnknown(upload=upload_id) from e
+
+    async def upload_append(self, upload_id: str, offset: int,
+                            chunks: AsyncIterable[bytes]) -> int:
+        path = self._upload_file(upload_id)
+        try:
+            f = open(path, "r+b")  # noqa: ASYNC230, SIM115 - closed below
+        except FileNotFoundError as e:
+            raise BlobUploadUnknown(upload=upload_id) from e
+        state = self._hashes.pop(upload_id, None)
+        if state is not None and state.offset != offset:
+            state = None
+        if state is None and offset == 0:
+            state = _HashState(new_hasher("sha256"), 0)
+        written = offset
+        try:
+            f.seek(offset)
+            async for chunk in chunks:
+                await asyncio.to_thread(_write_and_hash, f, chunk, state)
+                written += len(chunk)
+            await asyncio.to_thread(f.flush)
+        except OSError as e:
+            await asyncio.to_thread(_truncate_close, f, offset)
+            if _is_disk_full(e):
+                raise StorageFull(upload=upload_id) from e
+            raise
+        except BaseException:
+            # The chunk did not arrive whole: drop it, the upload stays where it was.
+            await asyncio.to_thread(_truncate_close, f, offset)
+            raise
+        f.close()
+        if state is not None:
+            state.offset = written
+            self._hashes[upload_id] = state
+        return written
+
+    async def upload_verify(self, upload_id: str, digest: Digest) -> int:
+        path = self._upload_file(upload_id)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as e:
+            raise BlobUploadUnknown(upload=upload_id) from e
+        state = self._hashes.get(upload_id)
+        if state is not None and state.offset == size and digest.algorithm == "sha256":
+            actual = state.hasher.copy().hexdigest()
+        else:
+            actual = await asyncio.to_thread(_hash_file, path, digest.algorithm)
+        if actual != digest.hex:
+            raise DigestInvalid(digest=str(digest), actual=f"{digest.algorithm}:{actual}")
+        return size
+
+    async def upload_publish(self, upload_id: str, digest: Digest) -> None:
+        path = self._upload_file(upload_id)
+        try:
+            await asyncio.to_thread(_publish, path, self._path(digest))
+        except OSError as e:
+            if _is_disk_full(e):
+                raise StorageFull(upload=upload_id) from e
+            raise
+        await self.upload_abort(upload_id)
+
+    async def upload_abort(self, upload_id: str) -> None:
+        self._hashes.pop(upload_id, None)
+        path = self._upload_file(upload_id)
+        await asyncio.to_thread(shutil.rmtree, path.parent, True)
+
+    async def list_uploads(self) -> AsyncIterator[tuple[str, float]]:
+        for entry in os.scandir(self.upload_root):
+            if _UPLOAD_ID.match(entry.name):
+                try:
+                    yield entry.name, os.stat(os.path.join(entry.path, "data")).st_mtime
+                except FileNotFoundError:
+                    yield entry.name, entry.stat().st_mtime
+
+
+def _scan(directory: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(directory) as it:
+        return list(it)
+
+
+def _write_and_hash(f: BinaryIO, chunk: bytes, state: _HashState | None) -> None:
+    f.write(chunk)
+    if state is not None:
+        state.hasher.update(chunk)
+
+
+def _truncate_close(f: BinaryIO, offset: int) -> None:
+    try:
+        f.truncate(offset)
+    finally:
+        f.close()
+
+
+def _hash_file(path: Path, algorithm: str) -> str:
+    h = new_hasher(algorithm)
+    with open(path, "rb") as f:
+        while data := f.read(READ_CHUNK):
+            h.update(data)
+    return h.hexdigest()
+
+
+def _publish(staged: Path, dest: Path) -> None:
+    """fsync the staged bytes, then rename into place; an existing copy wins (same bytes)."""
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        return
+    os.rename(staged, dest)
+    _fsync_dir(dest.parent)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.live import LiveServer
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start extra servers: `server_factory("--upstream", url, workers=2)`."""
+    started: list[LiveServer] = []
+
+    def make(*args: str, workers: int = 1, data_dir: Path | None = None,
+             env: dict[str, str] | None = None) -> LiveServer:
+        d = data_dir or tmp_path / f"data{len(started)}"
+        d.mkdir(parents=True, exist_ok=True)
+        s = LiveServer(d, *args, workers=workers, env=env)
+        s.start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """A fresh server with embedded defaults (filesystem + SQLite) for one test."""
+    return server_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for a whole test module, when tests do not disturb each other."""
+    d = tmp_path_factory.mktemp("shared") / "data"
+    d.mkdir()
+    s = LiveServer(d)
+    s.start()
+    yield s
+    s.stop()

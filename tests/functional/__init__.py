@@ -1,0 +1,1 @@
+"""Functional tests: real processes (server and clients) on loopback."""
