@@ -777,16 +777,15 @@ _WRK_REQS = re.compile(r"(\d+) requests in")
 _WRK_PCT = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 
 
-def run_wrk(
-    port: int, path: str, threads: int, conns: int, duration: int, warmup: int = 0
-) -> dict[str, Any]:
+def warm_wrk(port: int, path: str, threads: int, conns: int, duration: int) -> None:
+    """Untimed load so lazy imports, caches and connection pools settle first."""
     url = f"http://{HOST}:{port}{path}"
-    if warmup > 0:  # untimed: let lazy imports, caches and connection pools settle
-        subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{conns}", f"-d{warmup}s", "-s", str(LUA_SCRIPT), url],
-            capture_output=True,
-            timeout=warmup + 30,
-        )
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "-s", str(LUA_SCRIPT), url]
+    subprocess.run(argv, capture_output=True, timeout=duration + 30)
+
+
+def run_wrk(port: int, path: str, threads: int, conns: int, duration: int) -> dict[str, Any]:
+    url = f"http://{HOST}:{port}{path}"
     argv = [
         "wrk",
         f"-t{threads}",
@@ -836,6 +835,12 @@ class Results:
     def put(self, metric: str, server: str, value: float) -> None:
         self.values.setdefault(metric, {})[server] = value
 
+    def add(self, metric: str, server: str, value: float) -> None:
+        """One round's sample; the reported value is the best of the rounds."""
+        runs = self.samples.setdefault(metric, {}).setdefault(server, [])
+        runs.append(value)
+        self.put(metric, server, max(runs))
+
     def err(self, metric: str, server: str, msg: str) -> None:
         self.errors.setdefault(metric, {})[server] = msg
 
@@ -850,37 +855,43 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
     res = Results()
     sampler = RssSampler()
     sampler.start()
-    res.extra["cpu_s"] = {}
+    cpu_s: dict[str, dict[str, float]] = {}  # phase -> server -> CPU seconds (summed)
+    units: dict[str, dict[str, float]] = {}  # phase -> server -> bytes or requests (summed)
+    res.extra["cpu_s"] = cpu_s
+    res.extra["units"] = units
     deadline = time.monotonic() + args.deadline
+    order = list(servers)
 
     def check_deadline() -> None:
         if time.monotonic() > deadline:
             raise BenchError(f"run deadline of {args.deadline}s exceeded")
 
-    def cpu_mark() -> dict[str, float]:
-        return {n: tree_cpu_seconds(s.pid) for n, s in servers.items() if s.alive()}
-
-    def phase(name: str, fn: Any, metric: str | None = None, label: str | None = None) -> None:
-        """Run fn(server) for each live server, reference first, flushing disks between."""
-        for sname, srv in servers.items():
+    def phase(name: str, fn: Any, metric: str | None = None, rnd: int = 0) -> None:
+        """Run fn(server) -> work units for each live server, flushing dirty pages before
+        each; the server order alternates from one round to the next."""
+        for sname in order if rnd % 2 == 0 else order[::-1]:
+            srv = servers[sname]
             check_deadline()
             if not srv.alive():
                 if metric:
-                    res.err(metric, sname, "server not running")
+                    res.err(metric, sname, f"server not running (exit {srv.returncode})")
                 continue
             settle()
             sampler.set_phase(name)
             c0 = tree_cpu_seconds(srv.pid)
             try:
-                fn(sname, srv)
+                done = fn(sname, srv)
+                units.setdefault(name, {}).setdefault(sname, 0.0)
+                units[name][sname] += float(done or 0)
             except (BenchError, OSError, subprocess.SubprocessError, ValueError) as exc:
                 msg = f"{type(exc).__name__}: {exc}"
-                log(f"{sname} {label or name}: FAILED {msg}")
+                log(f"{sname} {name}: FAILED {msg}")
                 if metric:
                     res.err(metric, sname, msg)
             finally:
-                cpu = tree_cpu_seconds(srv.pid) - c0 if srv.alive() else float("nan")
-                res.extra["cpu_s"].setdefault(name, {})[sname] = cpu
+                if srv.alive():
+                    cpu_s.setdefault(name, {}).setdefault(sname, 0.0)
+                    cpu_s[name][sname] += tree_cpu_seconds(srv.pid) - c0
                 sampler.set_phase("idle")
 
     try:
@@ -894,80 +905,105 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
         res.extra["startup_s"] = {n: s.startup_s for n, s in servers.items()}
 
         check_deadline()
-        log(f"generating {args.size_mib} MiB random test blobs in {work}")
+        size = args.size_mib * MiB
+        n_files = 2 * args.push_rounds
+        log(f"generating {n_files} random test blobs of {args.size_mib} MiB in {work}")
         t0 = time.perf_counter()
-        blob_mono = make_random_file(work / "blob-mono.bin", args.size_mib * MiB)
-        blob_chunk = make_random_file(work / "blob-chunked.bin", args.size_mib * MiB)
-        log(
-            f"test data ready in {time.perf_counter() - t0:.1f}s "
-            f"({blob_mono.digest[:19]}…, {blob_chunk.digest[:19]}…)"
-        )
-        xfer_timeout = max(120.0, args.size_mib * MiB / 2e6)  # ≥ 2 MB/s or give up
+        # distinct data for every push, so no push ever hits an already-stored blob
+        mono = [
+            make_random_file(work / f"blob-mono-{r}.bin", size) for r in range(args.push_rounds)
+        ]
+        chunked = [
+            make_random_file(work / f"blob-chunked-{r}.bin", size) for r in range(args.push_rounds)
+        ]
+        log(f"test data ready in {time.perf_counter() - t0:.1f}s")
+        xfer_timeout = max(120.0, size / 2e6)  # give up below 2 MB/s
 
-        def do_mono(sname: str, srv: Server) -> None:
-            v = push_monolithic(srv.port, "bench/mono", blob_mono, xfer_timeout)
-            res.put("push_mono", sname, v)
-            log(f"{sname:13s} monolithic push: {v:8.1f} MB/s")
+        def do_mono(blob: Blob) -> Any:
+            def do(sname: str, srv: Server) -> int:
+                v = push_monolithic(srv.port, "bench/mono", blob, xfer_timeout)
+                res.add("push_mono", sname, v)
+                log(f"{sname:13s} monolithic push: {v:8.1f} MB/s")
+                return blob.size
 
-        def do_chunked(sname: str, srv: Server) -> None:
-            v = push_chunked(
-                srv.port, "bench/chunked", blob_chunk, args.chunk_mib * MiB, xfer_timeout
-            )
-            res.put("push_chunked", sname, v)
-            log(f"{sname:13s} chunked push:    {v:8.1f} MB/s ({args.chunk_mib} MiB chunks)")
+            return do
 
-        def do_get(sname: str, srv: Server) -> None:
-            runs = []
-            for _ in range(args.get_rounds):
-                check_deadline()
-                runs.append(get_blob_curl(srv.port, "bench/mono", blob_mono, xfer_timeout))
-            res.samples.setdefault("blob_get", {})[sname] = runs
-            res.put("blob_get", sname, max(runs))
-            log(
-                f"{sname:13s} blob GET:        {max(runs):8.1f} MB/s "
-                f"(runs: {', '.join(f'{r:.0f}' for r in runs)})"
-            )
-            content = verify_blob_get(srv.port, "bench/mono", blob_mono, xfer_timeout)
+        def do_chunked(blob: Blob) -> Any:
+            def do(sname: str, srv: Server) -> int:
+                v = push_chunked(
+                    srv.port, "bench/chunked", blob, args.chunk_mib * MiB, xfer_timeout
+                )
+                res.add("push_chunked", sname, v)
+                log(f"{sname:13s} chunked push:    {v:8.1f} MB/s ({args.chunk_mib} MiB chunks)")
+                return blob.size
+
+            return do
+
+        def do_get(sname: str, srv: Server) -> int:
+            v = get_blob_curl(srv.port, "bench/mono", mono[0], xfer_timeout)
+            res.add("blob_get", sname, v)
+            log(f"{sname:13s} blob GET:        {v:8.1f} MB/s")
+            return mono[0].size
+
+        def do_blob_checks(sname: str, srv: Server) -> int:
+            content = verify_blob_get(srv.port, "bench/mono", mono[0], xfer_timeout)
             res.notes.setdefault("content", {})[sname] = content
-            note = range_checks(srv.port, "bench/mono", blob_mono)
-            res.notes.setdefault("range", {})[sname] = note
-            log(f"{sname:13s} Range GET check: {note}")
+            rng = range_checks(srv.port, "bench/mono", mono[0])
+            res.notes.setdefault("range", {})[sname] = rng
+            log(f"{sname:13s} full GET digest check: {content}; Range GET check: {rng}")
+            return 0
 
         images: dict[str, ImageRef] = {}
 
-        def do_manifest_push(sname: str, srv: Server) -> None:
+        def do_manifest_push(sname: str, srv: Server) -> int:
             images[sname] = push_image(srv.port, "bench/manifest", "v1", os.urandom(8))
+            return 0
+
+        def manifest_path(sname: str, kind: str) -> str:
+            if sname not in images:
+                raise BenchError("no image was pushed")
+            img = images[sname]
+            return f"/v2/{img.repo}/manifests/{img.tag if kind == 'tag' else img.digest}"
+
+        def do_warmup(sname: str, srv: Server) -> int:
+            for kind in ("tag", "digest"):
+                warm_wrk(srv.port, manifest_path(sname, kind), args.wrk_threads, args.wrk_conns,
+                         args.wrk_warmup)  # fmt: skip
+            return 0
 
         def wrk_by(kind: str) -> Any:
-            def do(sname: str, srv: Server) -> None:
-                if sname not in images:
-                    raise BenchError("no image was pushed")
-                img = images[sname]
-                ref = img.tag if kind == "tag" else img.digest
+            def do(sname: str, srv: Server) -> int:
                 out = run_wrk(
                     srv.port,
-                    f"/v2/{img.repo}/manifests/{ref}",
+                    manifest_path(sname, kind),
                     args.wrk_threads,
                     args.wrk_conns,
                     args.wrk_duration,
-                    args.wrk_warmup,
                 )
-                res.put(f"manifest_{kind}", sname, out["rps"])
-                res.extra.setdefault("wrk", {}).setdefault(kind, {})[sname] = out
+                res.add(f"manifest_{kind}", sname, out["rps"])
+                res.extra.setdefault("wrk", {}).setdefault(kind, {}).setdefault(sname, [])
+                res.extra["wrk"][kind][sname].append(out)
                 lat = out["latency_ms"]
                 log(
                     f"{sname:13s} manifest GET by {kind:6s}: {out['rps']:9.0f} req/s "
                     f"(p50 {lat.get('p50', 0):.2f} ms, p99 {lat.get('p99', 0):.2f} ms)"
                 )
+                return int(out["requests"])
 
             return do
 
-        phase("push_mono", do_mono, "push_mono")
-        phase("push_chunked", do_chunked, "push_chunked")
-        phase("blob_get", do_get, "blob_get")
+        for r in range(args.push_rounds):
+            phase("push_mono", do_mono(mono[r]), "push_mono", r)
+            phase("push_chunked", do_chunked(chunked[r]), "push_chunked", r)
+        for r in range(args.get_rounds):
+            phase("blob_get", do_get, "blob_get", r)
+        phase("blob_checks", do_blob_checks, "blob_get")
         phase("manifest_push", do_manifest_push, "manifest_tag")
-        phase("manifest_tag", wrk_by("tag"), "manifest_tag")
-        phase("manifest_digest", wrk_by("digest"), "manifest_digest")
+        if args.wrk_warmup > 0:
+            phase("wrk_warmup", do_warmup)
+        for r in range(args.wrk_rounds):
+            phase("manifest_tag", wrk_by("tag"), "manifest_tag", r)
+            phase("manifest_digest", wrk_by("digest"), "manifest_digest", r)
         for sname, srv in servers.items():
             if not srv.alive():
                 res.err("peak_rss", sname, f"server died (exit {srv.returncode})")
@@ -1072,6 +1108,25 @@ def command_line() -> str:
     return shlex.join([exe, script, *sys.argv[1:]])
 
 
+PHASES = [
+    # phase, label, unit of work, CPU cost unit
+    ("push_mono", "monolithic push", "bytes", "CPU s/GiB"),
+    ("push_chunked", "chunked push", "bytes", "CPU s/GiB"),
+    ("blob_get", "blob GET", "bytes", "CPU s/GiB"),
+    ("manifest_tag", "manifest GET by tag", "requests", "CPU us/req"),
+    ("manifest_digest", "manifest GET by digest", "requests", "CPU us/req"),
+]
+
+
+def cpu_cost(res: Results, phase: str, server: str) -> float | None:
+    cpu: float | None = res.extra.get("cpu_s", {}).get(phase, {}).get(server)
+    done: float | None = res.extra.get("units", {}).get(phase, {}).get(server)
+    if cpu is None or not done:
+        return None
+    unit = next(u for p, _, u, _ in PHASES if p == phase)
+    return cpu / (done / (1 << 30)) if unit == "bytes" else cpu / done * 1e6
+
+
 def report_markdown(
     args: argparse.Namespace,
     res: Results,
@@ -1090,10 +1145,11 @@ def report_markdown(
         f"- Reference: `{info['reference']}` (filesystem storage, access log off); "
         f"load generator: {info['wrk']}",
         f"- Command: `cd {REPO_ROOT} && {command_line()}`",
-        f"- Parameters: blob {args.size_mib} MiB, PATCH chunks {args.chunk_mib} MiB, "
-        f"blob GET best of {args.get_rounds}, wrk -t{args.wrk_threads} -c{args.wrk_conns} "
-        f"-d{args.wrk_duration}s (after {args.wrk_warmup}s untimed warm-up), "
-        f"stablemirror --workers {args.workers}",
+        f"- Parameters: blob {args.size_mib} MiB; pushes best of {args.push_rounds} "
+        f"(fresh random data each), PATCH chunks {args.chunk_mib} MiB; blob GET best of "
+        f"{args.get_rounds}; wrk -t{args.wrk_threads} -c{args.wrk_conns} -d{args.wrk_duration}s "
+        f"best of {args.wrk_rounds} (after {args.wrk_warmup}s untimed warm-up per URL); "
+        f"server order alternates between rounds; stablemirror --workers {args.workers}",
         *(
             [f"- Server under test started as: `{args.stablemirror_cmd}`"]
             if args.stablemirror_cmd != SM_COMMAND and SM in servers
@@ -1107,27 +1163,31 @@ def report_markdown(
         out += [
             "Targets (ratio stablemirror / docker-registry):",
             "",
-            "| Target | Metric | Needed | Measured | Result |",
-            "|---|---|---|---|---|",
+            "| Target | Metric | Measured | Result |",
+            "|---|---|---|---|",
         ]
         for label, mlabel, need, r, verdict in target_rows(res):
             meas = "—" if r is None else f"{r:.2f}x"
-            out.append(f"| {label} ≥ {need:.1f}x | {mlabel} | {need:.1f}x | {meas} | {verdict} |")
+            out.append(f"| {label} ≥ {need:.1f}x | {mlabel} | {meas} | {verdict} |")
         out.append("")
     out += ["<details><summary>Details</summary>", ""]
+    out += ["All rounds (the table shows the best):", ""]
+    for key, label, unit, _ in METRICS:
+        for s in servers:
+            runs = res.samples.get(key, {}).get(s)
+            if runs:
+                out.append(
+                    f"- {label}, {s}: " + ", ".join(fmt_val(x, unit) for x in runs) + f" {unit}"
+                )
+    out.append("")
     for s in servers:
         bits = []
-        if "blob_get" in res.samples and s in res.samples["blob_get"]:
-            bits.append(
-                "GET runs " + ", ".join(f"{x:.0f}" for x in res.samples["blob_get"][s]) + " MB/s"
-            )
-        if s in res.notes.get("range", {}):
-            bits.append(f"Range GET check: {res.notes['range'][s]}")
         if s in res.notes.get("content", {}):
             bits.append(f"full GET digest check: {res.notes['content'][s]}")
+        if s in res.notes.get("range", {}):
+            bits.append(f"Range GET check: {res.notes['range'][s]}")
         for kind in ("tag", "digest"):
-            w = res.extra.get("wrk", {}).get(kind, {}).get(s)
-            if w:
+            for w in res.extra.get("wrk", {}).get(kind, {}).get(s, []):
                 lat = w["latency_ms"]
                 bits.append(
                     f"wrk by {kind}: {w['requests']} requests, p50 {lat.get('p50', 0):.2f}"
@@ -1142,25 +1202,21 @@ def report_markdown(
         out.append(f"- **{s}**: " + "; ".join(bits))
     out += [
         "",
-        "Server CPU seconds (process tree) and peak tree RSS (MiB) per phase:",
+        "Server CPU cost (whole process tree, timed runs only) and peak tree RSS per phase:",
         "",
-        "| Phase | " + " | ".join(f"{s} CPU s | {s} RSS" for s in servers) + " |",
-        "|---|" + "---|---|" * len(servers),
+        "| Phase | Cost unit | " + " | ".join(f"{s} cost | {s} RSS MiB" for s in servers) + " |",
+        "|---|---|" + "---|---|" * len(servers),
     ]
-    for ph in (
-        "push_mono",
-        "push_chunked",
-        "blob_get",
-        "manifest_push",
-        "manifest_tag",
-        "manifest_digest",
-    ):
+    for ph, label, _, cost_unit in PHASES:
         cells = []
         for s in servers:
-            cpu = res.extra.get("cpu_s", {}).get(ph, {}).get(s)
+            cost = cpu_cost(res, ph, s)
             rss = res.extra.get("phase_rss_mib", {}).get(f"{s}/{ph}")
-            cells += ["—" if cpu is None else f"{cpu:.2f}", "—" if rss is None else f"{rss:.0f}"]
-        out.append(f"| {ph} | " + " | ".join(cells) + " |")
+            cells += [
+                "—" if cost is None else f"{cost:,.2f}" if cost < 100 else f"{cost:,.0f}",
+                "—" if rss is None else f"{rss:.0f}",
+            ]
+        out.append(f"| {label} | {cost_unit} | " + " | ".join(cells) + " |")
     errs = [(m, s, e) for m, d in res.errors.items() for s, e in d.items()]
     if errs:
         out += ["", "Errors:", ""]
@@ -1208,7 +1264,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-mib", type=int, default=64, help="PATCH chunk size (default 64)")
     p.add_argument("--get-rounds", type=int, default=3, help="blob GETs per server (best of)")
     p.add_argument("--wrk-duration", type=int, help="seconds per wrk run (default 10; quick 3)")
-    p.add_argument("--wrk-warmup", type=int, default=1, help="untimed wrk seconds before each")
+    p.add_argument("--push-rounds", type=int, default=2, help="pushes per server (best of)")
+    p.add_argument("--wrk-rounds", type=int, default=2, help="wrk runs per server (best of)")
+    p.add_argument(
+        "--wrk-warmup", type=int, default=1, help="untimed wrk seconds per URL before timing"
+    )
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-conns", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="stablemirror --workers")

@@ -172,9 +172,11 @@ class ReferenceRegistry:
 
 
 def registry_fixture(request: pytest.FixtureRequest, workdir: Path,
-                     fixture_name: str) -> Iterator[RegistryProcess]:
-    """Yield the stablemirror fixture `fixture_name`, or a docker-registry when
-    STABLEMIRROR_TEST_REFERENCE is set (the stablemirror fixture is then never started)."""
+                     fixture_name: str = "server",
+                     workers: int | None = None) -> Iterator[RegistryProcess]:
+    """Yield the stablemirror fixture `fixture_name` (or, with `workers`, a server from
+    `server_factory` running that many worker processes); a docker-registry instead when
+    STABLEMIRROR_TEST_REFERENCE is set (no stablemirror server is then started)."""
     if use_reference():
         ref = ReferenceRegistry(workdir / "reference-data")
         ref.start()
@@ -182,6 +184,8 @@ def registry_fixture(request: pytest.FixtureRequest, workdir: Path,
             yield ref
         finally:
             ref.stop()
+    elif workers is not None:
+        yield request.getfixturevalue("server_factory")(workers=workers)
     else:
         yield request.getfixturevalue(fixture_name)
 

@@ -8,6 +8,7 @@ from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import REGISTRY
 from stablemirror.api.routes import add_routes
 from stablemirror.config import Settings
+from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
 from stablemirror.services.registry import HostedRegistry
 from stablemirror.store.filesystem import FilesystemBlobStore
@@ -17,7 +18,7 @@ READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 
 def build_app(settings: Settings) -> web.Application:
     store = FilesystemBlobStore(settings.data_dir)
-    index = SqlIndex(settings.index_url)
+    index = SqlIndex(Database(settings.index_url))
     app = web.Application(middlewares=[oci_errors],
                           handler_args={"read_bufsize": READ_BUFSIZE})
     app[REGISTRY] = HostedRegistry(store, index)

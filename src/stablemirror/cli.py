@@ -47,6 +47,7 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
 ) -> None:
     """Online garbage collection: safe while the server runs; reports what it freed."""
+    from stablemirror.index.db import Database
     from stablemirror.index.migrate import upgrade
     from stablemirror.index.sql import SqlIndex
     from stablemirror.services.gc import GarbageCollector
@@ -57,7 +58,7 @@ def gc(
     upgrade(settings.index_url)
 
     async def run() -> None:
-        index = SqlIndex(settings.index_url)
+        index = SqlIndex(Database(settings.index_url))
         try:
             collector = GarbageCollector(
                 FilesystemBlobStore(settings.data_dir), index,

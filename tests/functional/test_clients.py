@@ -50,8 +50,12 @@ pytestmark = pytest.mark.clients
 
 @pytest.fixture
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryProcess]:
-    """A fresh registry per test: stablemirror's `server`, or docker-registry (reference)."""
-    yield from registry_fixture(request, tmp_path, "server")
+    """A fresh registry per test: stablemirror's `server`, or docker-registry (reference).
+
+    Indirect parametrization with an int runs stablemirror with that many workers, so
+    upload sessions and manifests must be visible across processes."""
+    workers = getattr(request, "param", None)
+    yield from registry_fixture(request, tmp_path, "server", workers=workers)
 
 
 @pytest.fixture
@@ -78,6 +82,7 @@ def assert_layout_has_image(clients: Clients, root: Path, tag: str, img: BuiltIm
 # --------------------------------------------------------------------------- 1. skopeo
 
 
+@pytest.mark.parametrize("registry", [None, 3], indirect=True, ids=["1worker", "3workers"])
 def test_skopeo_copy_inspect_list_tags_pull_delete(clients: Clients, tmp_path: Path) -> None:
     src = OciLayout(tmp_path / "src")
     img = src.add_image([300 * KiB, 2 * MiB, 17 * KiB])
@@ -306,6 +311,7 @@ def test_oras_chunked_upload(registry: RegistryProcess, clients: Clients,
 # --------------------------------------------------------------------------- 5. multi-arch
 
 
+@pytest.mark.parametrize("registry", [None, 3], indirect=True, ids=["1worker", "3workers"])
 def test_multiarch_index_copy_all_and_arch_selection(clients: Clients, tmp_path: Path) -> None:
     src = OciLayout(tmp_path / "src")
     amd = src.add_image([400 * KiB, 90 * KiB], arch="amd64")

@@ -5,13 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from stablemirror.api.body import read_manifest_body
+from stablemirror.api.context import context
 from stablemirror.api.keys import REGISTRY
 
 
 async def get(request: web.Request, name: str, reference: str) -> web.StreamResponse:
-    found = await request.app[REGISTRY].get_manifest(name, reference)
-    headers = {"Docker-Content-Digest": found.digest, "ETag": f'"{found.digest}"',
-               "Content-Type": found.media_type}
+    found = await request.app[REGISTRY].get_manifest(context(request), name, reference)
+    headers = {
+        "Docker-Content-Digest": found.digest,
+        "ETag": f'"{found.digest}"',
+        "Content-Type": found.media_type,
+    }
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(found.content))
         return web.Response(headers=headers)
@@ -21,15 +25,22 @@ async def get(request: web.Request, name: str, reference: str) -> web.StreamResp
 async def put(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     body = await read_manifest_body(request)
     result = await request.app[REGISTRY].put_manifest(
-        name, reference, body, request.headers.get("Content-Type", ""),
-        request.query.getall("tag", []))
-    headers = {"Location": f"/v2/{name}/manifests/{result.digest}",
-               "Docker-Content-Digest": str(result.digest)}
+        context(request),
+        name,
+        reference,
+        body,
+        request.headers.get("Content-Type", ""),
+        request.query.getall("tag", []),
+    )
+    headers = {
+        "Location": f"/v2/{name}/manifests/{result.digest}",
+        "Docker-Content-Digest": str(result.digest),
+    }
     if result.subject is not None:
         headers["OCI-Subject"] = str(result.subject)
     return web.Response(status=201, headers=headers)
 
 
 async def delete(request: web.Request, name: str, reference: str) -> web.StreamResponse:
-    await request.app[REGISTRY].delete_manifest(name, reference)
+    await request.app[REGISTRY].delete_manifest(context(request), name, reference)
     return web.Response(status=202)

@@ -7,6 +7,7 @@ import re
 from aiohttp import web
 
 from stablemirror.api.body import has_body, stream_body
+from stablemirror.api.context import context
 from stablemirror.api.keys import REGISTRY
 from stablemirror.oci.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid
 
@@ -22,34 +23,46 @@ def _check_id(upload: str) -> str:
 
 
 def _session_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
-    return {"Location": f"/v2/{name}/blobs/uploads/{upload_id}",
-            "Range": f"0-{max(size - 1, 0)}", "Docker-Upload-UUID": upload_id,
-            "Content-Length": "0"}
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+        "Range": f"0-{max(size - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+    }
 
 
 def _blob_created(name: str, digest: str) -> web.Response:
-    return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
-                                             "Docker-Content-Digest": digest,
-                                             "Content-Length": "0"})
+    return web.Response(
+        status=201,
+        headers={
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        },
+    )
 
 
 async def start(request: web.Request, name: str) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     mount = request.query.get("mount")
-    if mount and await registry.mount_blob(name, mount, request.query.get("from")):
+    if mount and await registry.mount_blob(
+        context(request), name, mount, request.query.get("from")
+    ):
         return _blob_created(name, mount)
     digest = request.query.get("digest")
     if digest is not None:
-        stored = await registry.upload_monolithic(name, digest, stream_body(request))
+        stored = await registry.upload_monolithic(
+            context(request), name, digest, stream_body(request)
+        )
         return _blob_created(name, str(stored))
-    upload_id = await registry.start_upload(name)
+    upload_id = await registry.start_upload(context(request), name)
     headers = _session_headers(name, upload_id, 0)
     headers["OCI-Chunk-Min-Length"] = str(MIN_CHUNK)
     return web.Response(status=202, headers=headers)
 
 
 async def status(request: web.Request, name: str, upload: str) -> web.StreamResponse:
-    size = await request.app[REGISTRY].upload_status(name, _check_id(upload))
+    size = await request.app[REGISTRY].upload_status(context(request), name, _check_id(upload))
     return web.Response(status=204, headers=_session_headers(name, upload, size))
 
 
@@ -63,10 +76,14 @@ async def patch(request: web.Request, name: str, upload: str) -> web.StreamRespo
         start_at, end = int(m.group(1)), int(m.group(2))
         length = request.content_length
         if end < start_at or (length is not None and length != end - start_at + 1):
-            raise BlobUploadInvalid(content_range=header, content_length=length,
-                                    reason="Content-Range does not match Content-Length")
-    size = await request.app[REGISTRY].upload_chunk(name, _check_id(upload), start_at,
-                                                    stream_body(request))
+            raise BlobUploadInvalid(
+                content_range=header,
+                content_length=length,
+                reason="Content-Range does not match Content-Length",
+            )
+    size = await request.app[REGISTRY].upload_chunk(
+        context(request), name, _check_id(upload), start_at, stream_body(request)
+    )
     return web.Response(status=202, headers=_session_headers(name, upload, size))
 
 
@@ -75,10 +92,12 @@ async def finish(request: web.Request, name: str, upload: str) -> web.StreamResp
     if not digest:
         raise DigestInvalid(reason="digest query parameter is required")
     body = stream_body(request) if has_body(request) else None
-    stored = await request.app[REGISTRY].finish_upload(name, _check_id(upload), digest, body)
+    stored = await request.app[REGISTRY].finish_upload(
+        context(request), name, _check_id(upload), digest, body
+    )
     return _blob_created(name, str(stored))
 
 
 async def cancel(request: web.Request, name: str, upload: str) -> web.StreamResponse:
-    await request.app[REGISTRY].cancel_upload(name, _check_id(upload))
+    await request.app[REGISTRY].cancel_upload(context(request), name, _check_id(upload))
     return web.Response(status=204)

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
 
-from stablemirror.index.sql import make_engines
+from stablemirror.index.db import make_engines
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -47,8 +47,9 @@ class RegistryIndex(Protocol):
     async def unlink_blob(self, repository: str, digest: Digest) -> bool: ...
 
     # manifests and tags
-    async def get_manifest(self, repository: str, reference: Digest | str
-                           ) -> StoredManifest | None: ...
+    async def get_manifest(
+        self, repository: str, reference: Digest | str
+    ) -> StoredManifest | None: ...
 
     async def put_manifest(self, repository: str, manifest: Manifest, tags: list[str]) -> None:
         """Store and tag atomically; raises ManifestBlobUnknown if a reference is missing."""
@@ -56,13 +57,13 @@ class RegistryIndex(Protocol):
 
     async def delete_manifest(self, repository: str, digest: Digest) -> bool: ...
     async def delete_tag(self, repository: str, tag: str) -> bool: ...
-    async def list_tags(self, repository: str, n: int | None, last: str | None
-                        ) -> list[str] | None:
+    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
         """Tags in lexical order after `last`; None if the repository is unknown."""
         ...
 
-    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None
-                        ) -> list[Referrer]: ...
+    async def referrers(
+        self, repository: str, subject: Digest, artifact_type: str | None
+    ) -> list[Referrer]: ...
 
     # uploads
     async def create_upload(self, repository: str, upload_id: str) -> None: ...

@@ -21,7 +21,8 @@ metadata = MetaData()
 DIGEST = String(160)
 
 repositories = Table(
-    "repositories", metadata,
+    "repositories",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
@@ -30,25 +31,26 @@ repositories = Table(
 # One row per stored digest; `pushed_at` is bumped whenever bytes are committed or linked,
 # which is what GC's grace period looks at.
 blobs = Table(
-    "blobs", metadata,
+    "blobs",
+    metadata,
     Column("digest", DIGEST, primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("pushed_at", Float, nullable=False),
 )
 
 repo_blobs = Table(
-    "repo_blobs", metadata,
-    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
-           primary_key=True),
+    "repo_blobs",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     Column("digest", DIGEST, primary_key=True),
     Column("linked_at", Float, nullable=False),
     Index("ix_repo_blobs_digest", "digest"),
 )
 
 manifests = Table(
-    "manifests", metadata,
-    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
-           primary_key=True),
+    "manifests",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     Column("digest", DIGEST, primary_key=True),
     Column("media_type", String(255), nullable=False),
     Column("artifact_type", String(255)),
@@ -62,9 +64,9 @@ manifests = Table(
 
 # What each manifest needs: blobs (config, layers) and child manifests (index entries).
 manifest_refs = Table(
-    "manifest_refs", metadata,
-    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
-           primary_key=True),
+    "manifest_refs",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     Column("manifest_digest", DIGEST, primary_key=True),
     Column("ref_digest", DIGEST, primary_key=True),
     Column("kind", String(8), nullable=False),  # "blob" | "manifest"
@@ -72,18 +74,18 @@ manifest_refs = Table(
 )
 
 tags = Table(
-    "tags", metadata,
-    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
-           primary_key=True),
+    "tags",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     Column("name", String(128), primary_key=True),
     Column("manifest_digest", DIGEST, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
 
 uploads = Table(
-    "uploads", metadata,
+    "uploads",
+    metadata,
     Column("id", String(64), primary_key=True),
-    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
-           nullable=False),
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", Float, nullable=False),
 )

@@ -1,93 +1,40 @@
-"""SQL index over SQLAlchemy Core: SQLite (embedded default) or PostgreSQL.
-
-Queries are plain synchronous SQLAlchemy run off the event loop, except SQLite point
-reads: in WAL mode a reader never waits for a writer, and a lookup takes microseconds,
-so they run inline, which is what makes manifest GETs cheap. SQLite writers take the
-lock up front (BEGIN IMMEDIATE) so concurrent worker processes queue instead of failing.
-"""
+"""SQL index over SQLAlchemy Core: SQLite (embedded default) or PostgreSQL (index/db.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, delete, func, select
 
 from stablemirror.index import schema as s
+from stablemirror.index.db import Database
 from stablemirror.index.protocol import Referrer, StoredManifest, Upload
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestBlobUnknown
 from stablemirror.oci.manifest import Manifest
 
-T = TypeVar("T")
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def make_engines(url: str) -> tuple[Engine, Engine]:
-    """(reader, writer) engines for `url`; the same engine twice for PostgreSQL."""
-    if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        return engine, engine
-    args = {"check_same_thread": False, "timeout": 30}
-    reader = create_engine(url, connect_args=args)
-    writer = create_engine(url, connect_args=args)
-    event.listen(reader, "connect", _sqlite_pragmas)
-    event.listen(writer, "connect", _sqlite_pragmas)
-
-    @event.listens_for(writer, "connect")
-    def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-
-    @event.listens_for(writer, "begin")
-    def _begin_immediate(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return reader, writer
-
 
 class SqlIndex:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        self._reader, self._writer = make_engines(url)
-        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else 8, thread_name_prefix="index")
-        self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
-
-    # -- plumbing -----------------------------------------------------------------------
-    async def _read(self, fn: Callable[[Connection], T]) -> T:
-        if self.is_sqlite:
-            with self._reader.connect() as conn:
-                return fn(conn)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx_sync, fn)
-
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx_sync, fn)
-
-    def _tx_sync(self, fn: Callable[[Connection], T]) -> T:
-        with self._writer.begin() as conn:
-            return fn(conn)
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._read = db.read
+        self._write = db.write
+        self._insert = db.insert
 
     @staticmethod
     def _repo_id(conn: Connection, name: str) -> int | None:
-        return conn.execute(select(s.repositories.c.id).where(s.repositories.c.name == name)
-                            ).scalar()
+        return conn.execute(
+            select(s.repositories.c.id).where(s.repositories.c.name == name)
+        ).scalar()
 
     def _ensure_repo(self, conn: Connection, name: str) -> int:
-        conn.execute(self._insert(s.repositories).values(name=name, created_at=time.time())
-                     .on_conflict_do_nothing(index_elements=["name"]))
+        conn.execute(
+            self._insert(s.repositories)
+            .values(name=name, created_at=time.time())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
         repo_id = self._repo_id(conn, name)
         assert repo_id is not None
         return repo_id
@@ -96,9 +43,7 @@ class SqlIndex:
         await self._read(lambda c: c.execute(select(1)).scalar())
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self._reader.dispose()
-        self._writer.dispose()
+        await self.db.close()
 
     # -- repositories ---------------------------------------------------------------------
     async def repository_exists(self, name: str) -> bool:
@@ -114,10 +59,12 @@ class SqlIndex:
 
     # -- blobs --------------------------------------------------------------------------------
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
-        q = (select(s.blobs.c.size)
-             .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
-             .join(s.repositories, s.repositories.c.id == s.repo_blobs.c.repo_id)
-             .where(s.repositories.c.name == repository, s.blobs.c.digest == str(digest)))
+        q = (
+            select(s.blobs.c.size)
+            .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
+            .join(s.repositories, s.repositories.c.id == s.repo_blobs.c.repo_id)
+            .where(s.repositories.c.name == repository, s.blobs.c.digest == str(digest))
+        )
         return await self._read(lambda c: c.execute(q).scalar())
 
     async def blob_size_anywhere(self, digest: Digest) -> int | None:
@@ -129,13 +76,18 @@ class SqlIndex:
 
         def run(c: Connection) -> None:
             repo_id = self._ensure_repo(c, repository)
-            c.execute(self._insert(s.blobs).values(digest=str(digest), size=size, pushed_at=now)
-                      .on_conflict_do_update(index_elements=["digest"],
-                                             set_={"pushed_at": now}))
-            c.execute(self._insert(s.repo_blobs)
-                      .values(repo_id=repo_id, digest=str(digest), linked_at=now)
-                      .on_conflict_do_update(index_elements=["repo_id", "digest"],
-                                             set_={"linked_at": now}))
+            c.execute(
+                self._insert(s.blobs)
+                .values(digest=str(digest), size=size, pushed_at=now)
+                .on_conflict_do_update(index_elements=["digest"], set_={"pushed_at": now})
+            )
+            c.execute(
+                self._insert(s.repo_blobs)
+                .values(repo_id=repo_id, digest=str(digest), linked_at=now)
+                .on_conflict_do_update(
+                    index_elements=["repo_id", "digest"], set_={"linked_at": now}
+                )
+            )
 
         await self._write(run)
 
@@ -144,26 +96,34 @@ class SqlIndex:
             repo_id = self._repo_id(c, repository)
             if repo_id is None:
                 return False
-            r = c.execute(delete(s.repo_blobs).where(s.repo_blobs.c.repo_id == repo_id,
-                                                     s.repo_blobs.c.digest == str(digest)))
+            r = c.execute(
+                delete(s.repo_blobs).where(
+                    s.repo_blobs.c.repo_id == repo_id, s.repo_blobs.c.digest == str(digest)
+                )
+            )
             return r.rowcount > 0
 
         return await self._write(run)
 
     # -- manifests and tags ----------------------------------------------------------------------
-    async def get_manifest(self, repository: str, reference: Digest | str
-                           ) -> StoredManifest | None:
+    async def get_manifest(self, repository: str, reference: Digest | str) -> StoredManifest | None:
         m, r = s.manifests, s.repositories
         cols = (m.c.digest, m.c.media_type, m.c.content)
         if isinstance(reference, Digest):
-            q = (select(*cols).join(r, r.c.id == m.c.repo_id)
-                 .where(r.c.name == repository, m.c.digest == str(reference)))
+            q = (
+                select(*cols)
+                .join(r, r.c.id == m.c.repo_id)
+                .where(r.c.name == repository, m.c.digest == str(reference))
+            )
         else:
             t = s.tags
-            q = (select(*cols).select_from(t)
-                 .join(r, r.c.id == t.c.repo_id)
-                 .join(m, and_(m.c.repo_id == t.c.repo_id, m.c.digest == t.c.manifest_digest))
-                 .where(r.c.name == repository, t.c.name == reference))
+            q = (
+                select(*cols)
+                .select_from(t)
+                .join(r, r.c.id == t.c.repo_id)
+                .join(m, and_(m.c.repo_id == t.c.repo_id, m.c.digest == t.c.manifest_digest))
+                .where(r.c.name == repository, t.c.name == reference)
+            )
         row = await self._read(lambda c: c.execute(q).first())
         return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
 
@@ -171,19 +131,25 @@ class SqlIndex:
         wanted = {str(d.digest) for d in manifest.blobs}
         if wanted:
             # FOR SHARE on the blob rows (PostgreSQL) orders us against GC's FOR UPDATE.
-            have = set(c.execute(
-                select(s.blobs.c.digest)
-                .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
-                .where(s.repo_blobs.c.repo_id == repo_id, s.blobs.c.digest.in_(wanted))
-                .with_for_update(read=True, of=s.blobs)
-            ).scalars())
+            have = set(
+                c.execute(
+                    select(s.blobs.c.digest)
+                    .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
+                    .where(s.repo_blobs.c.repo_id == repo_id, s.blobs.c.digest.in_(wanted))
+                    .with_for_update(read=True, of=s.blobs)
+                ).scalars()
+            )
             for missing in sorted(wanted - have):
                 raise ManifestBlobUnknown(digest=missing)
         children = {str(d.digest) for d in manifest.children}
         if children:
-            have = set(c.execute(select(s.manifests.c.digest).where(
-                s.manifests.c.repo_id == repo_id, s.manifests.c.digest.in_(children))
-            ).scalars())
+            have = set(
+                c.execute(
+                    select(s.manifests.c.digest).where(
+                        s.manifests.c.repo_id == repo_id, s.manifests.c.digest.in_(children)
+                    )
+                ).scalars()
+            )
             for missing in sorted(children - have):
                 raise ManifestBlobUnknown(digest=missing, kind="manifest")
 
@@ -194,25 +160,55 @@ class SqlIndex:
         def run(c: Connection) -> None:
             repo_id = self._ensure_repo(c, repository)
             self._check_references(c, repo_id, manifest)
-            c.execute(self._insert(s.manifests).values(
-                repo_id=repo_id, digest=digest, media_type=manifest.media_type,
-                artifact_type=manifest.effective_artifact_type,
-                subject=str(manifest.subject.digest) if manifest.subject else None,
-                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                size=len(manifest.raw), content=manifest.raw, created_at=now,
-            ).on_conflict_do_nothing(index_elements=["repo_id", "digest"]))
-            refs = [{"repo_id": repo_id, "manifest_digest": digest, "ref_digest": str(d.digest),
-                     "kind": "blob"} for d in manifest.blobs]
-            refs += [{"repo_id": repo_id, "manifest_digest": digest,
-                      "ref_digest": str(d.digest), "kind": "manifest"}
-                     for d in manifest.children]
+            c.execute(
+                self._insert(s.manifests)
+                .values(
+                    repo_id=repo_id,
+                    digest=digest,
+                    media_type=manifest.media_type,
+                    artifact_type=manifest.effective_artifact_type,
+                    subject=str(manifest.subject.digest) if manifest.subject else None,
+                    annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                    size=len(manifest.raw),
+                    content=manifest.raw,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["repo_id", "digest"])
+            )
+            refs = [
+                {
+                    "repo_id": repo_id,
+                    "manifest_digest": digest,
+                    "ref_digest": str(d.digest),
+                    "kind": "blob",
+                }
+                for d in manifest.blobs
+            ]
+            refs += [
+                {
+                    "repo_id": repo_id,
+                    "manifest_digest": digest,
+                    "ref_digest": str(d.digest),
+                    "kind": "manifest",
+                }
+                for d in manifest.children
+            ]
             if refs:
                 c.execute(self._insert(s.manifest_refs).on_conflict_do_nothing(), refs)
             for tag in tags:
-                c.execute(self._insert(s.tags).values(
-                    repo_id=repo_id, name=tag, manifest_digest=digest, updated_at=now,
-                ).on_conflict_do_update(index_elements=["repo_id", "name"],
-                                        set_={"manifest_digest": digest, "updated_at": now}))
+                c.execute(
+                    self._insert(s.tags)
+                    .values(
+                        repo_id=repo_id,
+                        name=tag,
+                        manifest_digest=digest,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_update(
+                        index_elements=["repo_id", "name"],
+                        set_={"manifest_digest": digest, "updated_at": now},
+                    )
+                )
 
         await self._write(run)
 
@@ -222,12 +218,19 @@ class SqlIndex:
             if repo_id is None:
                 return False
             d = str(digest)
-            r = c.execute(delete(s.manifests).where(s.manifests.c.repo_id == repo_id,
-                                                    s.manifests.c.digest == d))
-            c.execute(delete(s.manifest_refs).where(s.manifest_refs.c.repo_id == repo_id,
-                                                    s.manifest_refs.c.manifest_digest == d))
-            c.execute(delete(s.tags).where(s.tags.c.repo_id == repo_id,
-                                           s.tags.c.manifest_digest == d))
+            r = c.execute(
+                delete(s.manifests).where(
+                    s.manifests.c.repo_id == repo_id, s.manifests.c.digest == d
+                )
+            )
+            c.execute(
+                delete(s.manifest_refs).where(
+                    s.manifest_refs.c.repo_id == repo_id, s.manifest_refs.c.manifest_digest == d
+                )
+            )
+            c.execute(
+                delete(s.tags).where(s.tags.c.repo_id == repo_id, s.tags.c.manifest_digest == d)
+            )
             return r.rowcount > 0
 
         return await self._write(run)
@@ -237,14 +240,12 @@ class SqlIndex:
             repo_id = self._repo_id(c, repository)
             if repo_id is None:
                 return False
-            r = c.execute(delete(s.tags).where(s.tags.c.repo_id == repo_id,
-                                               s.tags.c.name == tag))
+            r = c.execute(delete(s.tags).where(s.tags.c.repo_id == repo_id, s.tags.c.name == tag))
             return r.rowcount > 0
 
         return await self._write(run)
 
-    async def list_tags(self, repository: str, n: int | None, last: str | None
-                        ) -> list[str] | None:
+    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
         def run(c: Connection) -> list[str] | None:
             repo_id = self._repo_id(c, repository)
             if repo_id is None:
@@ -258,38 +259,45 @@ class SqlIndex:
 
         return await self._read(run)
 
-    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None
-                        ) -> list[Referrer]:
+    async def referrers(
+        self, repository: str, subject: Digest, artifact_type: str | None
+    ) -> list[Referrer]:
         m, r = s.manifests, s.repositories
-        q = (select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.annotations)
-             .join(r, r.c.id == m.c.repo_id)
-             .where(r.c.name == repository, m.c.subject == str(subject))
-             .order_by(m.c.created_at, m.c.digest))
+        q = (
+            select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.annotations)
+            .join(r, r.c.id == m.c.repo_id)
+            .where(r.c.name == repository, m.c.subject == str(subject))
+            .order_by(m.c.created_at, m.c.digest)
+        )
         if artifact_type is not None:
             q = q.where(m.c.artifact_type == artifact_type)
         rows = await self._read(lambda c: c.execute(q).all())
-        return [Referrer(row[0], row[1], row[2], row[3],
-                         json.loads(row[4]) if row[4] else None) for row in rows]
+        return [
+            Referrer(row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else None)
+            for row in rows
+        ]
 
     # -- uploads ---------------------------------------------------------------------------------
     async def create_upload(self, repository: str, upload_id: str) -> None:
         def run(c: Connection) -> None:
             repo_id = self._ensure_repo(c, repository)
-            c.execute(s.uploads.insert().values(id=upload_id, repo_id=repo_id,
-                                                created_at=time.time()))
+            c.execute(
+                s.uploads.insert().values(id=upload_id, repo_id=repo_id, created_at=time.time())
+            )
 
         await self._write(run)
 
     async def get_upload(self, upload_id: str) -> Upload | None:
-        q = (select(s.uploads.c.id, s.repositories.c.name, s.uploads.c.created_at)
-             .join(s.repositories, s.repositories.c.id == s.uploads.c.repo_id)
-             .where(s.uploads.c.id == upload_id))
+        q = (
+            select(s.uploads.c.id, s.repositories.c.name, s.uploads.c.created_at)
+            .join(s.repositories, s.repositories.c.id == s.uploads.c.repo_id)
+            .where(s.uploads.c.id == upload_id)
+        )
         row = await self._read(lambda c: c.execute(q).first())
         return None if row is None else Upload(row[0], row[1], row[2])
 
     async def delete_upload(self, upload_id: str) -> None:
-        await self._write(lambda c: c.execute(delete(s.uploads)
-                                              .where(s.uploads.c.id == upload_id)))
+        await self._write(lambda c: c.execute(delete(s.uploads).where(s.uploads.c.id == upload_id)))
 
     async def uploads_older_than(self, cutoff: float) -> list[str]:
         q = select(s.uploads.c.id).where(s.uploads.c.created_at < cutoff)
@@ -299,7 +307,8 @@ class SqlIndex:
     @staticmethod
     def _unreferenced(cutoff: float) -> Any:
         referenced = select(s.manifest_refs.c.ref_digest).where(
-            s.manifest_refs.c.ref_digest == s.blobs.c.digest)
+            s.manifest_refs.c.ref_digest == s.blobs.c.digest
+        )
         return and_(s.blobs.c.pushed_at < cutoff, ~referenced.exists())
 
     async def unreferenced_blobs(self, cutoff: float) -> list[tuple[str, int]]:
@@ -311,12 +320,16 @@ class SqlIndex:
         def run(c: Connection) -> bool:
             # Lock the row first (PostgreSQL), then re-check in a fresh statement, which sees
             # whatever a concurrent manifest PUT or re-push committed while we waited.
-            locked = c.execute(select(s.blobs.c.digest).where(s.blobs.c.digest == digest)
-                               .with_for_update()).first()
+            locked = c.execute(
+                select(s.blobs.c.digest).where(s.blobs.c.digest == digest).with_for_update()
+            ).first()
             if locked is None:
                 return False
-            idle = c.execute(select(s.blobs.c.digest).where(
-                s.blobs.c.digest == digest, self._unreferenced(cutoff))).first()
+            idle = c.execute(
+                select(s.blobs.c.digest).where(
+                    s.blobs.c.digest == digest, self._unreferenced(cutoff)
+                )
+            ).first()
             if idle is None:
                 return False
             c.execute(delete(s.repo_blobs).where(s.repo_blobs.c.digest == digest))

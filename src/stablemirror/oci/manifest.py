@@ -71,7 +71,9 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     artifact_type = obj.get("artifactType")
     platform = obj.get("platform")
     return Descriptor(
-        media_type, parsed, size,
+        media_type,
+        parsed,
+        size,
         artifact_type if isinstance(artifact_type, str) else None,
         annotations if isinstance(annotations, dict) else None,
         platform if isinstance(platform, dict) else None,
@@ -91,8 +93,12 @@ def resolve_media_type(body: dict[str, Any], content_type: str) -> str:
         raise ManifestInvalid(field="mediaType", reason="must be a string")
     if declared:
         if content_type not in mt.GENERIC_CONTENT_TYPES and content_type != declared:
-            raise ManifestInvalid(field="mediaType", reason="differs from Content-Type",
-                                  media_type=declared, content_type=content_type)
+            raise ManifestInvalid(
+                field="mediaType",
+                reason="differs from Content-Type",
+                media_type=declared,
+                content_type=content_type,
+            )
         return declared
     if content_type in mt.MANIFESTS:
         return content_type
@@ -117,8 +123,9 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
         raise ManifestInvalid(field="schemaVersion", reason="must be 2")
     media_type = resolve_media_type(body, content_type)
     if media_type not in mt.MANIFESTS:
-        raise ManifestInvalid(field="mediaType", reason="unsupported manifest type",
-                              media_type=media_type)
+        raise ManifestInvalid(
+            field="mediaType", reason="unsupported manifest type", media_type=media_type
+        )
     digest = Digest.of(raw, algorithm)
     subject = _descriptor(body["subject"], "subject") if body.get("subject") is not None else None
     artifact_type = body.get("artifactType")
@@ -133,8 +140,15 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
         if not isinstance(entries, list):
             raise ManifestInvalid(field="manifests", reason="must be a list")
         children = tuple(_descriptor(m, f"manifests[{i}]") for i, m in enumerate(entries))
-        return Manifest(raw, digest, media_type, children=children, subject=subject,
-                        artifact_type=artifact_type, annotations=annotations)
+        return Manifest(
+            raw,
+            digest,
+            media_type,
+            children=children,
+            subject=subject,
+            artifact_type=artifact_type,
+            annotations=annotations,
+        )
 
     config = _descriptor(body.get("config"), "config")
     layers_raw = body.get("layers")
@@ -142,7 +156,13 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
         raise ManifestInvalid(field="layers", reason="must be a list")
     layers = [_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers_raw)]
     blobs = (config, *(d for d in layers if not _is_foreign(d)))
-    return Manifest(raw, digest, media_type, blobs=blobs, subject=subject,
-                    artifact_type=artifact_type, config_media_type=config.media_type,
-                    annotations=annotations)
-
+    return Manifest(
+        raw,
+        digest,
+        media_type,
+        blobs=blobs,
+        subject=subject,
+        artifact_type=artifact_type,
+        config_media_type=config.media_type,
+        annotations=annotations,
+    )

@@ -30,8 +30,13 @@ class GcReport:
 
 
 class GarbageCollector:
-    def __init__(self, store: BlobStore, index: RegistryIndex, grace_seconds: float,
-                 upload_max_age_seconds: float) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        index: RegistryIndex,
+        grace_seconds: float,
+        upload_max_age_seconds: float,
+    ) -> None:
         self.store = store
         self.index = index
         self.grace = grace_seconds
@@ -48,8 +53,9 @@ class GarbageCollector:
                 report.bytes_freed += size
                 report.deleted.append(digest)
                 continue
-            if (await self.index.forget_blob_if_unreferenced(digest, cutoff)
-                    and await self._remove_file(Digest.parse(digest), report)):
+            if await self.index.forget_blob_if_unreferenced(
+                digest, cutoff
+            ) and await self._remove_file(Digest.parse(digest), report):
                 report.blobs_deleted += 1
                 report.bytes_freed += size
                 report.deleted.append(digest)

@@ -20,7 +20,7 @@ from stablemirror.oci.errors import (
 )
 from stablemirror.oci.manifest import parse_manifest
 from stablemirror.oci.names import is_valid_tag, parse_reference, validate_name
-from stablemirror.services.protocol import BlobSource, PutManifestResult
+from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
 from stablemirror.store.protocol import BlobStore
 
 
@@ -30,7 +30,9 @@ class HostedRegistry:
         self.index = index
 
     # -- manifests --------------------------------------------------------------------------
-    async def get_manifest(self, repository: str, reference: str) -> StoredManifest:
+    async def get_manifest(
+        self, ctx: RequestContext, repository: str, reference: str
+    ) -> StoredManifest:
         validate_name(repository)
         if ":" not in reference and not is_valid_tag(reference):
             raise ManifestUnknown(repository=repository, reference=reference)
@@ -39,8 +41,15 @@ class HostedRegistry:
             raise ManifestUnknown(repository=repository, reference=reference)
         return found
 
-    async def put_manifest(self, repository: str, reference: str, body: bytes,
-                           content_type: str, extra_tags: list[str]) -> PutManifestResult:
+    async def put_manifest(
+        self,
+        ctx: RequestContext,
+        repository: str,
+        reference: str,
+        body: bytes,
+        content_type: str,
+        extra_tags: list[str],
+    ) -> PutManifestResult:
         validate_name(repository)
         ref = parse_reference(reference)
         algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
@@ -53,19 +62,23 @@ class HostedRegistry:
                 raise ManifestInvalid(tag=tag, reason="invalid tag")
             tags.append(tag)
         await self.index.put_manifest(repository, manifest, tags)
-        return PutManifestResult(manifest.digest,
-                                 manifest.subject.digest if manifest.subject else None)
+        return PutManifestResult(
+            manifest.digest, manifest.subject.digest if manifest.subject else None
+        )
 
-    async def delete_manifest(self, repository: str, reference: str) -> None:
+    async def delete_manifest(self, ctx: RequestContext, repository: str, reference: str) -> None:
         validate_name(repository)
         ref = parse_reference(reference)
-        deleted = (await self.index.delete_manifest(repository, ref) if isinstance(ref, Digest)
-                   else await self.index.delete_tag(repository, ref))
+        deleted = (
+            await self.index.delete_manifest(repository, ref)
+            if isinstance(ref, Digest)
+            else await self.index.delete_tag(repository, ref)
+        )
         if not deleted:
             raise ManifestUnknown(repository=repository, reference=reference)
 
     # -- blobs -----------------------------------------------------------------------------------
-    async def open_blob(self, repository: str, digest: str) -> BlobSource:
+    async def open_blob(self, ctx: RequestContext, repository: str, digest: str) -> BlobSource:
         validate_name(repository)
         d = Digest.parse(digest)
         size = await self.index.blob_size(repository, d)
@@ -76,21 +89,23 @@ class HostedRegistry:
             raise BlobUnknown(repository=repository, digest=digest)
         return BlobSource(d, size, path, lambda offset, length: self.store.read(d, offset, length))
 
-    async def delete_blob(self, repository: str, digest: str) -> None:
+    async def delete_blob(self, ctx: RequestContext, repository: str, digest: str) -> None:
         validate_name(repository)
         # The bytes stay until GC proves nothing references them.
         if not await self.index.unlink_blob(repository, Digest.parse(digest)):
             raise BlobUnknown(repository=repository, digest=digest)
 
     # -- uploads ---------------------------------------------------------------------------------
-    async def start_upload(self, repository: str) -> str:
+    async def start_upload(self, ctx: RequestContext, repository: str) -> str:
         validate_name(repository)
         upload_id = uuid.uuid4().hex
         await self.store.upload_create(upload_id)
         await self.index.create_upload(repository, upload_id)
         return upload_id
 
-    async def mount_blob(self, repository: str, digest: str, source: str | None) -> bool:
+    async def mount_blob(
+        self, ctx: RequestContext, repository: str, digest: str, source: str | None
+    ) -> bool:
         """Link an existing blob into `repository`; from `source`, or from anywhere if None."""
         validate_name(repository)
         d = Digest.parse(digest)
@@ -104,10 +119,11 @@ class HostedRegistry:
         await self.index.link_blob(repository, d, size)
         return True
 
-    async def upload_monolithic(self, repository: str, digest: str,
-                                body: AsyncIterable[bytes]) -> Digest:
+    async def upload_monolithic(
+        self, ctx: RequestContext, repository: str, digest: str, body: AsyncIterable[bytes]
+    ) -> Digest:
         d = Digest.parse(digest)
-        upload_id = await self.start_upload(repository)
+        upload_id = await self.start_upload(ctx, repository)
         try:
             await self.store.upload_append(upload_id, 0, body)
             return await self._commit(repository, upload_id, d)
@@ -120,12 +136,18 @@ class HostedRegistry:
         if upload is None or upload.repository != repository:
             raise BlobUploadUnknown(repository=repository, upload=upload_id)
 
-    async def upload_status(self, repository: str, upload_id: str) -> int:
+    async def upload_status(self, ctx: RequestContext, repository: str, upload_id: str) -> int:
         await self._session(repository, upload_id)
         return await self.store.upload_size(upload_id)
 
-    async def upload_chunk(self, repository: str, upload_id: str, start: int | None,
-                           body: AsyncIterable[bytes]) -> int:
+    async def upload_chunk(
+        self,
+        ctx: RequestContext,
+        repository: str,
+        upload_id: str,
+        start: int | None,
+        body: AsyncIterable[bytes],
+    ) -> int:
         await self._session(repository, upload_id)
         size = await self.store.upload_size(upload_id)
         if start is not None and start != size:
@@ -134,8 +156,14 @@ class HostedRegistry:
             raise err
         return await self.store.upload_append(upload_id, size, body)
 
-    async def finish_upload(self, repository: str, upload_id: str, digest: str,
-                            body: AsyncIterable[bytes] | None) -> Digest:
+    async def finish_upload(
+        self,
+        ctx: RequestContext,
+        repository: str,
+        upload_id: str,
+        digest: str,
+        body: AsyncIterable[bytes] | None,
+    ) -> Digest:
         d = Digest.parse(digest)
         await self._session(repository, upload_id)
         if body is not None:
@@ -163,29 +191,36 @@ class HostedRegistry:
         await self.store.upload_abort(upload_id)
         await self.index.delete_upload(upload_id)
 
-    async def cancel_upload(self, repository: str, upload_id: str) -> None:
+    async def cancel_upload(self, ctx: RequestContext, repository: str, upload_id: str) -> None:
         await self._session(repository, upload_id)
         await self._drop_upload(upload_id)
 
     # -- listings --------------------------------------------------------------------------------
-    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
+    async def list_tags(
+        self, ctx: RequestContext, repository: str, n: int | None, last: str | None
+    ) -> list[str]:
         validate_name(repository)
         found = await self.index.list_tags(repository, n, last)
         if found is None:
             raise NameUnknown(repository=repository)
         return found
 
-    async def catalog(self, n: int | None, last: str | None) -> list[str]:
+    async def catalog(self, ctx: RequestContext, n: int | None, last: str | None) -> list[str]:
         return await self.index.list_repositories(n, last)
 
-    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> bytes:
+    async def referrers(
+        self, ctx: RequestContext, repository: str, digest: str, artifact_type: str | None
+    ) -> bytes:
         validate_name(repository)
         d = Digest.parse(digest)
         found = await self.index.referrers(repository, d, artifact_type)
         manifests = []
         for r in found:
-            entry: dict[str, object] = {"mediaType": r.media_type, "digest": r.digest,
-                                        "size": r.size}
+            entry: dict[str, object] = {
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            }
             if r.artifact_type:
                 entry["artifactType"] = r.artifact_type
             if r.annotations:

@@ -71,8 +71,9 @@ class FilesystemBlobStore:
     def local_path(self, digest: Digest) -> Path | None:
         return self._path(digest)
 
-    async def read(self, digest: Digest, offset: int = 0, length: int | None = None
-                   ) -> AsyncIterator[bytes]:
+    async def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         try:
             f = open(self._path(digest), "rb")  # noqa: ASYNC230, SIM115 - closed below
         except FileNotFoundError as e:
@@ -148,8 +149,7 @@ class FilesystemBlobStore:
         except FileNotFoundError as e:
             raise BlobUploadUnknown(upload=upload_id) from e
 
-    async def upload_append(self, upload_id: str, offset: int,
-                            chunks: AsyncIterable[bytes]) -> int:
+    async def upload_append(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         path = self._upload_file(upload_id)
         try:
             f = open(path, "r+b")  # noqa: ASYNC230, SIM115 - closed below

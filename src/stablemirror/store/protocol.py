@@ -25,8 +25,9 @@ class BlobStore(Protocol):
         """A path for zero-copy serving when the blob sits on local disk."""
         ...
 
-    def read(self, digest: Digest, offset: int = 0, length: int | None = None
-             ) -> AsyncIterator[bytes]:
+    def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream a committed blob (raises BlobUnknown if absent)."""
         ...
 
@@ -42,8 +43,7 @@ class BlobStore(Protocol):
         """Bytes received so far (raises BlobUploadUnknown)."""
         ...
 
-    async def upload_append(self, upload_id: str, offset: int,
-                            chunks: AsyncIterable[bytes]) -> int:
+    async def upload_append(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         """Append at `offset` (must equal the current size); all-or-nothing. Returns new size."""
         ...
 
