@@ -325,7 +325,7 @@ class OciLayout:
         contents: dict[str, str] = {}
         with tmp.open("wb") as raw:
             compressed = _HashingWriter(raw)
-            gz = (gzip.GzipFile(fileobj=compressed, mode="wb",  # type: ignore[arg-type]
+            gz = (gzip.GzipFile(fileobj=compressed, mode="wb",
                                 compresslevel=compresslevel, mtime=0)
                   if compresslevel is not None else None)
             uncompressed = _HashingWriter(gz if gz is not None else compressed)
@@ -348,7 +348,7 @@ class OciLayout:
                     info.mode = 0o644
                     info.mtime = 1700000000
                     src = _RandomReader(size, self.rng)
-                    tar.addfile(info, src)  # type: ignore[arg-type]
+                    tar.addfile(info, src)
                     contents["/" + "/".join(parts)] = "sha256:" + src.hash.hexdigest()
             if gz is not None:
                 gz.close()
@@ -599,7 +599,7 @@ class Clients:
 # --------------------------------------------------------------------------- oras
 
 
-class ArtifactRegistry(oras.provider.Registry):
+class ArtifactRegistry(oras.provider.Registry):  # type: ignore[misc]  # untyped SDK
     """oras-py's registry client, setting OCI 1.1 `artifactType` on pushed manifests.
 
     oras-py 0.2.x supports `subject=` on push but has no artifactType parameter; the

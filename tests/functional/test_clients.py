@@ -113,7 +113,8 @@ def test_skopeo_copy_inspect_list_tags_pull_delete(clients: Clients, tmp_path: P
                                     clients.docker_ref(repo, img.manifest.digest))
     assert by_digest["Digest"] == img.manifest.digest
 
-    tags = clients.skopeo_json("list-tags", "--tls-verify=false", f"docker://{clients.registry.host}/{repo}")
+    tags = clients.skopeo_json("list-tags", "--tls-verify=false",
+                               f"docker://{clients.registry.host}/{repo}")
     assert sorted(tags["Tags"]) == ["v1", "v2"], clients.fail(f"list-tags: {tags}")
 
     dst = tmp_path / "dst"
