@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from aiohttp import web
 from stablemirror.oci.errors import RangeInvalid
 from stablemirror.services.protocol import BlobSource
 
+log = logging.getLogger("stablemirror.api")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -42,7 +44,15 @@ async def stream_blob(request: web.Request, source: BlobSource,
     if rng:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{source.size}"
     await response.prepare(request)
-    async for chunk in source.open_stream(start, end - start + 1):
-        await response.write(chunk)
+    try:
+        async for chunk in source.open_stream(start, end - start + 1):
+            await response.write(chunk)
+    except Exception as e:
+        # Headers are gone; the only honest signal left is a broken connection, so the
+        # client can never mistake a short or unverified body for a complete one.
+        log.warning("aborting blob response %s: %r", source.digest, e)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"blob stream aborted: {e!r}") from e
     await response.write_eof()
     return response

@@ -1,0 +1,106 @@
+"""Composition of the mirror side (called from app.py, the composition root)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from stablemirror.config import Settings
+from stablemirror.index.db import Database
+from stablemirror.index.mirror_sql import MirrorIndex
+from stablemirror.index.sql import SqlIndex
+from stablemirror.metrics import Metrics
+from stablemirror.services.access import AccessRecorder
+from stablemirror.services.fetch import BlobFetches
+from stablemirror.services.mirror import MirrorRegistry
+from stablemirror.services.registry import HostedRegistry
+from stablemirror.services.routing import Mode, RoutingRegistry
+from stablemirror.services.upstream import HttpClient, UpstreamGroup
+from stablemirror.store.filesystem import FilesystemBlobStore
+
+
+def node_id(settings: Settings) -> str:
+    """This node's name in Via headers: configured, or made once and kept in the data dir."""
+    if settings.mirror.node_id:
+        return settings.mirror.node_id
+    path = settings.data_dir / "node-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        ident = f"stablemirror-{secrets.token_hex(4)}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(ident)
+        tmp.rename(path)
+        return path.read_text().strip()
+
+
+@dataclass
+class MirrorParts:
+    registry: RoutingRegistry
+    client: HttpClient
+    groups: dict[str, UpstreamGroup]
+    access: AccessRecorder
+    fetches: BlobFetches
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, _app: web.Application) -> None:
+        await self.client.start()
+        loop = asyncio.get_running_loop()
+        self.tasks.append(loop.create_task(self.access.run()))
+        for group in self.groups.values():
+            if group.settings.health_check_interval > 0:
+                self.tasks.append(loop.create_task(group.health_loop()))
+
+    async def stop(self, _app: web.Application) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.fetches.aclose()
+        await self.client.close()
+
+
+def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBlobStore,
+                 index: SqlIndex, db: Database, metrics: Metrics) -> MirrorParts | None:
+    groups_cfg, namespaces = settings.mirror.effective(settings.upstream)
+    if not namespaces:
+        return None
+    via = f"1.1 {node_id(settings)} (stablemirror)"
+    client = HttpClient()
+    groups: dict[str, UpstreamGroup] = {}
+    for name, cfg in groups_cfg.items():
+        group = UpstreamGroup(name, cfg, client, via)
+        group.listeners.append(metrics.set_upstream_up)
+        group.failover_listeners.append(metrics.failover)
+        group.request_listeners.append(
+            lambda upstream, result, seconds: metrics.upstream_request(
+                upstream, result, seconds))  # type: ignore[arg-type]
+        for u in group.upstreams:
+            metrics.set_upstream_up(u.name, True)
+        groups[name] = group
+    mirror_index = MirrorIndex(db)
+    access = AccessRecorder(mirror_index)
+    fetches = BlobFetches(Path(settings.data_dir) / "fetch", store, index)
+
+    def count_fetch(event: str, _n: int) -> None:
+        if event == "miss":
+            metrics.cache("miss")
+        elif event == "coalesced":
+            metrics.cache("coalesced")
+
+    fetches.listeners.append(count_fetch)
+    routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
+    for ns in namespaces:
+        mirror = None
+        if ns.mode != "hosted":
+            if ns.upstream_group not in groups:
+                raise ValueError(f"namespace {ns.prefix!r}: unknown upstream group "
+                                 f"{ns.upstream_group!r}")
+            mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
+                                    mirror_index, store, fetches, access, metrics,
+                                    node_id(settings))
+        routes.append((ns.prefix, ns.mode, mirror))
+    return MirrorParts(RoutingRegistry(hosted, routes), client, groups, access, fetches)

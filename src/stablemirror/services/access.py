@@ -1,0 +1,36 @@
+"""Blob access times, batched: one index write every few seconds instead of one per pull."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from stablemirror.index.mirror_sql import MirrorIndex
+
+log = logging.getLogger("stablemirror.access")
+
+
+class AccessRecorder:
+    def __init__(self, index: MirrorIndex, flush_seconds: float = 5.0) -> None:
+        self.index = index
+        self.flush_seconds = flush_seconds
+        self._pending: dict[str, float] = {}
+
+    def touch(self, digest: str) -> None:
+        self._pending[digest] = time.time()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        try:
+            await self.index.touch_blobs(pending)
+        except Exception:
+            log.exception("could not record blob access times")
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.flush_seconds)
+                await self.flush()
+        finally:
+            await self.flush()

@@ -1,0 +1,341 @@
+"""One upstream fetch per blob, streamed to every waiting client, across worker processes.
+
+For a digest being fetched, `<data>/fetch/` holds:
+    <key>.lock   flock(2)ed by the one leader that talks to upstream (any process)
+    <key>.part   the bytes so far, appended in order; renamed into the store when verified
+    <key>.size   the blob's total size, once an upstream said it
+    <key>.error  why the last leader gave up (so waiters fail instead of retrying forever)
+Waiters tail `.part` through their own descriptor. The last byte of every response is held
+back until the blob is published *from the same inode* the waiter read (so the bytes it sent
+are the bytes that were verified); otherwise the waiter raises `FetchAborted` and the HTTP
+layer drops the connection: a client never sees a clean end with wrong bytes.
+A leader that dies (crash, upstream gone) leaves `.part` behind; the next waiter or request
+takes the lock and resumes with a Range request from the bytes already on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Protocol
+
+from stablemirror.index.protocol import RegistryIndex
+from stablemirror.oci.digest import Digest, Hasher, new_hasher
+from stablemirror.services.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
+from stablemirror.store.filesystem import FilesystemBlobStore
+
+log = logging.getLogger("stablemirror.fetch")
+
+CHUNK = 1 << 20
+WRITE_BATCH = 1 << 20
+
+
+class FetchAborted(Exception):
+    """The bytes being streamed cannot be vouched for: drop the client connection."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(digest, reason)
+        self.digest = digest
+        self.reason = reason
+
+
+class FetchFailed(Exception):
+    """No upstream could provide the blob (before any byte was sent)."""
+
+    def __init__(self, digest: str, reason: str, status: int | None = None) -> None:
+        super().__init__(digest, reason)
+        self.digest = digest
+        self.reason = reason
+        self.status = status
+
+
+class BlobUpstream(Protocol):
+    """Where a leader gets bytes: `open(offset)` -> (total size, chunks from `offset`).
+
+    Chunks raise UpstreamFailure when the transfer breaks (the leader resumes from the
+    bytes it has); `open` raises NoUpstreamAvailable / UpstreamAnswer when nobody can serve.
+    """
+
+    async def open(self, offset: int) -> tuple[int, AsyncIterator[bytes]]: ...
+
+    @property
+    def max_attempts(self) -> int: ...
+
+
+FetchListener = Callable[[str, int], None]  # (event, bytes)
+
+
+class BlobFetches:
+    def __init__(self, directory: Path, store: FilesystemBlobStore, index: RegistryIndex,
+                 poll_seconds: float = 0.01, wait_seconds: float = 300.0) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self.index = index
+        self.poll = poll_seconds
+        self.wait_seconds = wait_seconds
+        self._events: dict[str, asyncio.Event] = {}
+        self._leading: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.listeners: list[FetchListener] = []
+
+    def _key(self, digest: Digest) -> str:
+        return f"{digest.algorithm}-{digest.hex}"
+
+    def _file(self, digest: Digest, suffix: str) -> Path:
+        return self.dir / f"{self._key(digest)}.{suffix}"
+
+    def _emit(self, event: str, n: int) -> None:
+        for listener in self.listeners:
+            listener(event, n)
+
+    # -- waiting -----------------------------------------------------------------------------
+    def _notify(self, key: str) -> None:
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def _wait(self, key: str) -> None:
+        event = self._events.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), self.poll)
+
+    def _known_size(self, digest: Digest) -> int | None:
+        try:
+            return int(self._file(digest, "size").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _error(self, digest: Digest, since: float) -> tuple[str, int | None] | None:
+        try:
+            doc = json.loads(self._file(digest, "error").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if doc.get("at", 0) < since:
+            return None
+        return str(doc.get("reason")), doc.get("status")
+
+    # -- leadership ------------------------------------------------------------------------------
+    def _try_lead(self, digest: Digest, repository: str, source: BlobUpstream) -> bool:
+        key = self._key(digest)
+        if key in self._leading:
+            return False
+        fd = os.open(self._file(digest, "lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._leading.add(key)
+        task = asyncio.get_running_loop().create_task(
+            self._lead(digest, repository, source, fd))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def ensure(self, digest: Digest, repository: str, source: BlobUpstream) -> int:
+        """Start (or join) the fetch of `digest`; return its total size once known."""
+        started = time.time()
+        coalesced = not self._try_lead(digest, repository, source)
+        self._emit("coalesced" if coalesced else "miss", 0)
+        deadline = time.monotonic() + self.wait_seconds
+        while time.monotonic() < deadline:
+            stored = await self.store.stat(digest)
+            if stored is not None:
+                return stored
+            size = self._known_size(digest)
+            if size is not None:
+                return size
+            key = self._key(digest)
+            if key not in self._leading:
+                failure = self._error(digest, started)
+                if failure is not None:
+                    raise FetchFailed(str(digest), failure[0], failure[1])
+                self._try_lead(digest, repository, source)
+            await self._wait(key)
+        raise FetchFailed(str(digest), "timed out waiting for upstream")
+
+    async def _lead(self, digest: Digest, repository: str, source: BlobUpstream,
+                    lock_fd: int) -> None:
+        key = self._key(digest)
+        part = self._file(digest, "part")
+        try:
+            if await self.store.stat(digest) is not None:
+                return
+            self._file(digest, "error").unlink(missing_ok=True)
+            await self._download(digest, repository, source, part)
+        except (NoUpstreamAvailable, UpstreamAnswer) as e:
+            status = e.status if isinstance(e, UpstreamAnswer) else None
+            self._fail(digest, type(e).__name__, status)
+        except Exception as e:
+            log.exception("fetch of %s failed", digest)
+            self._fail(digest, type(e).__name__, None)
+        finally:
+            self._leading.discard(key)
+            os.close(lock_fd)  # releases the flock
+            self._notify(key)
+
+    def _discard(self, digest: Digest, reason: str) -> None:
+        """Wrong or incomplete bytes are never kept: the next fetch starts from zero."""
+        self._file(digest, "part").unlink(missing_ok=True)
+        self._file(digest, "size").unlink(missing_ok=True)
+        self._fail(digest, reason, None)
+
+    def _fail(self, digest: Digest, reason: str, status: int | None) -> None:
+        self._file(digest, "error").write_text(
+            json.dumps({"reason": reason, "status": status, "at": time.time()}))
+        self._emit("failed", 0)
+
+    async def _download(self, digest: Digest, repository: str, source: BlobUpstream,
+                        part: Path) -> None:
+        key = self._key(digest)
+        f = open(part, "ab+")  # noqa: ASYNC230, SIM115 - closed below
+        try:
+            offset = f.seek(0, os.SEEK_END)
+            hasher = new_hasher(digest.algorithm)
+            if offset:  # resuming what an earlier leader left
+                await asyncio.to_thread(_hash_prefix, part, offset, hasher)
+                self._emit("resumed", offset)
+            total = -1
+            for _attempt in range(source.max_attempts):
+                total, chunks = await source.open(offset)
+                _write_atomic(self._file(digest, "size"), str(total))
+                try:
+                    buf = bytearray()
+                    async for chunk in chunks:
+                        buf += chunk
+                        if len(buf) >= WRITE_BATCH:
+                            await asyncio.to_thread(_append, f, bytes(buf), hasher)
+                            offset += len(buf)
+                            buf.clear()
+                            self._notify(key)
+                    if buf:
+                        await asyncio.to_thread(_append, f, bytes(buf), hasher)
+                        offset += len(buf)
+                        self._notify(key)
+                except UpstreamFailure as e:
+                    if buf:  # keep what arrived intact; resume after it
+                        await asyncio.to_thread(_append, f, bytes(buf), hasher)
+                        offset += len(buf)
+                    log.warning("fetch of %s broke at %d: %s; resuming", digest, offset, e.reason)
+                    self._emit("interrupted", offset)
+                    continue
+                if offset >= total:
+                    break
+            if offset != total or hasher.hexdigest() != digest.hex:
+                reason = "incomplete" if offset != total else "digest_mismatch"
+                log.error("fetch of %s rejected: %s", digest, reason)
+                self._discard(digest, reason)
+                return
+            await asyncio.to_thread(os.fsync, f.fileno())
+        finally:
+            f.close()
+        # Index first, then publish: see services/gc.py for why this order is safe.
+        await self.index.link_blob(repository, digest, total)
+        dest = self.store.local_path(digest)
+        assert dest is not None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(part, dest)
+        self._file(digest, "size").unlink(missing_ok=True)
+        self._emit("stored", total)
+
+    # -- streaming to a client ---------------------------------------------------------------------
+    async def stream(self, digest: Digest, offset: int, length: int, repository: str,
+                     source: BlobUpstream) -> AsyncIterator[bytes]:
+        """Bytes [offset, offset+length) of an in-flight or stored blob (see module doc).
+
+        `repository` and `source` let this waiter take over if the leader dies."""
+        key = self._key(digest)
+        started = time.time()
+        fd, verified = self._open_for_reading(digest)
+        inode = os.fstat(fd).st_ino
+        try:
+            pos, end = offset, offset + length
+            deadline = time.monotonic() + self.wait_seconds
+            while pos < end:
+                limit = end - pos if verified else end - pos - 1
+                if limit > 0:
+                    data = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit), pos)
+                    if data:
+                        pos += len(data)
+                        deadline = time.monotonic() + self.wait_seconds
+                        yield data
+                        continue
+                if self._published_inode(digest) == inode:
+                    verified = True
+                    continue
+                self._check_alive(digest, inode, started)
+                if key not in self._leading:
+                    self._try_lead(digest, repository, source)
+                if time.monotonic() > deadline:
+                    raise FetchAborted(str(digest), "stalled")
+                await self._wait(key)
+        finally:
+            os.close(fd)
+
+    def _open_for_reading(self, digest: Digest) -> tuple[int, bool]:
+        for _ in range(3):
+            try:
+                return os.open(self._file(digest, "part"), os.O_RDONLY), False
+            except FileNotFoundError:
+                pass
+            dest = self.store.local_path(digest)
+            try:
+                if dest is not None:
+                    return os.open(dest, os.O_RDONLY), True
+            except FileNotFoundError:
+                pass
+        raise FetchAborted(str(digest), "fetch vanished")
+
+    def _published_inode(self, digest: Digest) -> int | None:
+        dest = self.store.local_path(digest)
+        try:
+            return None if dest is None else dest.stat().st_ino
+        except FileNotFoundError:
+            return None
+
+    def _check_alive(self, digest: Digest, inode: int, since: float) -> None:
+        """Abort if what we read can no longer become the published blob."""
+        if self._published_inode(digest) is not None:
+            raise FetchAborted(str(digest), "published bytes differ from streamed bytes")
+        try:
+            current = self._file(digest, "part").stat().st_ino
+        except FileNotFoundError:
+            current = None
+        if current != inode:
+            raise FetchAborted(str(digest), "fetch restarted after a failed verification")
+        if self._key(digest) not in self._leading and self._error(digest, since):
+            raise FetchAborted(str(digest), "upstream fetch failed")
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _append(f: object, data: bytes, hasher: Hasher) -> None:
+    f.write(data)  # type: ignore[attr-defined]
+    f.flush()  # type: ignore[attr-defined]
+    hasher.update(data)
+
+
+def _hash_prefix(path: Path, length: int, hasher: Hasher) -> None:
+    with open(path, "rb") as f:
+        remaining = length
+        while remaining > 0 and (data := f.read(min(CHUNK, remaining))):
+            hasher.update(data)
+            remaining -= len(data)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+

@@ -1,0 +1,295 @@
+"""The proxied side of a namespace: pull-through from an upstream group.
+
+By digest: served locally when present, never revalidated. By tag: trusted for `tag_ttl`,
+then revalidated with a HEAD upstream; when every upstream fails, the local copy is served
+stale (stale-if-error) and marked so. Upstream 404s are remembered for `negative_ttl`.
+Blob misses go through BlobFetches: one upstream transfer per blob for all waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import TypeVar
+
+from stablemirror.index.mirror_sql import MirrorIndex
+from stablemirror.index.protocol import RegistryIndex, StoredManifest
+from stablemirror.metrics import Metrics
+from stablemirror.mirror_config import NamespaceSettings
+from stablemirror.oci.digest import Digest
+from stablemirror.oci.errors import (
+    BlobUnknown,
+    Denied,
+    LoopDetected,
+    ManifestUnknown,
+    OCIError,
+    Unavailable,
+    Unsupported,
+)
+from stablemirror.oci.manifest import Manifest, parse_manifest
+from stablemirror.oci.names import is_valid_tag, validate_name
+from stablemirror.services.access import AccessRecorder
+from stablemirror.services.fetch import BlobFetches, FetchFailed
+from stablemirror.services.mirror_source import GroupBlobSource
+from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
+from stablemirror.services.registry import HostedRegistry
+from stablemirror.services.upstream import (
+    NoUpstreamAvailable,
+    Upstream,
+    UpstreamAnswer,
+    UpstreamFailure,
+    UpstreamGroup,
+)
+from stablemirror.store.filesystem import FilesystemBlobStore
+
+log = logging.getLogger("stablemirror.mirror")
+T = TypeVar("T")
+
+
+class MirrorRegistry:
+    def __init__(self, namespace: NamespaceSettings, group: UpstreamGroup,
+                 hosted: HostedRegistry, index: RegistryIndex, mirror_index: MirrorIndex,
+                 store: FilesystemBlobStore, fetches: BlobFetches, access: AccessRecorder,
+                 metrics: Metrics, node_id: str) -> None:
+        self.ns = namespace
+        self.group = group
+        self.hosted = hosted  # local reads of what is cached share the hosted code paths
+        self.index = index
+        self.mirror_index = mirror_index
+        self.store = store
+        self.fetches = fetches
+        self.access = access
+        self.metrics = metrics
+        self.node_id = node_id
+        self._revalidating: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def upstream_repository(self, repository: str) -> str:
+        if self.ns.strip_prefix and self.ns.prefix and repository.startswith(self.ns.prefix):
+            return repository[len(self.ns.prefix):]
+        return repository
+
+    def _check_loop(self, ctx: RequestContext) -> None:
+        if self.node_id in ctx.via:
+            raise LoopDetected(node=self.node_id, via=ctx.via)
+
+    # -- manifests ------------------------------------------------------------------------------
+    async def get_manifest(self, ctx: RequestContext, repository: str, reference: str
+                           ) -> StoredManifest:
+        validate_name(repository)
+        if ":" not in reference and not is_valid_tag(reference):
+            raise ManifestUnknown(repository=repository, reference=reference)
+        if ":" in reference:
+            found = await self._by_digest(ctx, repository, Digest.parse(reference))
+        else:
+            found = await self._by_tag(ctx, repository, reference)
+        self._record_access(found)
+        return found
+
+    async def _by_digest(self, ctx: RequestContext, repository: str, digest: Digest
+                         ) -> StoredManifest:
+        local = await self.index.get_manifest(repository, digest)
+        if local is not None:
+            self.metrics.cache("hit")
+            return local  # content-addressed: never revalidated
+        if await self.mirror_index.is_negative(repository, str(digest)):
+            raise ManifestUnknown(repository=repository, reference=str(digest), cached=True)
+        self._check_loop(ctx)
+        self.metrics.cache("miss")
+        manifest = await self._fetch(ctx, repository, str(digest), expect=digest)
+        await self.index.put_manifest(repository, manifest, [], check_references=False)
+        return StoredManifest(str(manifest.digest), manifest.media_type, manifest.raw)
+
+    async def _by_tag(self, ctx: RequestContext, repository: str, tag: str) -> StoredManifest:
+        local = await self.index.get_manifest(repository, tag)
+        checked = await self.mirror_index.tag_checked_at(repository, tag)
+        fresh = checked is not None and time.time() - checked < self.ns.tag_ttl
+        if local is not None and fresh:
+            self.metrics.cache("hit")
+            return local
+        if local is None and await self.mirror_index.is_negative(repository, tag):
+            raise ManifestUnknown(repository=repository, reference=tag, cached=True)
+        if local is not None and self.ns.stale_while_revalidate:
+            self.metrics.cache("stale")
+            self._revalidate_later(ctx, repository, tag, local)
+            return local
+        try:
+            found = await self._revalidate(ctx, repository, tag, local)
+        except (Unavailable, LoopDetected):
+            if local is not None and self.ns.stale_if_error:
+                log.warning("serving stale %s:%s: no upstream answered", repository, tag)
+                self.metrics.cache("stale")
+                return dataclasses.replace(local, stale=True)
+            raise
+        self.metrics.cache("hit" if local is not None and found.digest == local.digest
+                           else "miss")
+        return found
+
+    async def _revalidate(self, ctx: RequestContext, repository: str, tag: str,
+                          local: StoredManifest | None) -> StoredManifest:
+        self._check_loop(ctx)
+        if local is not None:
+            head = await self._call(ctx, repository, tag,
+                                    lambda u: u.manifest(self.upstream_repository(repository),
+                                                         tag, "HEAD", self._via(ctx)))
+            if head.digest == local.digest:
+                await self.mirror_index.mark_tag_checked(repository, tag)
+                return local
+        manifest = await self._fetch(ctx, repository, tag, expect=None)
+        await self.index.put_manifest(repository, manifest, [tag], check_references=False)
+        await self.mirror_index.mark_tag_checked(repository, tag)
+        return StoredManifest(str(manifest.digest), manifest.media_type, manifest.raw)
+
+    def _revalidate_later(self, ctx: RequestContext, repository: str, tag: str,
+                          local: StoredManifest) -> None:
+        key = (repository, tag)
+        if key in self._revalidating:
+            return
+        self._revalidating.add(key)
+
+        async def run() -> None:
+            try:
+                await self._revalidate(ctx, repository, tag, local)
+            except OCIError as e:
+                log.info("background revalidation of %s:%s failed: %s", repository, tag, e.code)
+            finally:
+                self._revalidating.discard(key)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _via(self, ctx: RequestContext) -> str:
+        return ctx.via
+
+    async def _fetch(self, ctx: RequestContext, repository: str, reference: str,
+                     expect: Digest | None) -> Manifest:
+        upstream_repo = self.upstream_repository(repository)
+
+        async def call(u: Upstream) -> Manifest:
+            reply = await u.manifest(upstream_repo, reference, "GET", self._via(ctx))
+            algorithm = expect.algorithm if expect else "sha256"
+            try:
+                manifest = parse_manifest(reply.body, reply.media_type, algorithm)
+            except OCIError as e:
+                raise UpstreamFailure(u.name, f"invalid_manifest:{e.code}") from e
+            claimed = expect or (Digest.parse(reply.digest) if reply.digest and
+                                 reply.digest.startswith(algorithm) else None)
+            if claimed is not None and claimed != manifest.digest:
+                raise UpstreamFailure(u.name, "digest_mismatch")
+            return manifest
+
+        return await self._call(ctx, repository, reference, call)
+
+    async def _call(self, ctx: RequestContext, repository: str, reference: str,
+                    call: Callable[[Upstream], Awaitable[T]]) -> T:
+        try:
+            return await self.group.attempt(call)
+        except NoUpstreamAvailable as e:
+            raise Unavailable(repository=repository, group=e.group, reasons=e.reasons) from e
+        except UpstreamAnswer as e:
+            if e.status == 404:
+                await self.mirror_index.remember_negative(repository, reference,
+                                                          self.ns.negative_ttl)
+                raise ManifestUnknown(repository=repository, reference=reference) from e
+            raise Denied(repository=repository, upstream=e.upstream, status=e.status) from e
+
+    def _record_access(self, found: StoredManifest) -> None:
+        """A manifest being pulled marks its blobs in use, so eviction leaves them alone."""
+        try:
+            doc = json.loads(found.content)
+        except ValueError:
+            return
+        layers = doc.get("layers") if isinstance(doc, dict) else None
+        config = doc.get("config") if isinstance(doc, dict) else None
+        for d in [config, *(layers or [])]:
+            if isinstance(d, dict) and isinstance(d.get("digest"), str):
+                self.access.touch(d["digest"])
+
+    # -- blobs ----------------------------------------------------------------------
+    async def open_blob(self, ctx: RequestContext, repository: str, digest: str) -> BlobSource:
+        validate_name(repository)
+        d = Digest.parse(digest)
+        self.access.touch(digest)
+        size = await self.index.blob_size(repository, d)
+        if size is None:
+            stored = await self.store.stat(d)
+            if stored is not None:  # cached for another repository: same bytes, link here
+                await self.index.link_blob(repository, d, stored)
+                size = stored
+        if size is not None and await self.store.stat(d) is not None:
+            self.metrics.cache("hit")
+            return await self.hosted.open_blob(ctx, repository, digest)
+        self._check_loop(ctx)
+        source = GroupBlobSource(self.group, self.upstream_repository(repository), d,
+                                 self._via(ctx))
+        try:
+            total = await self.fetches.ensure(d, repository, source)
+        except FetchFailed as e:
+            if e.status == 404:
+                raise BlobUnknown(repository=repository, digest=digest) from e
+            if e.status in (401, 403):
+                raise Denied(repository=repository, digest=digest, status=e.status) from e
+            raise Unavailable(repository=repository, digest=digest, reason=e.reason) from e
+        return BlobSource(d, total, None,
+                          lambda offset, length: self.fetches.stream(d, offset, length,
+                                                                     repository, source),
+                          source="upstream")
+
+    # -- listings ------------------------------------------------------------------------
+    async def list_tags(self, ctx: RequestContext, repository: str, n: int | None,
+                        last: str | None) -> list[str]:
+        return await self.hosted.list_tags(ctx, repository, n, last)
+
+    async def catalog(self, ctx: RequestContext, n: int | None, last: str | None) -> list[str]:
+        return await self.hosted.catalog(ctx, n, last)
+
+    async def referrers(self, ctx: RequestContext, repository: str, digest: str,
+                        artifact_type: str | None) -> bytes:
+        return await self.hosted.referrers(ctx, repository, digest, artifact_type)
+
+    # -- writes are refused: a proxied namespace mirrors, it does not take pushes ----------
+    def _refuse(self, repository: str) -> Unsupported:
+        return Unsupported(repository=repository, reason="namespace is a read-only mirror")
+
+    async def put_manifest(self, ctx: RequestContext, repository: str, reference: str,
+                           body: bytes, content_type: str, extra_tags: list[str]
+                           ) -> PutManifestResult:
+        raise self._refuse(repository)
+
+    async def delete_manifest(self, ctx: RequestContext, repository: str, reference: str
+                              ) -> None:
+        raise self._refuse(repository)
+
+    async def delete_blob(self, ctx: RequestContext, repository: str, digest: str) -> None:
+        raise self._refuse(repository)
+
+    async def start_upload(self, ctx: RequestContext, repository: str) -> str:
+        raise self._refuse(repository)
+
+    async def mount_blob(self, ctx: RequestContext, repository: str, digest: str,
+                         source: str | None) -> bool:
+        raise self._refuse(repository)
+
+    async def upload_monolithic(self, ctx: RequestContext, repository: str, digest: str,
+                                body: AsyncIterable[bytes]) -> Digest:
+        raise self._refuse(repository)
+
+    async def upload_status(self, ctx: RequestContext, repository: str, upload_id: str) -> int:
+        raise self._refuse(repository)
+
+    async def upload_chunk(self, ctx: RequestContext, repository: str, upload_id: str,
+                           start: int | None, body: AsyncIterable[bytes]) -> int:
+        raise self._refuse(repository)
+
+    async def finish_upload(self, ctx: RequestContext, repository: str, upload_id: str,
+                            digest: str, body: AsyncIterable[bytes] | None) -> Digest:
+        raise self._refuse(repository)
+
+    async def cancel_upload(self, ctx: RequestContext, repository: str, upload_id: str
+                            ) -> None:
+        raise self._refuse(repository)

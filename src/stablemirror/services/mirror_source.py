@@ -1,0 +1,62 @@
+"""Blob bytes from an upstream group, resumable at any offset (the fetch leader's source)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from stablemirror.oci.digest import Digest
+from stablemirror.services.upstream import Upstream, UpstreamFailure, UpstreamGroup
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+
+
+class GroupBlobSource:
+    def __init__(self, group: UpstreamGroup, repository: str, digest: Digest, via: str) -> None:
+        self.group = group
+        self.repository = repository
+        self.digest = digest
+        self.via = via
+
+    @property
+    def max_attempts(self) -> int:
+        return self.group.max_attempts
+
+    async def open(self, offset: int) -> tuple[int, AsyncIterator[bytes]]:
+        async def call(u: Upstream) -> tuple[Upstream, aiohttp.ClientResponse, int, int]:
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            path = f"/v2/{u.repository(self.repository)}/blobs/{self.digest}"
+            response = await u.request("GET", path, headers, self.via)
+            if response.status == 206:
+                m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+                if m is None or int(m.group(1)) != offset:
+                    response.release()
+                    raise UpstreamFailure(u.name, "bad_content_range")
+                return u, response, int(m.group(3)), 0
+            if response.status == 200 and response.content_length is not None:
+                # The upstream ignored Range: skip what we already have.
+                return u, response, response.content_length, offset
+            response.release()
+            raise UpstreamFailure(u.name, f"http_{response.status}")
+
+        upstream, response, total, skip = await self.group.attempt(call)
+        return total, self._chunks(upstream, response, skip)
+
+    async def _chunks(self, upstream: Upstream, response: aiohttp.ClientResponse,
+                      skip: int) -> AsyncIterator[bytes]:
+        try:
+            async for data in response.content.iter_any():
+                if skip:
+                    cut = min(skip, len(data))
+                    skip -= cut
+                    data = data[cut:]
+                    if not data:
+                        continue
+                yield data
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            self.group.failed(upstream, type(e).__name__)
+            raise UpstreamFailure(upstream.name, type(e).__name__) from e
+        finally:
+            response.release()

@@ -1,0 +1,128 @@
+"""Namespaces: which repositories are hosted here, proxied, or both (local content wins).
+
+RoutingRegistry implements the registry-service protocol by handing each call to the
+hosted registry or to the mirror of the longest matching namespace prefix. Repositories
+no namespace matches are hosted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Literal
+
+from stablemirror.index.protocol import StoredManifest
+from stablemirror.oci.digest import Digest
+from stablemirror.oci.errors import BlobUnknown, ManifestUnknown, NameUnknown
+from stablemirror.services.mirror import MirrorRegistry
+from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
+from stablemirror.services.registry import HostedRegistry
+
+Mode = Literal["hosted", "proxy", "both"]
+
+
+class RoutingRegistry:
+    def __init__(self, hosted: HostedRegistry,
+                 namespaces: list[tuple[str, Mode, MirrorRegistry | None]]) -> None:
+        self.hosted = hosted
+        # Longest prefix first, so "docker.io/library/" beats "docker.io/".
+        self.namespaces = sorted(namespaces, key=lambda n: len(n[0]), reverse=True)
+
+    def qualify(self, ns: str, name: str) -> str:
+        """containerd's `?ns=<registry>`: fold the registry into the name if we proxy it."""
+        qualified = f"{ns}/{name}"
+        if any(prefix and qualified.startswith(prefix) for prefix, _, _ in self.namespaces):
+            return qualified
+        return name
+
+    def _route(self, repository: str) -> tuple[Mode, MirrorRegistry | None]:
+        for prefix, mode, mirror in self.namespaces:
+            if repository.startswith(prefix):
+                return mode, mirror
+        return "hosted", None
+
+    def _writer(self, repository: str) -> HostedRegistry | MirrorRegistry:
+        mode, mirror = self._route(repository)
+        return mirror if mode == "proxy" and mirror is not None else self.hosted
+
+    # -- reads: local first when the namespace is both ---------------------------------------
+    async def get_manifest(self, ctx: RequestContext, repository: str, reference: str
+                           ) -> StoredManifest:
+        mode, mirror = self._route(repository)
+        if mirror is None or mode == "hosted":
+            return await self.hosted.get_manifest(ctx, repository, reference)
+        if mode == "both":
+            try:
+                return await self.hosted.get_manifest(ctx, repository, reference)
+            except ManifestUnknown:
+                pass
+        return await mirror.get_manifest(ctx, repository, reference)
+
+    async def open_blob(self, ctx: RequestContext, repository: str, digest: str) -> BlobSource:
+        mode, mirror = self._route(repository)
+        if mirror is None or mode == "hosted":
+            return await self.hosted.open_blob(ctx, repository, digest)
+        if mode == "both":
+            try:
+                return await self.hosted.open_blob(ctx, repository, digest)
+            except BlobUnknown:
+                pass
+        return await mirror.open_blob(ctx, repository, digest)
+
+    async def list_tags(self, ctx: RequestContext, repository: str, n: int | None,
+                        last: str | None) -> list[str]:
+        mode, mirror = self._route(repository)
+        try:
+            return await self.hosted.list_tags(ctx, repository, n, last)
+        except NameUnknown:
+            if mirror is None or mode == "hosted":
+                raise
+            return await mirror.list_tags(ctx, repository, n, last)
+
+    async def catalog(self, ctx: RequestContext, n: int | None, last: str | None) -> list[str]:
+        return await self.hosted.catalog(ctx, n, last)
+
+    async def referrers(self, ctx: RequestContext, repository: str, digest: str,
+                        artifact_type: str | None) -> bytes:
+        return await self.hosted.referrers(ctx, repository, digest, artifact_type)
+
+    # -- writes: hosted, unless the namespace only proxies (then the mirror refuses) -----------
+    async def put_manifest(self, ctx: RequestContext, repository: str, reference: str,
+                           body: bytes, content_type: str, extra_tags: list[str]
+                           ) -> PutManifestResult:
+        return await self._writer(repository).put_manifest(ctx, repository, reference, body,
+                                                           content_type, extra_tags)
+
+    async def delete_manifest(self, ctx: RequestContext, repository: str, reference: str
+                              ) -> None:
+        await self._writer(repository).delete_manifest(ctx, repository, reference)
+
+    async def delete_blob(self, ctx: RequestContext, repository: str, digest: str) -> None:
+        await self._writer(repository).delete_blob(ctx, repository, digest)
+
+    async def start_upload(self, ctx: RequestContext, repository: str) -> str:
+        return await self._writer(repository).start_upload(ctx, repository)
+
+    async def mount_blob(self, ctx: RequestContext, repository: str, digest: str,
+                         source: str | None) -> bool:
+        return await self._writer(repository).mount_blob(ctx, repository, digest, source)
+
+    async def upload_monolithic(self, ctx: RequestContext, repository: str, digest: str,
+                                body: AsyncIterable[bytes]) -> Digest:
+        return await self._writer(repository).upload_monolithic(ctx, repository, digest, body)
+
+    async def upload_status(self, ctx: RequestContext, repository: str, upload_id: str) -> int:
+        return await self._writer(repository).upload_status(ctx, repository, upload_id)
+
+    async def upload_chunk(self, ctx: RequestContext, repository: str, upload_id: str,
+                           start: int | None, body: AsyncIterable[bytes]) -> int:
+        return await self._writer(repository).upload_chunk(ctx, repository, upload_id, start,
+                                                           body)
+
+    async def finish_upload(self, ctx: RequestContext, repository: str, upload_id: str,
+                            digest: str, body: AsyncIterable[bytes] | None) -> Digest:
+        return await self._writer(repository).finish_upload(ctx, repository, upload_id, digest,
+                                                            body)
+
+    async def cancel_upload(self, ctx: RequestContext, repository: str, upload_id: str
+                            ) -> None:
+        await self._writer(repository).cancel_upload(ctx, repository, upload_id)
