@@ -15,6 +15,7 @@ from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
 from stablemirror.services.access import AccessRecorder
+from stablemirror.services.evict import CacheEvictor
 from stablemirror.services.fetch import BlobFetches
 from stablemirror.services.mirror import MirrorRegistry
 from stablemirror.services.registry import HostedRegistry
@@ -45,12 +46,15 @@ class MirrorParts:
     groups: dict[str, UpstreamGroup]
     access: AccessRecorder
     fetches: BlobFetches
+    evictor: CacheEvictor
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self, _app: web.Application) -> None:
         await self.client.start()
         loop = asyncio.get_running_loop()
         self.tasks.append(loop.create_task(self.access.run()))
+        if self.evictor.enabled:
+            self.tasks.append(loop.create_task(self.evictor.run()))
         for group in self.groups.values():
             if group.settings.health_check_interval > 0:
                 self.tasks.append(loop.create_task(group.health_loop()))
@@ -82,7 +86,9 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
             metrics.set_upstream_up(u.name, True)
         groups[name] = group
     mirror_index = MirrorIndex(db)
-    access = AccessRecorder(mirror_index)
+    cache = settings.mirror.cache
+    evicting = cache.max_bytes is not None or cache.inactive_seconds is not None
+    access = AccessRecorder(mirror_index, immediate_for_manifests=evicting)
     fetches = BlobFetches(Path(settings.data_dir) / "fetch", store, index)
 
     def count_fetch(event: str, _n: int) -> None:
@@ -103,4 +109,7 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
                                     mirror_index, store, fetches, access, metrics,
                                     node_id(settings))
         routes.append((ns.prefix, ns.mode, mirror))
-    return MirrorParts(RoutingRegistry(hosted, routes), client, groups, access, fetches)
+    registry = RoutingRegistry(hosted, routes)
+    evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
+                           Path(settings.data_dir) / "evict.lock")
+    return MirrorParts(registry, client, groups, access, fetches, evictor)

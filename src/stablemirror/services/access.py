@@ -12,13 +12,28 @@ log = logging.getLogger("stablemirror.access")
 
 
 class AccessRecorder:
-    def __init__(self, index: MirrorIndex, flush_seconds: float = 5.0) -> None:
+    def __init__(self, index: MirrorIndex, flush_seconds: float = 5.0,
+                 immediate_for_manifests: bool = False) -> None:
         self.index = index
         self.flush_seconds = flush_seconds
+        # With eviction on, a pulled manifest's blobs are marked at once, so an evictor in
+        # another worker cannot miss a pull that is only starting.
+        self.immediate = immediate_for_manifests
         self._pending: dict[str, float] = {}
 
     def touch(self, digest: str) -> None:
         self._pending[digest] = time.time()
+
+    async def manifest_pulled(self, blob_digests: list[str]) -> None:
+        if not self.immediate:
+            for d in blob_digests:
+                self.touch(d)
+            return
+        now = time.time()
+        try:
+            await self.index.touch_blobs(dict.fromkeys(blob_digests, now))
+        except Exception:
+            log.exception("could not record blob access times")
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -69,15 +69,10 @@ class GarbageCollector:
         return report
 
     async def _remove_file(self, digest: Digest, report: GcReport) -> bool:
-        trashed = self.store.trash(digest, uuid.uuid4().hex)
-        if trashed is None:
-            return True
-        if await self.index.blob_known(str(digest)):
-            self.store.restore(digest, trashed)
+        removed = await remove_blob_file(self.store, self.index, digest)
+        if not removed:
             report.restored += 1
-            return False
-        trashed.unlink(missing_ok=True)
-        return True
+        return removed
 
     async def _stale_uploads(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         stale = set(await self.index.uploads_older_than(cutoff))
@@ -89,3 +84,19 @@ class GarbageCollector:
             if not dry_run:
                 await self.store.upload_abort(upload_id)
                 await self.index.delete_upload(upload_id)
+
+
+async def remove_blob_file(store: BlobStore, index: RegistryIndex, digest: Digest) -> bool:
+    """Delete a blob file whose index rows were just dropped, unless a push raced us.
+
+    Move it aside, then ask the index again: a concurrent upload records the blob before
+    publishing its bytes, so a row seen now means the file must come back.
+    """
+    trashed = store.trash(digest, uuid.uuid4().hex)
+    if trashed is None:
+        return True
+    if await index.blob_known(str(digest)):
+        store.restore(digest, trashed)
+        return False
+    trashed.unlink(missing_ok=True)
+    return True

@@ -87,7 +87,7 @@ class MirrorRegistry:
             found = await self._by_digest(ctx, repository, Digest.parse(reference))
         else:
             found = await self._by_tag(ctx, repository, reference)
-        self._record_access(found)
+        await self._record_access(found)
         return found
 
     async def _by_digest(self, ctx: RequestContext, repository: str, digest: Digest
@@ -198,7 +198,7 @@ class MirrorRegistry:
                 raise ManifestUnknown(repository=repository, reference=reference) from e
             raise Denied(repository=repository, upstream=e.upstream, status=e.status) from e
 
-    def _record_access(self, found: StoredManifest) -> None:
+    async def _record_access(self, found: StoredManifest) -> None:
         """A manifest being pulled marks its blobs in use, so eviction leaves them alone."""
         try:
             doc = json.loads(found.content)
@@ -206,9 +206,9 @@ class MirrorRegistry:
             return
         layers = doc.get("layers") if isinstance(doc, dict) else None
         config = doc.get("config") if isinstance(doc, dict) else None
-        for d in [config, *(layers or [])]:
-            if isinstance(d, dict) and isinstance(d.get("digest"), str):
-                self.access.touch(d["digest"])
+        digests = [d["digest"] for d in [config, *(layers or [])]
+                   if isinstance(d, dict) and isinstance(d.get("digest"), str)]
+        await self.access.manifest_pulled(digests)
 
     # -- blobs ----------------------------------------------------------------------
     async def open_blob(self, ctx: RequestContext, repository: str, digest: str) -> BlobSource:

@@ -40,6 +40,10 @@ class RoutingRegistry:
                 return mode, mirror
         return "hosted", None
 
+    def is_proxied(self, repository: str) -> bool:
+        """Only proxied, never hosted: what cache eviction may remove."""
+        return self._route(repository)[0] == "proxy"
+
     def _writer(self, repository: str) -> HostedRegistry | MirrorRegistry:
         mode, mirror = self._route(repository)
         return mirror if mode == "proxy" and mirror is not None else self.hosted
