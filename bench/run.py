@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -261,8 +262,9 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def tree_pids(root: int) -> list[int]:
-    kids = _children_map()
+def tree_pids(root: int, kids: dict[int, list[int]] | None = None) -> list[int]:
+    if kids is None:
+        kids = _children_map()
     out: list[int] = []
     todo = [root]
     while todo and len(out) < 10_000:
@@ -305,6 +307,48 @@ def tree_cpu_seconds(root: int) -> float:
     return total / _CLK_TCK
 
 
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def system_busy_seconds() -> float:
+    """Busy CPU time of the whole machine (all cores, steal included), from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = vals
+    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (curl, wrk, openssl)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Wait (at most max_wait s) until the machine's CPU use over 2 s is below threshold
+    cores; return the last measured load in cores."""
+    deadline = time.monotonic() + max_wait
+    said = False
+    while True:
+        b0, t0 = system_busy_seconds(), time.monotonic()
+        time.sleep(min(2.0, max(0.5, deadline - t0)))
+        busy = (system_busy_seconds() - b0) / (time.monotonic() - t0)
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+        if not said:
+            log(f"machine busy ({busy:.2f} cores in use); waiting up to {max_wait:.0f}s")
+            said = True
+
+
 class RssSampler(threading.Thread):
     def __init__(self, interval: float = 0.1) -> None:
         super().__init__(daemon=True, name="rss-sampler")
@@ -315,6 +359,8 @@ class RssSampler(threading.Thread):
         self.peak_phase_kib: dict[tuple[str, str], int] = {}
         self.hwm_kib: dict[str, dict[int, int]] = {}
         self.max_procs: dict[str, int] = {}
+        self.peak_pss_kib: dict[str, int] = {}
+        self._n = 0
         self._stop_evt = threading.Event()
         self._lock = threading.Lock()
 
@@ -326,8 +372,14 @@ class RssSampler(threading.Thread):
         with self._lock:
             roots = dict(self.roots)
             phase = self.phase
+        kids = _children_map()  # one /proc scan per sample for all servers
+        self._n += 1
+        with_pss = self._n % 5 == 1  # smaps_rollup walks page tables: sample it less often
         for name, root in roots.items():
-            pids = tree_pids(root)
+            pids = tree_pids(root, kids)
+            if with_pss:
+                pss = sum(_pss_kib(pid) for pid in pids)
+                self.peak_pss_kib[name] = max(self.peak_pss_kib.get(name, 0), pss)
             total = 0
             for pid in pids:
                 vals = _status_kib(pid)
@@ -451,7 +503,7 @@ class Server:
             self.proc.wait(timeout=5)
 
 
-def reference_server(work: Path) -> Server:
+def reference_server(work: Path, quiet: bool) -> Server:
     exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     port = free_port()
     root = work / "reference-data"
@@ -462,7 +514,7 @@ def reference_server(work: Path) -> Server:
         json.dumps(
             {
                 "version": 0.1,
-                "log": {"level": "error", "accesslog": {"disabled": True}},
+                "log": {"level": "error" if quiet else "info", "accesslog": {"disabled": quiet}},
                 "storage": {
                     "filesystem": {"rootdirectory": str(root)},
                     "delete": {"enabled": True},
@@ -483,7 +535,9 @@ SM_COMMAND = (
 )
 
 
-def stablemirror_server(work: Path, python: str, workers: int, template: str) -> Server:
+def stablemirror_server(
+    work: Path, python: str, workers: int, template: str, quiet: bool
+) -> Server:
     port = free_port()
     data = work / "stablemirror-data"
     data.mkdir()
@@ -491,7 +545,11 @@ def stablemirror_server(work: Path, python: str, workers: int, template: str) ->
         part.format(python=python, listen=f"{HOST}:{port}", data_dir=data, workers=workers)
         for part in shlex.split(template)
     ]
-    return Server(SM, port, argv, work / "stablemirror.log")
+    env = dict(os.environ)
+    env.pop("STABLEMIRROR_LOG_LEVEL", None)
+    if quiet:  # pydantic-settings reads it; the counterpart of docker-registry's log.level
+        env["STABLEMIRROR_LOG_LEVEL"] = "error"
+    return Server(SM, port, argv, work / "stablemirror.log", env=env)
 
 
 # --------------------------------------------------------------------------------------
@@ -825,12 +883,23 @@ def run_wrk(port: int, path: str, threads: int, conns: int, duration: int) -> di
 
 
 @dataclass
+class Outcome:
+    """What one measurement did: work units (bytes or requests) and how to record it."""
+
+    units: float = 0.0
+    record: Any = field(default=lambda: None)
+    timed: bool = True
+
+
+@dataclass
 class Results:
     values: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> server -> v
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: dict[str, dict[str, str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    noisy: dict[str, dict[str, int]] = field(default_factory=dict)  # kept despite other load
+    discarded: int = 0  # results thrown away because of other load
 
     def put(self, metric: str, server: str, value: float) -> None:
         self.values.setdefault(metric, {})[server] = value
@@ -853,13 +922,22 @@ class Results:
 
 def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> Results:
     res = Results()
+    if args.wait_quiet > 0:
+        busy = wait_for_quiet(args.wait_quiet)
+        res.extra["busy_before"] = busy
+        log(f"other CPU use before the run: {busy:.2f} cores")
+    res.extra["load_before"] = loadavg()
     sampler = RssSampler()
     sampler.start()
     cpu_s: dict[str, dict[str, float]] = {}  # phase -> server -> CPU seconds (summed)
     units: dict[str, dict[str, float]] = {}  # phase -> server -> bytes or requests (summed)
     res.extra["cpu_s"] = cpu_s
     res.extra["units"] = units
+    foreign: dict[str, dict[str, list[float]]] = {}  # phase -> server -> [cpu s, wall s]
+    res.extra["foreign"] = foreign
     deadline = time.monotonic() + args.deadline
+    # total time that re-measuring disturbed results may add to the run
+    retry_deadline = time.monotonic() + args.retry_budget
     order = list(servers)
 
     def check_deadline() -> None:
@@ -867,32 +945,60 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
             raise BenchError(f"run deadline of {args.deadline}s exceeded")
 
     def phase(name: str, fn: Any, metric: str | None = None, rnd: int = 0) -> None:
-        """Run fn(server) -> work units for each live server, flushing dirty pages before
-        each; the server order alternates from one round to the next."""
+        """Run fn(server, attempt) -> Outcome for each live server, flushing dirty pages
+        before each; the server order alternates from one round to the next.  A result taken
+        while other processes used more than --max-other-load cores is thrown away and the
+        measurement repeated, up to --noisy-retries times; after that it is kept and flagged."""
         for sname in order if rnd % 2 == 0 else order[::-1]:
             srv = servers[sname]
-            check_deadline()
-            if not srv.alive():
-                if metric:
-                    res.err(metric, sname, f"server not running (exit {srv.returncode})")
-                continue
-            settle()
-            sampler.set_phase(name)
-            c0 = tree_cpu_seconds(srv.pid)
-            try:
-                done = fn(sname, srv)
+            for attempt in range(args.noisy_retries + 1):
+                check_deadline()
+                if not srv.alive():
+                    if metric:
+                        res.err(metric, sname, f"server not running (exit {srv.returncode})")
+                    break
+                settle()
+                sampler.set_phase(name)
+                c0 = tree_cpu_seconds(srv.pid)
+                t0, sys0, own0 = time.monotonic(), system_busy_seconds(), own_cpu_seconds()
+                try:
+                    outcome: Outcome = fn(sname, srv, attempt)
+                except (BenchError, OSError, subprocess.SubprocessError, ValueError) as exc:
+                    msg = f"{type(exc).__name__}: {exc}"
+                    log(f"{sname} {name}: FAILED {msg}")
+                    if metric:
+                        res.err(metric, sname, msg)
+                    break
+                finally:
+                    sampler.set_phase("idle")
+                server_cpu = tree_cpu_seconds(srv.pid) - c0 if srv.alive() else 0.0
+                wall = time.monotonic() - t0
+                # CPU used by anything but this server and this harness (curl, wrk): other
+                # work on the machine, the idle server, the kernel's writeback, hypervisor steal
+                other = system_busy_seconds() - sys0 - (own_cpu_seconds() - own0) - server_cpu
+                load = max(other, 0.0) / wall if wall > 0 else 0.0
+                noisy = outcome.timed and load > args.max_other_load
+                budget_left = retry_deadline - time.monotonic()
+                if noisy and attempt < args.noisy_retries and budget_left > 0:
+                    log(
+                        f"{sname:13s} {name}: other processes used {load:.2f} cores; "
+                        f"discarding this result and measuring again"
+                    )
+                    res.discarded += 1
+                    wait_for_quiet(min(20.0, budget_left), args.max_other_load)
+                    continue
+                if noisy and metric:
+                    res.noisy.setdefault(metric, {}).setdefault(sname, 0)
+                    res.noisy[metric][sname] += 1
+                outcome.record()
+                cpu_s.setdefault(name, {}).setdefault(sname, 0.0)
+                cpu_s[name][sname] += server_cpu
                 units.setdefault(name, {}).setdefault(sname, 0.0)
-                units[name][sname] += float(done or 0)
-            except (BenchError, OSError, subprocess.SubprocessError, ValueError) as exc:
-                msg = f"{type(exc).__name__}: {exc}"
-                log(f"{sname} {name}: FAILED {msg}")
-                if metric:
-                    res.err(metric, sname, msg)
-            finally:
-                if srv.alive():
-                    cpu_s.setdefault(name, {}).setdefault(sname, 0.0)
-                    cpu_s[name][sname] += tree_cpu_seconds(srv.pid) - c0
-                sampler.set_phase("idle")
+                units[name][sname] += outcome.units
+                foreign.setdefault(name, {}).setdefault(sname, [0.0, 0.0])
+                foreign[name][sname][0] += max(other, 0.0)
+                foreign[name][sname][1] += wall
+                break
 
     try:
         for srv in servers.values():
@@ -906,58 +1012,63 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
 
         check_deadline()
         size = args.size_mib * MiB
-        n_files = 2 * args.push_rounds
-        log(f"generating {n_files} random test blobs of {args.size_mib} MiB in {work}")
+        n_chunked = args.push_rounds if "push" in args.phases else 0
+        n_mono = max(n_chunked, 1 if "get" in args.phases else 0)
+        log(f"generating {n_mono + n_chunked} random blobs of {args.size_mib} MiB in {work}")
         t0 = time.perf_counter()
         # distinct data for every push, so no push ever hits an already-stored blob
-        mono = [
-            make_random_file(work / f"blob-mono-{r}.bin", size) for r in range(args.push_rounds)
-        ]
-        chunked = [
-            make_random_file(work / f"blob-chunked-{r}.bin", size) for r in range(args.push_rounds)
-        ]
+        mono = [make_random_file(work / f"blob-mono-{r}.bin", size) for r in range(n_mono)]
+        chunked = [make_random_file(work / f"blob-chunked-{r}.bin", size) for r in range(n_chunked)]
         log(f"test data ready in {time.perf_counter() - t0:.1f}s")
         xfer_timeout = max(120.0, size / 2e6)  # give up below 2 MB/s
 
+        def fresh(blob: Blob, attempt: int, sname: str) -> Blob:
+            """The round's blob, or on a retry new data the server has never seen."""
+            if attempt == 0:
+                return blob
+            path = work / f"{blob.path.stem}-retry{attempt}-{sname}.bin"
+            return make_random_file(path, blob.size)
+
         def do_mono(blob: Blob) -> Any:
-            def do(sname: str, srv: Server) -> int:
-                v = push_monolithic(srv.port, "bench/mono", blob, xfer_timeout)
-                res.add("push_mono", sname, v)
+            def do(sname: str, srv: Server, attempt: int) -> Outcome:
+                b = fresh(blob, attempt, sname)
+                v = push_monolithic(srv.port, "bench/mono", b, xfer_timeout)
                 log(f"{sname:13s} monolithic push: {v:8.1f} MB/s")
-                return blob.size
+                if b is not blob:
+                    b.path.unlink()
+                return Outcome(b.size, lambda: res.add("push_mono", sname, v))
 
             return do
 
         def do_chunked(blob: Blob) -> Any:
-            def do(sname: str, srv: Server) -> int:
-                v = push_chunked(
-                    srv.port, "bench/chunked", blob, args.chunk_mib * MiB, xfer_timeout
-                )
-                res.add("push_chunked", sname, v)
+            def do(sname: str, srv: Server, attempt: int) -> Outcome:
+                b = fresh(blob, attempt, sname)
+                v = push_chunked(srv.port, "bench/chunked", b, args.chunk_mib * MiB, xfer_timeout)
                 log(f"{sname:13s} chunked push:    {v:8.1f} MB/s ({args.chunk_mib} MiB chunks)")
-                return blob.size
+                if b is not blob:
+                    b.path.unlink()
+                return Outcome(b.size, lambda: res.add("push_chunked", sname, v))
 
             return do
 
-        def do_get(sname: str, srv: Server) -> int:
+        def do_get(sname: str, srv: Server, attempt: int) -> Outcome:
             v = get_blob_curl(srv.port, "bench/mono", mono[0], xfer_timeout)
-            res.add("blob_get", sname, v)
             log(f"{sname:13s} blob GET:        {v:8.1f} MB/s")
-            return mono[0].size
+            return Outcome(mono[0].size, lambda: res.add("blob_get", sname, v))
 
-        def do_blob_checks(sname: str, srv: Server) -> int:
+        def do_blob_checks(sname: str, srv: Server, attempt: int) -> Outcome:
             content = verify_blob_get(srv.port, "bench/mono", mono[0], xfer_timeout)
             res.notes.setdefault("content", {})[sname] = content
             rng = range_checks(srv.port, "bench/mono", mono[0])
             res.notes.setdefault("range", {})[sname] = rng
             log(f"{sname:13s} full GET digest check: {content}; Range GET check: {rng}")
-            return 0
+            return Outcome(timed=False)
 
         images: dict[str, ImageRef] = {}
 
-        def do_manifest_push(sname: str, srv: Server) -> int:
+        def do_manifest_push(sname: str, srv: Server, attempt: int) -> Outcome:
             images[sname] = push_image(srv.port, "bench/manifest", "v1", os.urandom(8))
-            return 0
+            return Outcome(timed=False)
 
         def manifest_path(sname: str, kind: str) -> str:
             if sname not in images:
@@ -965,14 +1076,14 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
             img = images[sname]
             return f"/v2/{img.repo}/manifests/{img.tag if kind == 'tag' else img.digest}"
 
-        def do_warmup(sname: str, srv: Server) -> int:
+        def do_warmup(sname: str, srv: Server, attempt: int) -> Outcome:
             for kind in ("tag", "digest"):
-                warm_wrk(srv.port, manifest_path(sname, kind), args.wrk_threads, args.wrk_conns,
-                         args.wrk_warmup)  # fmt: skip
-            return 0
+                path = manifest_path(sname, kind)
+                warm_wrk(srv.port, path, args.wrk_threads, args.wrk_conns, args.wrk_warmup)
+            return Outcome(timed=False)
 
         def wrk_by(kind: str) -> Any:
-            def do(sname: str, srv: Server) -> int:
+            def do(sname: str, srv: Server, attempt: int) -> Outcome:
                 out = run_wrk(
                     srv.port,
                     manifest_path(sname, kind),
@@ -980,41 +1091,51 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
                     args.wrk_conns,
                     args.wrk_duration,
                 )
-                res.add(f"manifest_{kind}", sname, out["rps"])
-                res.extra.setdefault("wrk", {}).setdefault(kind, {}).setdefault(sname, [])
-                res.extra["wrk"][kind][sname].append(out)
                 lat = out["latency_ms"]
                 log(
                     f"{sname:13s} manifest GET by {kind:6s}: {out['rps']:9.0f} req/s "
                     f"(p50 {lat.get('p50', 0):.2f} ms, p99 {lat.get('p99', 0):.2f} ms)"
                 )
-                return int(out["requests"])
+
+                def record() -> None:
+                    res.add(f"manifest_{kind}", sname, out["rps"])
+                    res.extra.setdefault("wrk", {}).setdefault(kind, {}).setdefault(sname, [])
+                    res.extra["wrk"][kind][sname].append(out)
+
+                return Outcome(int(out["requests"]), record)
 
             return do
 
-        for r in range(args.push_rounds):
-            phase("push_mono", do_mono(mono[r]), "push_mono", r)
-            phase("push_chunked", do_chunked(chunked[r]), "push_chunked", r)
-        for r in range(args.get_rounds):
-            phase("blob_get", do_get, "blob_get", r)
-        phase("blob_checks", do_blob_checks, "blob_get")
-        phase("manifest_push", do_manifest_push, "manifest_tag")
-        if args.wrk_warmup > 0:
-            phase("wrk_warmup", do_warmup)
-        for r in range(args.wrk_rounds):
-            phase("manifest_tag", wrk_by("tag"), "manifest_tag", r)
-            phase("manifest_digest", wrk_by("digest"), "manifest_digest", r)
+        if "push" in args.phases:
+            for r in range(args.push_rounds):
+                phase("push_mono", do_mono(mono[r]), "push_mono", r)
+                phase("push_chunked", do_chunked(chunked[r]), "push_chunked", r)
+        elif "get" in args.phases:  # GET still needs one blob on each server
+            phase("push_mono", do_mono(mono[0]), "push_mono")
+        if "get" in args.phases:
+            for r in range(args.get_rounds):
+                phase("blob_get", do_get, "blob_get", r)
+            phase("blob_checks", do_blob_checks, "blob_get")
+        if "manifest" in args.phases:
+            phase("manifest_push", do_manifest_push, "manifest_tag")
+            if args.wrk_warmup > 0:
+                phase("wrk_warmup", do_warmup)
+            for r in range(args.wrk_rounds):
+                phase("manifest_tag", wrk_by("tag"), "manifest_tag", r)
+                phase("manifest_digest", wrk_by("digest"), "manifest_digest", r)
         for sname, srv in servers.items():
             if not srv.alive():
                 res.err("peak_rss", sname, f"server died (exit {srv.returncode})")
                 log(f"{sname} is no longer running:\n{srv.log_tail()}")
     finally:
+        res.extra["load_after"] = loadavg()
         sampler.stop()
         for sname in servers:
             if sname in sampler.peak_tree_kib:
                 res.put("peak_rss", sname, sampler.peak_tree_kib[sname] / 1024)
         res.extra["hwm_sum_mib"] = {n: sampler.hwm_sum_kib(n) / 1024 for n in servers}
         res.extra["max_procs"] = dict(sampler.max_procs)
+        res.extra["peak_pss_mib"] = {n: kib / 1024 for n, kib in sampler.peak_pss_kib.items()}
         res.extra["phase_rss_mib"] = {
             f"{n}/{p}": kib / 1024 for (n, p), kib in sorted(sampler.peak_phase_kib.items())
         }
@@ -1055,12 +1176,23 @@ def table_lines(res: Results, servers: list[str]) -> list[str]:
         for s in servers:
             err = res.errors.get(key, {}).get(s)
             v = res.values.get(key, {}).get(s)
-            row.append("ERROR" if err and v is None else fmt_val(v, unit))
+            cell = "ERROR" if err and v is None else fmt_val(v, unit)
+            if res.noisy.get(key, {}).get(s):
+                cell += " (noisy)"
+            row.append(cell)
         if len(head) > len(row):
             r = res.ratio(key)
             row.append("—" if r is None else f"{r:.2f}x" + ("" if higher else " (lower is better)"))
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def machine_info() -> dict[str, str]:
@@ -1118,6 +1250,26 @@ PHASES = [
 ]
 
 
+def foreign_load(res: Results, phase: str, server: str) -> float | None:
+    cpu_wall = res.extra.get("foreign", {}).get(phase, {}).get(server)
+    if not cpu_wall or cpu_wall[1] <= 0:
+        return None
+    return float(cpu_wall[0] / cpu_wall[1])
+
+
+def foreign_summary(res: Results) -> str:
+    loads = [
+        (foreign_load(res, ph, s) or 0.0, ph, s)
+        for ph, d in res.extra.get("foreign", {}).items()
+        for s in d
+    ]
+    if not loads:
+        return "?"
+    worst = max(loads)
+    mean = sum(x for x, _, _ in loads) / len(loads)
+    return f"mean {mean:.2f} cores, worst {worst[0]:.2f} ({worst[2]} {worst[1]})"
+
+
 def cpu_cost(res: Results, phase: str, server: str) -> float | None:
     cpu: float | None = res.extra.get("cpu_s", {}).get(phase, {}).get(server)
     done: float | None = res.extra.get("units", {}).get(phase, {}).get(server)
@@ -1142,14 +1294,33 @@ def report_markdown(
         f"- Date: {started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} (wall time {wall:.0f} s)",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, "
         f"Linux {info['kernel']}, Python {info['python']}",
-        f"- Reference: `{info['reference']}` (filesystem storage, access log off); "
-        f"load generator: {info['wrk']}",
+        f"- Reference: `{info['reference']}` (filesystem storage); load generator: {info['wrk']}",
         f"- Command: `cd {REPO_ROOT} && {command_line()}`",
+        (
+            "- Server logging: errors only (docker-registry log.level error, access log off; "
+            "stablemirror STABLEMIRROR_LOG_LEVEL=error)"
+            if args.server_logs == "quiet"
+            else "- Server logging: each server's default (info level with access log lines)"
+        ),
+        f"- Load average before / after the run: {res.extra.get('load_before', '?')} / "
+        f"{res.extra.get('load_after', '?')}; CPU used by other processes during the timed "
+        f"runs: {foreign_summary(res)}; results discarded and re-measured because other "
+        f"processes used more than {args.max_other_load} cores: {res.discarded}"
+        + (
+            f"; (noisy) marks a figure that was kept after {args.noisy_retries} such retries"
+            if res.noisy
+            else ""
+        ),
         f"- Parameters: blob {args.size_mib} MiB; pushes best of {args.push_rounds} "
         f"(fresh random data each), PATCH chunks {args.chunk_mib} MiB; blob GET best of "
         f"{args.get_rounds}; wrk -t{args.wrk_threads} -c{args.wrk_conns} -d{args.wrk_duration}s "
         f"best of {args.wrk_rounds} (after {args.wrk_warmup}s untimed warm-up per URL); "
-        f"server order alternates between rounds; stablemirror --workers {args.workers}",
+        f"server order alternates between rounds; stablemirror --workers {args.workers}"
+        + (
+            ""
+            if args.phases == {"push", "get", "manifest"}
+            else f"; phases: {','.join(sorted(args.phases))}"
+        ),
         *(
             [f"- Server under test started as: `{args.stablemirror_cmd}`"]
             if args.stablemirror_cmd != SM_COMMAND and SM in servers
@@ -1196,25 +1367,34 @@ def report_markdown(
         bits.append(f"startup {res.extra.get('startup_s', {}).get(s, 0):.2f} s")
         bits.append(f"idle RSS {res.extra.get('idle_rss_mib', {}).get(s, 0):.0f} MiB")
         bits.append(
+            f"peak tree PSS (shared pages split between processes) "
+            f"{res.extra.get('peak_pss_mib', {}).get(s, 0):.0f} MiB"
+        )
+        bits.append(
             f"sum of per-process VmHWM {res.extra.get('hwm_sum_mib', {}).get(s, 0):.0f} MiB"
             f" over up to {res.extra.get('max_procs', {}).get(s, 0)} processes"
         )
         out.append(f"- **{s}**: " + "; ".join(bits))
     out += [
         "",
-        "Server CPU cost (whole process tree, timed runs only) and peak tree RSS per phase:",
+        "Server CPU cost (whole process tree, timed runs only), peak tree RSS, and CPU used by"
+        " other processes while that server was measured (in cores, averaged), per phase:",
         "",
-        "| Phase | Cost unit | " + " | ".join(f"{s} cost | {s} RSS MiB" for s in servers) + " |",
-        "|---|---|" + "---|---|" * len(servers),
+        "| Phase | Cost unit | "
+        + " | ".join(f"{s} cost | {s} RSS MiB | other load" for s in servers)
+        + " |",
+        "|---|---|" + "---|---|---|" * len(servers),
     ]
     for ph, label, _, cost_unit in PHASES:
         cells = []
         for s in servers:
             cost = cpu_cost(res, ph, s)
             rss = res.extra.get("phase_rss_mib", {}).get(f"{s}/{ph}")
+            other = foreign_load(res, ph, s)
             cells += [
                 "—" if cost is None else f"{cost:,.2f}" if cost < 100 else f"{cost:,.0f}",
                 "—" if rss is None else f"{rss:.0f}",
+                "—" if other is None else f"{other:.2f}",
             ]
         out.append(f"| {label} | {cost_unit} | " + " | ".join(cells) + " |")
     errs = [(m, s, e) for m, d in res.errors.items() for s, e in d.items()]
@@ -1261,11 +1441,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="256 MiB blobs and 3 s wrk runs")
     p.add_argument("--only", choices=[REF, SM], help="measure a single server")
     p.add_argument("--size-mib", type=int, help="test blob size (default 1024; quick 256)")
+    p.add_argument(
+        "--phases",
+        default="push,get,manifest",
+        help="comma-separated subset of push,get,manifest to run (default: all)",
+    )
     p.add_argument("--chunk-mib", type=int, default=64, help="PATCH chunk size (default 64)")
-    p.add_argument("--get-rounds", type=int, default=3, help="blob GETs per server (best of)")
+    p.add_argument("--get-rounds", type=int, default=5, help="blob GETs per server (best of)")
     p.add_argument("--wrk-duration", type=int, help="seconds per wrk run (default 10; quick 3)")
     p.add_argument("--push-rounds", type=int, default=2, help="pushes per server (best of)")
-    p.add_argument("--wrk-rounds", type=int, default=2, help="wrk runs per server (best of)")
+    p.add_argument(
+        "--wrk-rounds", type=int, help="wrk runs per server and URL, best of (default 3; quick 2)"
+    )
     p.add_argument(
         "--wrk-warmup", type=int, default=1, help="untimed wrk seconds per URL before timing"
     )
@@ -1284,6 +1471,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "{data_dir} {workers} (default: %(default)r)",
     )
     p.add_argument("--tmpdir", help="parent of the run's temp dir (default: $TMPDIR or /tmp)")
+    p.add_argument(
+        "--server-logs",
+        choices=["quiet", "default"],
+        default="quiet",
+        help="quiet: both servers log errors only (default); default: info level and "
+        "access logs on both",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60.0,
+        help="wait up to N s for other CPU use to drop below 0.25 cores before starting",
+    )
+    p.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.35,
+        help="CPU cores other processes may use during a measurement before it is repeated",
+    )
+    p.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=2,
+        help="times a measurement disturbed by other load is repeated (0: never)",
+    )
+    p.add_argument(
+        "--retry-budget",
+        type=float,
+        default=240.0,
+        help="seconds the run may spend re-measuring disturbed results, in total",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
     p.add_argument("--results", default=str(RESULTS_MD), help="markdown file to update")
     p.add_argument("--no-results", action="store_true", help="do not update the results file")
@@ -1294,6 +1512,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size_mib is None:
         args.size_mib = 256 if args.quick else 1024
+    args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if not args.phases or args.phases - {"push", "get", "manifest"}:
+        p.error("--phases takes a comma-separated subset of push,get,manifest")
+    if args.wrk_rounds is None:
+        args.wrk_rounds = 2 if args.quick else 3
     if args.wrk_duration is None:
         args.wrk_duration = 3 if args.quick else 10
     for name in (
@@ -1330,10 +1553,10 @@ def main(argv: list[str] | None = None) -> int:
     fatal: str | None = None
     try:
         if REF in names:
-            servers[REF] = reference_server(work)
+            servers[REF] = reference_server(work, args.server_logs == "quiet")
         if SM in names:
             servers[SM] = stablemirror_server(
-                work, args.python, args.workers, args.stablemirror_cmd
+                work, args.python, args.workers, args.stablemirror_cmd, args.server_logs == "quiet"
             )
         res = run_bench(args, work, servers)
     except BenchError as exc:
@@ -1366,6 +1589,10 @@ def main(argv: list[str] | None = None) -> int:
     for m, d in res.errors.items():
         for s, e in d.items():
             print(f"  error: {s} / {m}: {e.splitlines()[0][:300]}")
+    print(
+        f"  other CPU load during timed runs: {foreign_summary(res)}; "
+        f"{res.discarded} disturbed results re-measured"
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -1379,6 +1606,8 @@ def main(argv: list[str] | None = None) -> int:
                     "errors": res.errors,
                     "notes": res.notes,
                     "extra": res.extra,
+                    "noisy": res.noisy,
+                    "discarded": res.discarded,
                     "ratios": {m: res.ratio(m) for m, *_ in METRICS},
                     "fatal": fatal,
                 },

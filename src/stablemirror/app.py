@@ -2,31 +2,73 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from aiohttp import web
 
+from stablemirror import __version__
 from stablemirror.api.errors import add_api_version, oci_errors
-from stablemirror.api.keys import REGISTRY
+from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
+from stablemirror.api.ops import add_ops_routes
 from stablemirror.api.routes import add_routes
+from stablemirror.api.telemetry import add_request_id, telemetry
+from stablemirror.compose_auth import build_audit, install_access
+from stablemirror.compose_mirror import build_mirror
+from stablemirror.compose_trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
+from stablemirror.metrics import Metrics
+from stablemirror.services.health import HealthService
 from stablemirror.services.registry import HostedRegistry
+from stablemirror.services.scrub import ServiceHealer
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
+    """`metrics`: server.py passes one in multiprocess mode; else a private, in-process one."""
+    metrics = metrics or Metrics()
     store = FilesystemBlobStore(settings.data_dir)
-    index = SqlIndex(Database(settings.index_url))
-    app = web.Application(middlewares=[oci_errors],
+    db = Database(settings.index_url)
+    index = SqlIndex(db)
+    # telemetry first (outermost): it sees the final status and sends the body itself.
+    app = web.Application(middlewares=[telemetry, oci_errors],
                           handler_args={"read_bufsize": READ_BUFSIZE})
-    app[REGISTRY] = HostedRegistry(store, index)
+    audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
+    hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
+    mirror = build_mirror(settings, hosted, store, index, db, metrics)
+    registry = mirror.registry if mirror is not None else hosted
+    # Trust policies and verified reads wrap hosted and mirrored namespaces alike; with a
+    # mirror, quarantined blobs heal from upstream (compose_trust.py).
+    trust = build_trust(settings, registry, store, db, metrics,
+                        audit=audit.record if audit is not None else None,
+                        healer=ServiceHealer(registry, store) if mirror is not None else None)
+    app[REGISTRY] = trust.registry
+    app.on_startup.append(trust.start)
+    app.on_cleanup.append(trust.stop)
+    if mirror is not None:
+        app[QUALIFY_NAME] = mirror.registry.qualify
+        app.on_startup.append(mirror.start)
+        app.on_cleanup.append(mirror.stop)
+    app[METRICS] = metrics
+    # Blob bodies are sent by sendfile(2) from these threads (api/sendfile.py).
+    sendfile_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendfile")
+    app[SENDFILE_POOL] = sendfile_pool
+    # Settings grows `role` (center | edge | node) with the tiers; until then: center.
+    app[HEALTH] = HealthService(index, settings.data_dir, metrics, version=__version__,
+                                role=str(getattr(settings, "role", "center")),
+                                workers=settings.worker_count)
     app.on_response_prepare.append(add_api_version)
+    app.on_response_prepare.append(add_request_id)
 
     async def close_index(_app: web.Application) -> None:
+        sendfile_pool.shutdown(wait=False, cancel_futures=True)
         await index.close()
 
     app.on_cleanup.append(close_index)
+    install_access(app, settings, db, audit)  # token endpoint, admin API, audit jobs
     add_routes(app)
+    add_ops_routes(app)
     return app

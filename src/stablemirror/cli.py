@@ -1,17 +1,25 @@
-"""Command line: `stablemirror serve | gc`."""
+"""Command line: `stablemirror serve | gc | status`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from stablemirror.audit_cli import audit_app
+from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
 from stablemirror.config import Settings, load_settings
+from stablemirror.logs import configure_logging
+from stablemirror.scrub_cli import scrub as scrub_command
+from stablemirror.status_cli import status as status_command
+from stablemirror.trust_cli import key_app, trust_app
+from stablemirror.trust_cli import sign as sign_command
+from stablemirror.trust_cli import verify as verify_command
 
 app = typer.Typer(help="stablemirror: OCI registry and pull-through mirror", no_args_is_help=True)
 
@@ -19,9 +27,14 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings 
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
 
 
+LogFormatOpt = Annotated[Literal["text", "json"] | None,
+                         typer.Option(help="log lines as text or one JSON object each")]
+LogLevelOpt = Annotated[Literal["debug", "info", "warning", "error"] | None,
+                        typer.Option(help="least severe level logged (default info)")]
+
+
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -30,11 +43,22 @@ def serve(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     workers: Annotated[int | None, typer.Option(help="processes; default: CPU count")] = None,
+    log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
+    upstream: Annotated[list[str] | None, typer.Option(
+        help="proxy every repository to this registry URL; repeat for backups, in order")
+    ] = None,
+    auth: Annotated[bool, typer.Option(
+        "--auth", help="require tokens (docs/auth.md); STABLEMIRROR_ADMIN_PASSWORD creates "
+        "`admin` on first start")] = False,
 ) -> None:
     """Run the registry."""
     from stablemirror.server import serve as run
 
-    settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers)
+    settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers,
+                             log_format=log_format, log_level=log_level,
+                             upstream=upstream or None,
+                             auth={"enabled": True} if auth else None)
     _logging(settings)
     run(settings)
 
@@ -63,7 +87,7 @@ def gc(
             collector = GarbageCollector(
                 FilesystemBlobStore(settings.data_dir), index,
                 settings.gc.grace_seconds if grace is None else grace,
-                settings.gc.upload_max_age_seconds)
+                settings.gc.upload_max_age_seconds, fetch_dir=settings.data_dir / "fetch")
             report = await collector.run(dry_run=dry_run)
         finally:
             await index.close()
@@ -73,10 +97,44 @@ def gc(
         table.add_row("blobs deleted", str(report.blobs_deleted))
         table.add_row("orphan files deleted", str(report.orphan_files_deleted))
         table.add_row("stale uploads removed", str(report.uploads_removed))
+        table.add_row("abandoned mirror transfers removed", str(report.partial_fetches_removed))
         table.add_row("bytes freed", f"{report.bytes_freed:,}")
         Console().print(table)
+        if not dry_run:
+            _record_gc(settings, report.bytes_freed)
 
     asyncio.run(run())
+
+
+def _record_gc(settings: Settings, freed: int) -> None:
+    """Add to gc_freed_bytes_total of a server running on this data dir: its workers and
+    this process share the metrics directory (a stopped server's is cleaned at start)."""
+    from stablemirror.metrics import Metrics, multiprocess_dir, prepare_multiprocess_dir
+
+    directory = multiprocess_dir(settings.data_dir)
+    if freed <= 0 or not directory.is_dir():
+        return
+    try:
+        prepare_multiprocess_dir(directory, clean=False)
+        Metrics(multiprocess_dir=directory).gc_freed_bytes(freed)
+    except OSError as exc:
+        logging.getLogger("stablemirror.gc").warning("freed bytes not recorded: %s", exc)
+
+
+app.command(name="status")(status_command)
+# Integrity and trust (trust_cli.py, scrub_cli.py).
+app.add_typer(key_app, name="key")
+app.add_typer(trust_app, name="trust")
+app.command(name="sign")(sign_command)
+app.command(name="verify")(verify_command)
+app.command(name="scrub")(scrub_command)
+# Access control and audit (auth_cli.py, audit_cli.py).
+app.add_typer(user_app, name="user")
+app.add_typer(robot_app, name="robot")
+app.add_typer(role_app, name="role")
+app.add_typer(policy_app, name="policy")
+app.add_typer(auth_app, name="auth")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

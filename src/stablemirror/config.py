@@ -6,13 +6,18 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from stablemirror.audit.config import AuditSettings
+from stablemirror.auth.config import AuthSettings
+from stablemirror.mirror_config import MirrorSettings
+from stablemirror.trust.config import IntegritySettings, TrustSettings
 
 
 class GcSettings(BaseModel):
@@ -33,6 +38,16 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     gc: GcSettings = Field(default_factory=GcSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    admin_password: SecretStr | None = Field(
+        None, description="STABLEMIRROR_ADMIN_PASSWORD: creates `admin` on first start")
+    upstream: list[str] = Field(
+        default_factory=list, description="quick form: proxy every repository to these URLs"
+    )
+    mirror: MirrorSettings = Field(default_factory=MirrorSettings)
+    integrity: IntegritySettings = Field(default_factory=IntegritySettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
 
     @classmethod
     def settings_customise_sources(

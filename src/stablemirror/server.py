@@ -15,6 +15,7 @@ from aiohttp import web
 from stablemirror.app import build_app
 from stablemirror.config import Settings
 from stablemirror.index.migrate import upgrade
+from stablemirror.metrics import Metrics, multiprocess_dir, prepare_multiprocess_dir
 
 log = logging.getLogger("stablemirror.server")
 
@@ -31,13 +32,17 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
     loop = uvloop.new_event_loop()
-    web.run_app(build_app(settings), sock=sock, loop=loop, print=None, access_log=None,
-                shutdown_timeout=10)
+    # One Metrics per worker process, writing to the shared multiprocess directory.
+    metrics = Metrics(multiprocess_dir=multiprocess_dir(settings.data_dir))
+    web.run_app(build_app(settings, metrics), sock=sock, loop=loop, print=None,
+                access_log=None, shutdown_timeout=10)
 
 
 def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.index_url)  # once, before any worker opens the index
+    # Before forking, and for --workers 1 too, so every worker count exports the same way.
+    prepare_multiprocess_dir(multiprocess_dir(settings.data_dir), clean=True)
     sock = _bind(*settings.host_port)
     workers = settings.worker_count
     log.info("listening on %s with %d worker(s), data in %s", settings.listen, workers,

@@ -5,12 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from stablemirror.api.context import context
-from stablemirror.api.keys import REGISTRY
+from stablemirror.api.keys import REGISTRY, SENDFILE_POOL
 from stablemirror.api.ranges import stream_blob
+from stablemirror.api.sendfile import send_blob_file
+
+BLOB_SOURCE_KEY = "stablemirror.blob_source"  # where the bytes came from, for metrics
 
 
 async def get(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     source = await request.app[REGISTRY].open_blob(context(request), name, digest)
+    request[BLOB_SOURCE_KEY] = source.source
     headers = {
         "Docker-Content-Digest": str(source.digest),
         "ETag": f'"{source.digest}"',
@@ -21,8 +25,8 @@ async def get(request: web.Request, name: str, digest: str) -> web.StreamRespons
         headers["Content-Length"] = str(source.size)
         return web.Response(headers=headers)
     if source.path is not None:
-        # sendfile(2); aiohttp answers Range with 206 / 416 itself.
-        return web.FileResponse(source.path, headers=headers)
+        return await send_blob_file(request, source.path, source.size, headers,
+                                    request.app[SENDFILE_POOL])
     return await stream_blob(request, source, headers)
 
 

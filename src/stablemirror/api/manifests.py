@@ -16,6 +16,9 @@ async def get(request: web.Request, name: str, reference: str) -> web.StreamResp
         "ETag": f'"{found.digest}"',
         "Content-Type": found.media_type,
     }
+    if found.stale:  # a mirror answered from cache because no upstream could confirm
+        headers["Warning"] = '110 stablemirror "Response is Stale"'
+        headers["X-Stablemirror-Cache"] = "stale"
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(found.content))
         return web.Response(headers=headers)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from stablemirror.api import blobs, listings, manifests, uploads
+from stablemirror.api.auth import authorize
+from stablemirror.api.keys import QUALIFY_NAME
 from stablemirror.oci.errors import NameInvalid, Unsupported
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -40,10 +42,12 @@ ROUTES: tuple[Route, ...] = (
 )
 
 ROUTE_KEY = "stablemirror.route"
+PARAMS_KEY = "stablemirror.params"  # the path parameters, for the access log
 
 
 async def base(request: web.Request) -> web.StreamResponse:
     request[ROUTE_KEY] = "base"
+    await authorize(request, "base", {})
     return web.json_response({})
 
 
@@ -54,15 +58,21 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if match is None:
             continue
         request[ROUTE_KEY] = route.name
+        params = match.groupdict()
+        qualify = request.app.get(QUALIFY_NAME)
+        if "name" in params and qualify is not None and (ns := request.query.get("ns")):
+            params["name"] = qualify(ns, params["name"])
+        request[PARAMS_KEY] = params
         handler = route.methods.get(request.method)
         if handler is None:
             raise Unsupported(method=request.method, route=route.name)
-        return await handler(request, **match.groupdict())
+        await authorize(request, route.name, params)  # no-op unless auth is on
+        return await handler(request, **params)
     request[ROUTE_KEY] = "unknown"
     raise NameInvalid(path=path)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("GET", "/v2/", base)
-    app.router.add_route("GET", "/v2", base)
+    app.router.add_get("/v2/", base)  # add_get: HEAD /v2/ answers too
+    app.router.add_get("/v2", base)
     app.router.add_route("*", "/v2/{path:.+}", dispatch)

@@ -6,6 +6,7 @@ import re
 
 from aiohttp import web
 
+from stablemirror.api.auth import mount_allowed
 from stablemirror.api.body import has_body, stream_body
 from stablemirror.api.context import context
 from stablemirror.api.keys import REGISTRY
@@ -45,7 +46,7 @@ def _blob_created(name: str, digest: str) -> web.Response:
 async def start(request: web.Request, name: str) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     mount = request.query.get("mount")
-    if mount and await registry.mount_blob(
+    if mount and mount_allowed(request) and await registry.mount_blob(
         context(request), name, mount, request.query.get("from")
     ):
         return _blob_created(name, mount)

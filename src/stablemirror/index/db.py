@@ -10,14 +10,25 @@ and one writer thread per process keeps them in order.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+
+from stablemirror.oci.errors import StorageFull
 
 T = TypeVar("T")
+
+
+def _is_disk_full(e: OperationalError) -> bool:
+    """SQLite's SQLITE_FULL or PostgreSQL's disk_full (SQLSTATE 53100)."""
+    orig = e.orig
+    return (getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(orig, "sqlstate", None) == "53100")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -70,8 +81,13 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
 
     def _tx(self, fn: Callable[[Connection], T]) -> T:
-        with self.writer.begin() as conn:
-            return fn(conn)
+        try:
+            with self.writer.begin() as conn:
+                return fn(conn)
+        except OperationalError as e:
+            if _is_disk_full(e):
+                raise StorageFull(reason="index") from e
+            raise
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)

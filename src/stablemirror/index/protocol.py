@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from stablemirror.audit.events import AuditEvent
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.manifest import Manifest
 
@@ -14,6 +15,8 @@ class StoredManifest:
     digest: str
     media_type: str
     content: bytes
+    # Set by a mirror that served this copy although no upstream could confirm it.
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +35,21 @@ class Upload:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class IndexUsage:
+    """Totals for metrics and /status."""
+
+    blobs: int
+    blob_bytes: int
+    uploads: int
+
+
 class RegistryIndex(Protocol):
     # repositories
     async def repository_exists(self, name: str) -> bool: ...
-    async def list_repositories(self, n: int | None, last: str | None) -> list[str]: ...
+    async def list_repositories(self, n: int | None, last: str | None) -> list[str]:
+        """Repositories holding a blob or a manifest (not just an upload), by name after `last`."""
+        ...
 
     # blobs
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
@@ -43,7 +57,13 @@ class RegistryIndex(Protocol):
         ...
 
     async def blob_size_anywhere(self, digest: Digest) -> int | None: ...
-    async def link_blob(self, repository: str, digest: Digest, size: int) -> None: ...
+    async def link_blob(
+        self, repository: str, digest: Digest, size: int, audit: AuditEvent | None = None
+    ) -> None:
+        """`audit`, when given, is appended to the audit chain in the same transaction
+        (likewise for put_manifest, delete_manifest and delete_tag)."""
+        ...
+
     async def unlink_blob(self, repository: str, digest: Digest) -> bool: ...
 
     # manifests and tags
@@ -51,12 +71,23 @@ class RegistryIndex(Protocol):
         self, repository: str, reference: Digest | str
     ) -> StoredManifest | None: ...
 
-    async def put_manifest(self, repository: str, manifest: Manifest, tags: list[str]) -> None:
+    async def put_manifest(
+        self,
+        repository: str,
+        manifest: Manifest,
+        tags: list[str],
+        check_references: bool = True,
+        audit: AuditEvent | None = None,
+    ) -> None:
         """Store and tag atomically; raises ManifestBlobUnknown if a reference is missing."""
         ...
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> bool: ...
-    async def delete_tag(self, repository: str, tag: str) -> bool: ...
+    async def delete_manifest(
+        self, repository: str, digest: Digest, audit: AuditEvent | None = None
+    ) -> bool: ...
+    async def delete_tag(
+        self, repository: str, tag: str, audit: AuditEvent | None = None
+    ) -> bool: ...
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
         """Tags in lexical order after `last`; None if the repository is unknown."""
         ...
@@ -82,5 +113,12 @@ class RegistryIndex(Protocol):
 
     async def blob_known(self, digest: str) -> bool: ...
 
-    async def ping(self) -> None: ...
+    async def usage(self) -> IndexUsage:
+        """Blob count and bytes, open uploads. A scan: callers cache it."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the index answers a query on its own tables."""
+        ...
+
     async def close(self) -> None: ...

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select
+from sqlalchemy import Connection, and_, delete, func, or_, select
 
+from stablemirror.audit.chain import append as append_audit
+from stablemirror.audit.events import AuditEvent
 from stablemirror.index import schema as s
 from stablemirror.index.db import Database
-from stablemirror.index.protocol import Referrer, StoredManifest, Upload
+from stablemirror.index.protocol import IndexUsage, Referrer, StoredManifest, Upload
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestBlobUnknown
 from stablemirror.oci.manifest import Manifest
@@ -40,7 +46,32 @@ class SqlIndex:
         return repo_id
 
     async def ping(self) -> None:
-        await self._read(lambda c: c.execute(select(1)).scalar())
+        q = select(s.repositories.c.id).limit(1)
+        database = self.db.reader.url.database
+        if not self.db.is_sqlite or not database or database == ":memory:":
+            await self._read(lambda c: c.execute(q).first())
+            return
+
+        def fresh() -> None:
+            # A new connection, not a pooled one: pooled connections keep a deleted or
+            # replaced database file open and go on answering from it.
+            uri = Path(database).resolve().as_uri() + "?mode=rw"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+                conn.execute("SELECT id FROM repositories LIMIT 1").fetchall()
+
+        await asyncio.to_thread(fresh)
+
+    async def usage(self) -> IndexUsage:
+        blobs = select(func.count(), func.coalesce(func.sum(s.blobs.c.size), 0))
+        uploads = select(func.count()).select_from(s.uploads)
+
+        def run() -> IndexUsage:
+            with self.db.reader.connect() as c:
+                n, size = c.execute(blobs).one()
+                return IndexUsage(int(n), int(size), int(c.execute(uploads).scalar() or 0))
+
+        # A scan, not a point read: off the event loop even for SQLite.
+        return await asyncio.to_thread(run)
 
     async def close(self) -> None:
         await self.db.close()
@@ -50,7 +81,13 @@ class SqlIndex:
         return await self._read(lambda c: self._repo_id(c, name) is not None)
 
     async def list_repositories(self, n: int | None, last: str | None) -> list[str]:
-        q = select(s.repositories.c.name).order_by(s.repositories.c.name)
+        # Only repositories with content: a failed or open upload creates the row, not a repo.
+        repo_id = s.repositories.c.id
+        has_content = or_(
+            select(s.repo_blobs.c.repo_id).where(s.repo_blobs.c.repo_id == repo_id).exists(),
+            select(s.manifests.c.repo_id).where(s.manifests.c.repo_id == repo_id).exists(),
+        )
+        q = select(s.repositories.c.name).where(has_content).order_by(s.repositories.c.name)
         if last:
             q = q.where(s.repositories.c.name > last)
         if n is not None:
@@ -71,7 +108,9 @@ class SqlIndex:
         q = select(s.blobs.c.size).where(s.blobs.c.digest == str(digest))
         return await self._read(lambda c: c.execute(q).scalar())
 
-    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
+    async def link_blob(
+        self, repository: str, digest: Digest, size: int, audit: AuditEvent | None = None
+    ) -> None:
         now = time.time()
 
         def run(c: Connection) -> None:
@@ -88,6 +127,8 @@ class SqlIndex:
                     index_elements=["repo_id", "digest"], set_={"linked_at": now}
                 )
             )
+            if audit is not None:  # same transaction: the record commits with the link
+                append_audit(c, audit)
 
         await self._write(run)
 
@@ -153,13 +194,21 @@ class SqlIndex:
             for missing in sorted(children - have):
                 raise ManifestBlobUnknown(digest=missing, kind="manifest")
 
-    async def put_manifest(self, repository: str, manifest: Manifest, tags: list[str]) -> None:
+    async def put_manifest(
+        self,
+        repository: str,
+        manifest: Manifest,
+        tags: list[str],
+        check_references: bool = True,
+        audit: AuditEvent | None = None,
+    ) -> None:
         now = time.time()
         digest = str(manifest.digest)
 
         def run(c: Connection) -> None:
             repo_id = self._ensure_repo(c, repository)
-            self._check_references(c, repo_id, manifest)
+            if check_references:  # a mirror caches manifests before their blobs
+                self._check_references(c, repo_id, manifest)
             c.execute(
                 self._insert(s.manifests)
                 .values(
@@ -195,6 +244,8 @@ class SqlIndex:
             ]
             if refs:
                 c.execute(self._insert(s.manifest_refs).on_conflict_do_nothing(), refs)
+            if audit is not None:  # before the tag upsert, which hides where tags pointed
+                self._audit_put(c, repo_id, tags, digest, audit)
             for tag in tags:
                 c.execute(
                     self._insert(s.tags)
@@ -212,7 +263,27 @@ class SqlIndex:
 
         await self._write(run)
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
+    @staticmethod
+    def _audit_put(
+        c: Connection, repo_id: int, tags: list[str], digest: str, event: AuditEvent
+    ) -> None:
+        """The push, plus a `tag.move` record for each tag that pointed elsewhere."""
+        moved = c.execute(
+            select(s.tags.c.name, s.tags.c.manifest_digest).where(
+                s.tags.c.repo_id == repo_id,
+                s.tags.c.name.in_(tags),
+                s.tags.c.manifest_digest != digest,
+            )
+        ).all()
+        append_audit(c, event)
+        for tag, old in moved:
+            append_audit(
+                c, event.but(action="tag.move", reference=tag, detail={"from": old, "to": digest})
+            )
+
+    async def delete_manifest(
+        self, repository: str, digest: Digest, audit: AuditEvent | None = None
+    ) -> bool:
         def run(c: Connection) -> bool:
             repo_id = self._repo_id(c, repository)
             if repo_id is None:
@@ -231,16 +302,24 @@ class SqlIndex:
             c.execute(
                 delete(s.tags).where(s.tags.c.repo_id == repo_id, s.tags.c.manifest_digest == d)
             )
+            if audit is not None and r.rowcount > 0:
+                append_audit(c, audit)
             return r.rowcount > 0
 
         return await self._write(run)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(
+        self, repository: str, tag: str, audit: AuditEvent | None = None
+    ) -> bool:
         def run(c: Connection) -> bool:
             repo_id = self._repo_id(c, repository)
             if repo_id is None:
                 return False
-            r = c.execute(delete(s.tags).where(s.tags.c.repo_id == repo_id, s.tags.c.name == tag))
+            where = (s.tags.c.repo_id == repo_id, s.tags.c.name == tag)
+            old = c.execute(select(s.tags.c.manifest_digest).where(*where)).scalar()
+            r = c.execute(delete(s.tags).where(*where))
+            if audit is not None and r.rowcount > 0:
+                append_audit(c, audit.but(digest=audit.digest or str(old or "")))
             return r.rowcount > 0
 
         return await self._write(run)

@@ -108,7 +108,15 @@ class StorageFull(OCIError):
 
 
 class Unavailable(OCIError):
+    """No upstream could answer and nothing usable is cached."""
+
     code, status, message = "UNAVAILABLE", 503, "service unavailable"
+
+
+class LoopDetected(OCIError):
+    """A proxied request came back to a mirror it already passed (see the Via header)."""
+
+    code, status, message = "LOOP_DETECTED", 508, "mirror loop detected"
 
 
 ALL_ERRORS: tuple[type[OCIError], ...] = (

@@ -10,9 +10,13 @@ Upload sessions are never touched until they are older than `upload_max_age`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest
@@ -25,6 +29,7 @@ class GcReport:
     bytes_freed: int = 0
     orphan_files_deleted: int = 0
     uploads_removed: int = 0
+    partial_fetches_removed: int = 0
     restored: int = 0
     deleted: list[str] = field(default_factory=list)
 
@@ -36,16 +41,20 @@ class GarbageCollector:
         index: RegistryIndex,
         grace_seconds: float,
         upload_max_age_seconds: float,
+        fetch_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.grace = grace_seconds
         self.upload_max_age = upload_max_age_seconds
+        self.fetch_dir = fetch_dir  # the mirror's in-flight transfers (services/fetch.py)
 
     async def run(self, dry_run: bool = False) -> GcReport:
         report = GcReport()
         now = time.time()
         await self._stale_uploads(now - self.upload_max_age, dry_run, report)
+        if self.fetch_dir is not None and self.fetch_dir.is_dir():
+            self._stale_fetches(self.fetch_dir, now - self.upload_max_age, dry_run, report)
         cutoff = now - self.grace
         for digest, size in await self.index.unreferenced_blobs(cutoff):
             if dry_run:
@@ -74,6 +83,17 @@ class GarbageCollector:
             report.restored += 1
         return removed
 
+    def _stale_fetches(self, fetch_dir: Path, cutoff: float, dry_run: bool,
+                       report: GcReport) -> None:
+        for part in fetch_dir.glob("*.part"):
+            try:
+                if part.stat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            if dry_run or _drop_if_idle(part):
+                report.partial_fetches_removed += 1
+
     async def _stale_uploads(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         stale = set(await self.index.uploads_older_than(cutoff))
         async for upload_id, mtime in self.store.list_uploads():
@@ -84,6 +104,23 @@ class GarbageCollector:
             if not dry_run:
                 await self.store.upload_abort(upload_id)
                 await self.index.delete_upload(upload_id)
+
+
+def _drop_if_idle(part: Path) -> bool:
+    """Remove an abandoned partial transfer, but only while holding its fetch lock."""
+    lock = part.with_suffix(".lock")
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a leader is working on it right now
+        for suffix in (".part", ".size", ".error"):
+            with contextlib.suppress(FileNotFoundError):
+                part.with_suffix(suffix).unlink()
+        return True
+    finally:
+        os.close(fd)  # the lock file itself stays: deleting it could split a lock
 
 
 async def remove_blob_file(store: BlobStore, index: RegistryIndex, digest: Digest) -> bool:

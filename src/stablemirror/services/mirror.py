@@ -196,6 +196,8 @@ class MirrorRegistry:
                 await self.mirror_index.remember_negative(repository, reference,
                                                           self.ns.negative_ttl)
                 raise ManifestUnknown(repository=repository, reference=reference) from e
+            if e.status == 508:
+                raise LoopDetected(repository=repository, upstream=e.upstream) from e
             raise Denied(repository=repository, upstream=e.upstream, status=e.status) from e
 
     async def _record_access(self, found: StoredManifest) -> None:
@@ -234,6 +236,8 @@ class MirrorRegistry:
                 raise BlobUnknown(repository=repository, digest=digest) from e
             if e.status in (401, 403):
                 raise Denied(repository=repository, digest=digest, status=e.status) from e
+            if e.status == 508:
+                raise LoopDetected(repository=repository, digest=digest) from e
             raise Unavailable(repository=repository, digest=digest, reason=e.reason) from e
         return BlobSource(d, total, None,
                           lambda offset, length: self.fetches.stream(d, offset, length,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stablemirror.index.protocol import StoredManifest
+from stablemirror.metrics import Source
 from stablemirror.oci.digest import Digest
 
 
@@ -20,6 +21,8 @@ class RequestContext:
     client: str = ""
     user_agent: str = ""
     request_id: str = ""
+    via: str = ""  # the incoming Via header: which proxies this request already passed
+    method: str = ""  # HTTP method; a HEAD reads no content (trust policies check GETs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,10 @@ class BlobSource:
     digest: Digest
     size: int
     path: Path | None
-    open_stream: Callable[[int, int | None], AsyncIterator[bytes]]
+    open_stream: Callable[[int, int], AsyncIterator[bytes]]  # (offset, length)
+    # Where the bytes come from, for stablemirror_blob_bytes_served_total{source}:
+    # "local" (our store), "upstream" (streamed through from a registry), "peer".
+    source: Source = "local"
 
 
 @dataclass(frozen=True, slots=True)

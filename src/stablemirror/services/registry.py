@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Any
 
+from stablemirror.audit.events import AuditEvent
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.oci import mediatypes as mt
 from stablemirror.oci.digest import Digest
@@ -25,9 +27,28 @@ from stablemirror.store.protocol import BlobStore
 
 
 class HostedRegistry:
-    def __init__(self, store: BlobStore, index: RegistryIndex) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        index: RegistryIndex,
+        audit: Callable[[AuditEvent], Awaitable[None]] | None = None,
+    ) -> None:
+        """`audit`: when given, pulls are recorded through it and every change hands its
+        audit event to the index, which writes it in the change's own transaction."""
         self.store = store
         self.index = index
+        self.audit = audit
+
+    def _event(
+        self, ctx: RequestContext, action: str, repository: str, reference: str = "",
+        digest: str = "", **detail: Any,
+    ) -> AuditEvent | None:
+        if self.audit is None:
+            return None
+        return AuditEvent(action=action, actor=ctx.actor or "", client=ctx.client,
+                          user_agent=ctx.user_agent, request_id=ctx.request_id,
+                          repository=repository, reference=reference, digest=digest,
+                          detail=detail)
 
     # -- manifests --------------------------------------------------------------------------
     async def get_manifest(
@@ -39,7 +60,17 @@ class HostedRegistry:
         found = await self.index.get_manifest(repository, parse_reference(reference))
         if found is None:
             raise ManifestUnknown(repository=repository, reference=reference)
+        await self.record_pull(ctx, repository, reference, found.digest)
         return found
+
+    async def record_pull(
+        self, ctx: RequestContext, repository: str, reference: str, digest: str
+    ) -> None:
+        """Audit a manifest GET (a HEAD reads no content: it is not a pull). Other
+        services that serve manifests (the mirror) call this too."""
+        pull = self._event(ctx, "manifest.pull", repository, reference, digest)
+        if pull is not None and self.audit is not None and ctx.method != "HEAD":
+            await self.audit(pull)
 
     async def put_manifest(
         self,
@@ -61,7 +92,9 @@ class HostedRegistry:
             if not is_valid_tag(tag):
                 raise ManifestInvalid(tag=tag, reason="invalid tag")
             tags.append(tag)
-        await self.index.put_manifest(repository, manifest, tags)
+        event = self._event(ctx, "manifest.push", repository, reference, str(manifest.digest),
+                            tags=tags, media_type=manifest.media_type)
+        await self.index.put_manifest(repository, manifest, tags, audit=event)
         return PutManifestResult(
             manifest.digest, manifest.subject.digest if manifest.subject else None
         )
@@ -70,9 +103,12 @@ class HostedRegistry:
         validate_name(repository)
         ref = parse_reference(reference)
         deleted = (
-            await self.index.delete_manifest(repository, ref)
+            await self.index.delete_manifest(
+                repository, ref, audit=self._event(ctx, "manifest.delete", repository,
+                                                   reference, str(ref)))
             if isinstance(ref, Digest)
-            else await self.index.delete_tag(repository, ref)
+            else await self.index.delete_tag(
+                repository, ref, audit=self._event(ctx, "tag.delete", repository, reference))
         )
         if not deleted:
             raise ManifestUnknown(repository=repository, reference=reference)
@@ -100,7 +136,11 @@ class HostedRegistry:
         validate_name(repository)
         upload_id = uuid.uuid4().hex
         await self.store.upload_create(upload_id)
-        await self.index.create_upload(repository, upload_id)
+        try:
+            await self.index.create_upload(repository, upload_id)
+        except BaseException:
+            await self.store.upload_abort(upload_id)  # no staged upload without its row
+            raise
         return upload_id
 
     async def mount_blob(
@@ -116,7 +156,8 @@ class HostedRegistry:
             size = await self.index.blob_size_anywhere(d)
         if size is None or await self.store.stat(d) is None:
             return False
-        await self.index.link_blob(repository, d, size)
+        event = self._event(ctx, "blob.mount", repository, "", str(d), source=source)
+        await self.index.link_blob(repository, d, size, audit=event)
         return True
 
     async def upload_monolithic(
@@ -126,7 +167,7 @@ class HostedRegistry:
         upload_id = await self.start_upload(ctx, repository)
         try:
             await self.store.upload_append(upload_id, 0, body)
-            return await self._commit(repository, upload_id, d)
+            return await self._commit(ctx, repository, upload_id, d)
         finally:
             await self._drop_upload(upload_id)
 
@@ -170,7 +211,7 @@ class HostedRegistry:
             size = await self.store.upload_size(upload_id)
             await self.store.upload_append(upload_id, size, body)
         try:
-            return await self._commit(repository, upload_id, d)
+            return await self._commit(ctx, repository, upload_id, d)
         except DigestInvalid:
             # Wrong bytes are never kept: the session ends with them.
             await self._drop_upload(upload_id)
@@ -179,11 +220,14 @@ class HostedRegistry:
             if await self.index.get_upload(upload_id) is not None:
                 await self._drop_upload(upload_id)
 
-    async def _commit(self, repository: str, upload_id: str, digest: Digest) -> Digest:
+    async def _commit(
+        self, ctx: RequestContext, repository: str, upload_id: str, digest: Digest
+    ) -> Digest:
         size = await self.store.upload_verify(upload_id, digest)
         # Index first, bytes second: GC never removes a blob whose row was touched since
         # its cutoff, so the file we publish cannot be collected under us (services/gc.py).
-        await self.index.link_blob(repository, digest, size)
+        event = self._event(ctx, "blob.push", repository, "", str(digest), size=size)
+        await self.index.link_blob(repository, digest, size, audit=event)
         await self.store.upload_publish(upload_id, digest)
         return digest
 

@@ -4,7 +4,7 @@ A group behaves like an nginx upstream block: primaries are tried first (weighte
 round robin), backups only when every primary is down; an upstream that fails
 `max_fails` times within `fail_timeout` (connect error, timeout, 5xx, 429) is skipped
 for `fail_timeout`; an optional active check (`GET /v2/`) brings it back sooner.
-404 and 401/403 are answers, not failures: they end the search.
+404, 401/403 and 508 (the request looped) are answers, not failures: they end the search.
 """
 
 from __future__ import annotations
@@ -143,6 +143,9 @@ class Upstream:
                 response.release()
                 await self._authenticate(challenge, scope_key)
                 continue
+            if response.status == 508:  # the request looped back through us: an answer
+                response.release()
+                raise UpstreamAnswer(self.name, 508)
             if response.status >= 500 or response.status == 429:
                 response.release()
                 raise UpstreamFailure(self.name, f"http_{response.status}")

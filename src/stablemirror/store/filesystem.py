@@ -4,6 +4,7 @@ Layout under the root:
     blobs/<algorithm>/<hex[:2]>/<hex>   committed, verified blobs (one copy per digest)
     uploads/<upload id>/data            staged bytes of an upload session
     trash/                              blobs GC is about to remove (see services/gc.py)
+    quarantine/                         blobs that failed verification (services/scrub.py)
 Upload ids are validated by the HTTP layer (hex), so no path can leave the root.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -19,7 +21,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
-from stablemirror.oci.errors import BlobUnknown, BlobUploadUnknown, DigestInvalid, StorageFull
+from stablemirror.oci.errors import (
+    BlobUnknown,
+    BlobUploadUnknown,
+    DigestInvalid,
+    StorageFull,
+    UploadRangeInvalid,
+)
 
 READ_CHUNK = 1 << 20
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
@@ -53,7 +61,8 @@ class FilesystemBlobStore:
         self.blob_root = root / "blobs"
         self.upload_root = root / "uploads"
         self.trash_root = root / "trash"
-        for d in (self.blob_root, self.upload_root, self.trash_root):
+        self.quarantine_root = root / "quarantine"
+        for d in (self.blob_root, self.upload_root, self.trash_root, self.quarantine_root):
             d.mkdir(parents=True, exist_ok=True)
         # Per-process incremental hashes; another worker or a restart re-hashes from disk.
         self._hashes: dict[str, _HashState] = {}
@@ -126,6 +135,15 @@ class FilesystemBlobStore:
         else:
             os.rename(trashed, dest)
 
+    # -- integrity: corrupt bytes leave blobs/ at once, kept aside for inspection -------
+    def quarantine(self, digest: Digest, token: str) -> Path | None:
+        target = self.quarantine_root / f"{digest.algorithm}-{digest.hex}-{token}"
+        try:
+            os.rename(self._path(digest), target)
+            return target
+        except FileNotFoundError:
+            return None
+
     # -- uploads ------------------------------------------------------------------------
     def _upload_file(self, upload_id: str) -> Path:
         if not _UPLOAD_ID.match(upload_id):
@@ -155,6 +173,16 @@ class FilesystemBlobStore:
             f = open(path, "r+b")  # noqa: ASYNC230, SIM115 - closed below
         except FileNotFoundError as e:
             raise BlobUploadUnknown(upload=upload_id) from e
+        try:
+            # One append at a time per upload (across processes), and only at its end.
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            f.close()
+            raise UploadRangeInvalid(upload=upload_id, start=offset, reason="busy") from e
+        if size != offset:
+            f.close()
+            raise UploadRangeInvalid(upload=upload_id, expected_start=size, start=offset)
         state = self._hashes.pop(upload_id, None)
         if state is not None and state.offset != offset:
             state = None

@@ -68,3 +68,8 @@ class BlobStore(Protocol):
     def restore(self, digest: Digest, trashed: Path) -> None:
         """GC undo: put a trashed blob back (or drop it if a new copy arrived meanwhile)."""
         ...
+
+    def quarantine(self, digest: Digest, token: str) -> Path | None:
+        """Move a blob that failed verification out of sight, kept for inspection (None if
+        it was not there). A later verified upload or heal of the digest publishes anew."""
+        ...

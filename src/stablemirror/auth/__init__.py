@@ -1,0 +1,1 @@
+"""Authentication and authorization: identities, tokens, roles and IAM-style policies."""

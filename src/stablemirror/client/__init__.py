@@ -1,0 +1,1 @@
+"""A small OCI distribution client (aiohttp) for signing and verification tools."""

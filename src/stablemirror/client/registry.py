@@ -1,0 +1,222 @@
+"""A small OCI distribution client: manifests and blobs, verified by digest.
+
+Errors come back as the oci/errors.py class named by the registry's error code (a `Denied`
+stays a `Denied`, with the registry's message in its detail); 404s without a body become
+`ManifestUnknown` / `BlobUnknown`; transport failures become `Unavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+from stablemirror.client.auth import Authenticator
+from stablemirror.client.reference import base_url
+from stablemirror.oci import mediatypes as mt
+from stablemirror.oci.digest import Digest
+from stablemirror.oci.errors import (
+    ALL_ERRORS,
+    BlobUnknown,
+    DigestInvalid,
+    ManifestTooLarge,
+    ManifestUnknown,
+    OCIError,
+    Unavailable,
+)
+from stablemirror.oci.manifest import MAX_MANIFEST_BYTES
+
+ACCEPT_MANIFESTS = ", ".join(sorted(mt.MANIFESTS))
+_BY_CODE = {cls.code: cls for cls in reversed(ALL_ERRORS)}  # base class wins over subclass
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    content: bytes
+    media_type: str
+    digest: Digest
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise ManifestTooLarge(url=str(resp.url), limit=limit)
+    return bytes(buf)
+
+
+async def _error(resp: aiohttp.ClientResponse, default: type[OCIError]) -> OCIError:
+    detail: dict[str, Any] = {"status": resp.status, "url": str(resp.url)}
+    cls: type[OCIError] = default if resp.status == 404 else OCIError
+    try:
+        doc = json.loads(await _read_limited(resp, 64 * 1024))
+        first = doc["errors"][0]
+        cls = _BY_CODE.get(str(first.get("code")), cls)
+        detail["message"] = first.get("message")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OCIError):
+        pass
+    return cls(**detail)
+
+
+class RegistryClient:
+    """One registry; use as `async with RegistryClient(registry) as client:`."""
+
+    def __init__(self, registry: str, *, insecure: bool = False,
+                 credentials: tuple[str, str] | None = None,
+                 session: aiohttp.ClientSession | None = None,
+                 timeout: float = 300.0) -> None:
+        self.registry = registry
+        self.base = base_url(registry, insecure)
+        self._own_session = session is None
+        self.session = session or aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout))
+        self.auth = Authenticator(self.session, credentials)
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self.session.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _send(self, method: str, url: str, scope: str, *,
+                    headers: dict[str, str] | None = None,
+                    data: bytes | None = None) -> aiohttp.ClientResponse:
+        """One request; answers one 401 challenge and retries. Caller releases the response."""
+        for attempt in range(2):
+            h = dict(headers or {})
+            token = self.auth.header(scope)
+            if token is not None:
+                h["Authorization"] = token
+            try:
+                resp = await self.session.request(method, url, headers=h, data=data,
+                                                  allow_redirects=True)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise Unavailable(url=url, reason=f"{type(e).__name__}: {e}") from e
+            challenge = resp.headers.get("WWW-Authenticate")
+            if resp.status != 401 or attempt == 1 or not challenge:
+                return resp
+            resp.release()
+            await self.auth.answer(challenge, scope)
+        raise AssertionError("unreachable")
+
+    def _url(self, repository: str, tail: str) -> str:
+        return f"{self.base}/v2/{repository}/{tail}"
+
+    @staticmethod
+    def _scope(repository: str, push: bool = False) -> str:
+        return f"repository:{repository}:{'pull,push' if push else 'pull'}"
+
+    # -- manifests -------------------------------------------------------------------------------
+    async def find_manifest(self, repository: str, reference: str,
+                            accept: str = ACCEPT_MANIFESTS) -> FetchedManifest | None:
+        """The manifest at a tag or digest, verified against its digest; None if absent."""
+        url = self._url(repository, f"manifests/{reference}")
+        resp = await self._send("GET", url, self._scope(repository), headers={"Accept": accept})
+        async with resp:
+            if resp.status == 404:
+                err = await _error(resp, ManifestUnknown)
+                if isinstance(err, ManifestUnknown):
+                    return None
+                raise err
+            if resp.status != 200:
+                raise await _error(resp, ManifestUnknown)
+            content = await _read_limited(resp, MAX_MANIFEST_BYTES)
+            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            header = resp.headers.get("Docker-Content-Digest")
+        algorithm = "sha256"
+        if ":" in reference:
+            algorithm = Digest.parse(reference).algorithm
+        elif header:
+            algorithm = Digest.parse(header).algorithm
+        actual = Digest.of(content, algorithm)
+        if ":" in reference and str(actual) != reference:
+            raise DigestInvalid(url=url, digest=reference, actual=str(actual))
+        if not media_type or media_type in mt.GENERIC_CONTENT_TYPES:
+            try:
+                media_type = str(json.loads(content).get("mediaType") or "")
+            except (ValueError, AttributeError):
+                media_type = ""
+        return FetchedManifest(content, media_type, actual)
+
+    async def get_manifest(self, repository: str, reference: str,
+                           accept: str = ACCEPT_MANIFESTS) -> FetchedManifest:
+        found = await self.find_manifest(repository, reference, accept)
+        if found is None:
+            raise ManifestUnknown(repository=repository, reference=reference,
+                                  registry=self.registry)
+        return found
+
+    async def resolve(self, repository: str, reference: str) -> Digest:
+        """The digest a tag points at (HEAD, falling back to GET); a digest is returned as is."""
+        if ":" in reference:
+            return Digest.parse(reference)
+        url = self._url(repository, f"manifests/{reference}")
+        resp = await self._send("HEAD", url, self._scope(repository),
+                                headers={"Accept": ACCEPT_MANIFESTS})
+        async with resp:
+            header = resp.headers.get("Docker-Content-Digest")
+            if resp.status == 200 and header:
+                return Digest.parse(header)
+            if resp.status == 404:
+                raise ManifestUnknown(repository=repository, reference=reference,
+                                      registry=self.registry)
+        return (await self.get_manifest(repository, reference)).digest
+
+    async def put_manifest(self, repository: str, reference: str, body: bytes,
+                           media_type: str) -> Digest:
+        url = self._url(repository, f"manifests/{reference}")
+        resp = await self._send("PUT", url, self._scope(repository, push=True),
+                                headers={"Content-Type": media_type}, data=body)
+        async with resp:
+            if resp.status not in (200, 201):
+                raise await _error(resp, ManifestUnknown)
+        return Digest.of(body)
+
+    # -- blobs -----------------------------------------------------------------------------------
+    async def blob_exists(self, repository: str, digest: Digest) -> bool:
+        url = self._url(repository, f"blobs/{digest}")
+        async with await self._send("HEAD", url, self._scope(repository)) as resp:
+            return resp.status == 200
+
+    async def get_blob(self, repository: str, digest: Digest, max_size: int) -> bytes:
+        """A whole (small) blob, verified against its digest."""
+        url = self._url(repository, f"blobs/{digest}")
+        async with await self._send("GET", url, self._scope(repository)) as resp:
+            if resp.status != 200:
+                raise await _error(resp, BlobUnknown)
+            data = await _read_limited(resp, max_size)
+        actual = Digest.of(data, digest.algorithm)
+        if actual != digest:
+            raise DigestInvalid(url=url, digest=str(digest), actual=str(actual))
+        return data
+
+    async def push_blob(self, repository: str, data: bytes) -> Digest:
+        """Upload `data` (POST a session, PUT it whole) unless the registry has it."""
+        digest = Digest.of(data)
+        if await self.blob_exists(repository, digest):
+            return digest
+        scope = self._scope(repository, push=True)
+        async with await self._send("POST", self._url(repository, "blobs/uploads/"),
+                                    scope) as resp:
+            if resp.status != 202 or "Location" not in resp.headers:
+                raise await _error(resp, BlobUnknown)
+            location = urljoin(str(resp.url), resp.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        async with await self._send(
+            "PUT", f"{location}{sep}digest={digest}", scope,
+            headers={"Content-Type": "application/octet-stream"}, data=data,
+        ) as resp:
+            if resp.status != 201:
+                raise await _error(resp, BlobUnknown)
+        return digest

@@ -1,0 +1,68 @@
+"""Composition of integrity and trust (called from app.py, the composition root).
+
+    TrustEnforcer  (signature policies on manifest GETs)
+      -> VerifiedReads  (verify_on_read, quarantine, heal on read)
+        -> the registry (hosted, or the mirror's router over hosted + proxied)
+plus the background ScrubWorker when `integrity.scrub.interval_seconds` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from stablemirror.config import Settings
+from stablemirror.index.db import Database
+from stablemirror.index.sql_trust import SqlTrustIndex
+from stablemirror.metrics import Metrics
+from stablemirror.services.integrity import VerifiedReads
+from stablemirror.services.protocol import RegistryService
+from stablemirror.services.scrub import (
+    AuditSink,
+    BlobHealer,
+    Quarantine,
+    Scrubber,
+    ScrubWorker,
+)
+from stablemirror.store.protocol import BlobStore
+from stablemirror.trust.enforce import TrustEnforcer
+from stablemirror.trust.policy import PolicySource, TrustPolicy, policy_from_config
+
+
+def config_policies(settings: Settings) -> list[TrustPolicy]:
+    return [policy_from_config(p.pattern, p.mode, p.require) for p in settings.trust.policies]
+
+
+@dataclass
+class TrustParts:
+    registry: RegistryService
+    index: SqlTrustIndex
+    worker: ScrubWorker | None
+
+    async def start(self, _app: web.Application) -> None:
+        if self.worker is not None:
+            self.worker.start()
+
+    async def stop(self, _app: web.Application) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+
+
+def build_trust(settings: Settings, inner: RegistryService, store: BlobStore, db: Database,
+                metrics: Metrics, audit: AuditSink | None = None,
+                healer: BlobHealer | None = None) -> TrustParts:
+    index = SqlTrustIndex(db)
+    quarantine = Quarantine(store, index, metrics, audit, healer)
+    integrity = settings.integrity
+    reads = VerifiedReads(inner, index, quarantine, integrity.verify_on_read,
+                          integrity.namespaces)
+    policies = PolicySource(index, config_policies(settings), settings.trust.refresh_seconds)
+    enforcer = TrustEnforcer(reads, policies, index, metrics, audit)
+    worker = None
+    if integrity.scrub.interval_seconds > 0:
+        scrubber = Scrubber(store, index, quarantine, integrity.scrub.rate_bytes_per_second,
+                            metrics)
+        worker = ScrubWorker(scrubber, index, integrity.scrub.interval_seconds,
+                             integrity.scrub.reverify_after_seconds)
+    return TrustParts(enforcer, index, worker)

@@ -1,0 +1,361 @@
+"""Every Prometheus metric stablemirror exports, declared here and nowhere else.
+
+`Metrics` owns its metric objects on a private `CollectorRegistry` (never the library's global
+one) and is created once per process by the composition root, then passed down: handlers get
+it through an aiohttp `AppKey`, services through their constructors. Callers use the small
+methods below rather than the metric objects, so every label value is checked against a
+bounded set: no digests, user names or free-form strings ever become label values.
+
+Several worker processes (server.py) use prometheus_client's multiprocess mode: each process
+writes its values to memory-mapped files in one directory, and a scrape in any worker merges
+them all (`MultiProcessCollector`). `--workers 1` runs the same way, so the output does not
+depend on the worker count. docs/metrics.md lists every series and who updates it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+PREFIX = "stablemirror_"
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+Kind = Literal["manifest", "blob"]
+FailureReason = Literal["not_found", "denied", "upstream", "client_abort", "invalid", "error"]
+Source = Literal["local", "upstream", "peer"]
+CacheResult = Literal["hit", "miss", "coalesced", "stale"]
+UpstreamResult = Literal["ok", "not_found", "error", "timeout"]
+SignatureResult = Literal["ok", "warned", "denied"]
+ScrubResult = Literal["ok", "corrupt"]
+FoundBy = Literal["scrub", "read"]
+
+# From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Upstream latency is time to response headers, not transfer time.
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A label value that names configuration (an upstream, a tier, a replication rule).
+_CONFIG_UNSAFE = re.compile(r"[^A-Za-z0-9._:/-]")
+# The first component of a repository name (OCI distribution grammar).
+_NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+OTHER = "_other"  # namespaces beyond the per-process bound
+INVALID = "_invalid"  # not a repository name at all
+
+
+def multiprocess_dir(data_dir: Path) -> Path:
+    """Where a server on `data_dir` keeps its workers' metric values."""
+    return data_dir / "metrics"
+
+
+def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
+    """Point prometheus_client at `path` for this process and the workers it forks.
+
+    `clean` removes values a previous server left behind (counters restart from zero with
+    the server, as Prometheus expects). Must run before any `Metrics(multiprocess_dir=...)`.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if clean:
+        for f in path.glob("*.db"):
+            f.unlink(missing_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+    # prometheus_client chooses memory-mapped values from the environment when it is first
+    # imported, which may be before we knew the directory: ask it again.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    return path
+
+
+_KINDS = frozenset(get_args(Kind))
+_REASONS = frozenset(get_args(FailureReason))
+_SOURCES = frozenset(get_args(Source))
+_CACHE_RESULTS = frozenset(get_args(CacheResult))
+_UPSTREAM_RESULTS = frozenset(get_args(UpstreamResult))
+_SIGNATURE_RESULTS = frozenset(get_args(SignatureResult))
+_SCRUB_RESULTS = frozenset(get_args(ScrubResult))
+_FOUND_BY = frozenset(get_args(FoundBy))
+
+
+def _check(value: str, allowed: frozenset[str], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of {sorted(allowed)}")
+    return value
+
+
+def _config_name(value: str) -> str:
+    # Bounded by the configuration already: tidied rather than refused, so recording a
+    # metric never fails a request. Credentials in a URL (user:password@) are dropped.
+    return _CONFIG_UNSAFE.sub("_", value.rpartition("@")[2])[:100] or "_unnamed"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHealth:
+    upstream: str
+    up: bool | None
+    requests: dict[str, float]
+    mean_latency_seconds: float | None
+
+
+class _Exported(Collector):
+    """What a scrape sees: the merged values, plus HELP/TYPE for families with no sample yet,
+    so every declared family is visible (and greppable) before it is first used."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        seen: set[str] = set()
+        for family in self._metrics.families():
+            seen.add(family.name)
+            yield family
+        for declared in self._metrics.declared():
+            for family in declared.describe():
+                if family.name not in seen:
+                    yield family
+
+
+class Metrics:
+    def __init__(self, multiprocess_dir: Path | None = None, max_namespaces: int = 100) -> None:
+        if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(
+                multiprocess_dir):
+            raise RuntimeError("call prepare_multiprocess_dir() before creating Metrics")
+        self._multiprocess_dir = multiprocess_dir
+        self._max_namespaces = max_namespaces
+        self._namespaces: set[str] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._registry = CollectorRegistry(auto_describe=False)
+        r = self._registry
+        self.http_requests = Counter(
+            f"{PREFIX}http_requests_total", "HTTP requests answered, by route and status.",
+            ["method", "route", "status"], registry=r)
+        self.http_duration = Histogram(
+            f"{PREFIX}http_request_duration_seconds",
+            "Time from request to the last byte of the response, body included.",
+            ["method", "route"], buckets=DURATION_BUCKETS, registry=r)
+        self.pulls = Counter(
+            f"{PREFIX}pulls_total", "Manifest and blob GETs, whatever their outcome.",
+            ["kind", "namespace"], registry=r)
+        self.pull_failures = Counter(
+            f"{PREFIX}pull_failures_total", "Manifest and blob GETs that failed, by reason.",
+            ["kind", "namespace", "reason"], registry=r)
+        self.bytes_served = Counter(
+            f"{PREFIX}blob_bytes_served_total", "Blob bytes delivered to clients, by origin.",
+            ["source"], registry=r)
+        self.cache_requests = Counter(
+            f"{PREFIX}cache_requests_total", "Mirror cache lookups, by result.",
+            ["result"], registry=r)
+        self.upstream_requests = Counter(
+            f"{PREFIX}upstream_requests_total", "Requests to upstream registries, by result.",
+            ["upstream", "result"], registry=r)
+        self.upstream_up = Gauge(
+            f"{PREFIX}upstream_up", "1 if the upstream is considered healthy, 0 if down.",
+            ["upstream"], multiprocess_mode="livemin", registry=r)
+        self.upstream_latency = Histogram(
+            f"{PREFIX}upstream_latency_seconds", "Upstream time to response headers.",
+            ["upstream"], buckets=UPSTREAM_BUCKETS, registry=r)
+        self.failovers = Counter(
+            f"{PREFIX}upstream_failovers_total",
+            "Requests retried on another upstream after one failed.", registry=r)
+        self.storage_bytes = Gauge(
+            f"{PREFIX}storage_bytes", "Bytes of blobs stored, by tier.",
+            ["tier"], multiprocess_mode="mostrecent", registry=r)
+        self.storage_capacity = Gauge(
+            f"{PREFIX}storage_capacity_bytes",
+            "Bytes the tier can hold: its blobs plus the space still free to it.",
+            ["tier"], multiprocess_mode="mostrecent", registry=r)
+        self.uploads = Gauge(
+            f"{PREFIX}uploads_in_progress", "Open blob upload sessions.",
+            multiprocess_mode="mostrecent", registry=r)
+        self.gc_freed = Counter(
+            f"{PREFIX}gc_freed_bytes_total", "Bytes garbage collection removed.", registry=r)
+        self.replication_lag = Gauge(
+            f"{PREFIX}replication_lag_seconds",
+            "Age of the oldest change a replication rule has not copied yet.",
+            ["rule"], multiprocess_mode="mostrecent", registry=r)
+        # Integrity and trust (trust/enforce.py, services/scrub.py, services/integrity.py).
+        self.signature_checks = Counter(
+            f"{PREFIX}signature_checks_total",
+            "Manifest GETs checked against a trust policy, by outcome.", ["result"], registry=r)
+        self.scrub_blobs = Counter(
+            f"{PREFIX}scrub_blobs_total", "Blobs re-hashed by scrub, by outcome.",
+            ["result"], registry=r)
+        self.quarantined = Counter(
+            f"{PREFIX}blobs_quarantined_total",
+            "Blobs moved to quarantine after failing verification, by who found them.",
+            ["found_by"], registry=r)
+        self.healed = Counter(
+            f"{PREFIX}blobs_healed_total",
+            "Quarantined or missing blobs fetched again and verified.", registry=r)
+        # Bounded label sets start at zero, so ratios and rate() work from the first scrape.
+        for result in get_args(SignatureResult):
+            self.signature_checks.labels(result)
+        for result in get_args(ScrubResult):
+            self.scrub_blobs.labels(result)
+        for found_by in get_args(FoundBy):
+            self.quarantined.labels(found_by)
+        for result in get_args(CacheResult):
+            self.cache_requests.labels(result)
+        for source in get_args(Source):
+            self.bytes_served.labels(source)
+
+    # -- what the HTTP layer records ---------------------------------------------------------
+    def _child(self, metric: _M, *values: str) -> _M:
+        # labels() validates and locks on every call; the hot per-request series are
+        # looked up here instead (as bounded as the label values themselves).
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return cast(_M, child)
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "other"
+        self._child(self.http_requests, method, route, str(status)).inc()
+        self._child(self.http_duration, method, route).observe(seconds)
+
+    def namespace(self, repository: str) -> str:
+        """The bounded `namespace` label of a repository (or namespace) name."""
+        first = repository.split("/", 1)[0]
+        if not _NAMESPACE.match(first):
+            return INVALID
+        if first not in self._namespaces:
+            # Names come from clients; past the bound they share one label value.
+            if len(self._namespaces) >= self._max_namespaces:
+                return OTHER
+            self._namespaces.add(first)
+        return first
+
+    def pull(self, kind: Kind, repository: str) -> None:
+        """A manifest or blob GET was received (call once per GET, success or not)."""
+        self._child(self.pulls, _check(kind, _KINDS, "kind"), self.namespace(repository)).inc()
+
+    def pull_failure(self, kind: Kind, repository: str, reason: FailureReason) -> None:
+        self.pull_failures.labels(_check(kind, _KINDS, "kind"), self.namespace(repository),
+                                  _check(reason, _REASONS, "reason")).inc()
+
+    def blob_bytes_served(self, source: Source, n: int) -> None:
+        if n > 0:
+            self._child(self.bytes_served, _check(source, _SOURCES, "source")).inc(n)
+
+    # -- what the mirror records ------------------------------------------------------------------
+    def cache(self, result: CacheResult) -> None:
+        self.cache_requests.labels(_check(result, _CACHE_RESULTS, "cache result")).inc()
+
+    def upstream_request(self, upstream: str, result: UpstreamResult,
+                         seconds: float | None = None) -> None:
+        """One request to `upstream` (its configured name); `seconds` to response headers."""
+        name = _config_name(upstream)
+        self.upstream_requests.labels(name, _check(result, _UPSTREAM_RESULTS, "result")).inc()
+        if seconds is not None:
+            self.upstream_latency.labels(name).observe(seconds)
+
+    def set_upstream_up(self, upstream: str, up: bool) -> None:
+        self.upstream_up.labels(_config_name(upstream)).set(1 if up else 0)
+
+    def failover(self) -> None:
+        self.failovers.inc()
+
+    # -- storage, GC, replication --------------------------------------------------------------
+    def set_storage(self, tier: str, used: int, capacity: int | None) -> None:
+        name = _config_name(tier)
+        self.storage_bytes.labels(name).set(used)
+        if capacity is not None:
+            self.storage_capacity.labels(name).set(capacity)
+
+    def set_uploads_in_progress(self, n: int) -> None:
+        self.uploads.set(n)
+
+    def gc_freed_bytes(self, n: int) -> None:
+        if n > 0:
+            self.gc_freed.inc(n)
+
+    def set_replication_lag(self, rule: str, seconds: float) -> None:
+        self.replication_lag.labels(_config_name(rule)).set(max(0.0, seconds))
+
+    # -- integrity and trust -------------------------------------------------------------------
+    def signature_check(self, result: SignatureResult) -> None:
+        self.signature_checks.labels(_check(result, _SIGNATURE_RESULTS, "result")).inc()
+
+    def scrub_blob(self, result: ScrubResult) -> None:
+        self.scrub_blobs.labels(_check(result, _SCRUB_RESULTS, "result")).inc()
+
+    def blob_quarantined(self, found_by: FoundBy) -> None:
+        self.quarantined.labels(_check(found_by, _FOUND_BY, "found_by")).inc()
+
+    def blob_healed(self) -> None:
+        self.healed.inc()
+
+    # -- reading back -----------------------------------------------------------------------
+    def declared(self) -> Iterable[Counter | Gauge | Histogram]:
+        return [m for m in vars(self).values() if isinstance(m, Counter | Gauge | Histogram)]
+
+    def families(self) -> Iterator[Metric]:
+        """Current values merged across every worker process."""
+        if self._multiprocess_dir is not None:
+            collector = MultiProcessCollector(  # type: ignore[no-untyped-call]
+                None, str(self._multiprocess_dir))
+            yield from collector.collect()  # type: ignore[no-untyped-call]
+            return
+        for family in self._registry.collect():
+            # Single-process values carry `_created` samples that multiprocess mode has not;
+            # drop them so both modes export the same series.
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every family."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Exported(self))
+        return generate_latest(registry)
+
+    def sample_names(self) -> set[str]:
+        """Every series name a scrape can contain (for dashboards and alert checks)."""
+        names: set[str] = set()
+        for metric in self.declared():
+            for family in metric.describe():
+                suffixes = {"counter": ("_total",), "gauge": ("",),
+                            "histogram": ("_bucket", "_sum", "_count")}[family.type]
+                names.update(family.name + s for s in suffixes)
+        return names
+
+    def upstream_health(self) -> list[UpstreamHealth]:
+        up: dict[str, bool] = {}
+        requests: dict[str, dict[str, float]] = {}
+        latency: dict[str, list[float]] = {}
+        for family in self.families():
+            for s in family.samples:
+                name = s.labels.get("upstream")
+                if name is None:
+                    continue
+                if s.name == f"{PREFIX}upstream_up":
+                    up[name] = s.value >= 1
+                elif s.name == f"{PREFIX}upstream_requests_total":
+                    requests.setdefault(name, {})[s.labels["result"]] = s.value
+                elif s.name == f"{PREFIX}upstream_latency_seconds_sum":
+                    latency.setdefault(name, [0.0, 0.0])[0] = s.value
+                elif s.name == f"{PREFIX}upstream_latency_seconds_count":
+                    latency.setdefault(name, [0.0, 0.0])[1] = s.value
+        names = sorted(set(up) | set(requests) | set(latency))
+        return [UpstreamHealth(n, up.get(n), requests.get(n, {}),
+                               latency[n][0] / latency[n][1]
+                               if n in latency and latency[n][1] else None)
+                for n in names]

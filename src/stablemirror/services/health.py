@@ -1,0 +1,122 @@
+"""Health, readiness and status: what /healthz, /readyz, /status and /metrics report.
+
+Readiness asks the index a real query and proves the data dir takes a new file, each within
+a timeout, so a hung disk or database answers "not ready" instead of hanging the probe.
+Storage use comes from the index (the sum of blob sizes: no directory walk) and statvfs; it
+is cached for a few seconds so scrapes and status calls cost one query at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stablemirror.index.protocol import RegistryIndex
+from stablemirror.metrics import Metrics
+
+LOCAL_TIER = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUsage:
+    tier: str
+    blobs: int
+    blob_bytes: int
+    uploads_in_progress: int
+    free_bytes: int  # what this process may still write (statvfs f_bavail)
+    filesystem_bytes: int  # the whole filesystem holding the data dir
+
+    @property
+    def capacity_bytes(self) -> int:
+        # What our blobs could grow to: their size now plus the free space. Other files on
+        # a shared disk shrink it, which is exactly what "nearly full" must notice.
+        return self.blob_bytes + self.free_bytes
+
+
+def _probe_writable(directory: Path) -> None:
+    probe = directory / f".ready-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe.touch(exist_ok=False)
+    probe.unlink()
+
+
+def _statvfs(directory: Path) -> tuple[int, int]:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+class HealthService:
+    def __init__(self, index: RegistryIndex, data_dir: Path, metrics: Metrics, *,
+                 version: str, role: str, workers: int, probe_timeout: float = 3.0,
+                 usage_ttl: float = 10.0) -> None:
+        self.index = index
+        self.data_dir = data_dir
+        self.metrics = metrics
+        self.version = version
+        self.role = role
+        self.workers = workers
+        self.probe_timeout = probe_timeout
+        self.usage_ttl = usage_ttl
+        self.started = time.time()
+        self._usage: StorageUsage | None = None
+        self._usage_at = 0.0
+
+    async def readiness(self) -> dict[str, str]:
+        """Each check's result: "ok" or why it failed. Ready when all are "ok"."""
+        checks = {"index": self._check(self.index.ping()),
+                  "data_dir": self._check(asyncio.to_thread(_probe_writable, self.data_dir))}
+        results = await asyncio.gather(*checks.values())
+        return dict(zip(checks, results, strict=True))
+
+    async def _check(self, probe: Any) -> str:
+        try:
+            await asyncio.wait_for(probe, self.probe_timeout)
+        except TimeoutError:
+            return f"no answer within {self.probe_timeout:g}s"
+        except Exception as exc:  # any failure means "not ready"; the reason is the answer
+            return f"{type(exc).__name__}: {exc}"
+        return "ok"
+
+    async def storage(self) -> StorageUsage:
+        now = time.monotonic()
+        if self._usage is None or now - self._usage_at > self.usage_ttl:
+            usage = await self.index.usage()
+            free, total = await asyncio.to_thread(_statvfs, self.data_dir)
+            self._usage = StorageUsage(LOCAL_TIER, usage.blobs, usage.blob_bytes,
+                                       usage.uploads, free, total)
+            self._usage_at = now
+        return self._usage
+
+    async def refresh_metrics(self) -> None:
+        """Set the gauges a scrape reads; a failing index leaves their last values."""
+        try:
+            usage = await asyncio.wait_for(self.storage(), self.probe_timeout)
+        except Exception:  # metrics must render even while the index is down
+            return
+        self.metrics.set_storage(usage.tier, usage.blob_bytes, usage.capacity_bytes)
+        self.metrics.set_uploads_in_progress(usage.uploads_in_progress)
+
+    async def status(self) -> dict[str, Any]:
+        checks = await self.readiness()
+        doc: dict[str, Any] = {
+            "version": self.version,
+            "role": self.role,
+            "pid": os.getpid(),
+            "workers": self.workers,
+            "started_at": self.started,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "ready": all(v == "ok" for v in checks.values()),
+            "checks": checks,
+            "upstreams": [asdict(u) for u in self.metrics.upstream_health()],
+        }
+        try:
+            usage = await asyncio.wait_for(self.storage(), self.probe_timeout)
+            doc["storage"] = [{**asdict(usage), "capacity_bytes": usage.capacity_bytes}]
+        except Exception as exc:  # status must answer even while the index is down
+            doc["storage"] = []
+            doc["storage_error"] = f"{type(exc).__name__}: {exc}"
+        return doc

@@ -1,0 +1,1 @@
+"""Trust: cosign-compatible keys and signatures, signing policies and their enforcement."""

@@ -1,0 +1,135 @@
+"""Cascading tiers: node -> edge -> center, three stablemirror processes, pulled with podman.
+
+FaultProxies in pass mode sit between the tiers to see what each tier asks the next one
+for, with which Via header. And loops: a mirror whose upstream is itself, two mirrors
+pointing at each other: 508 LOOP_DETECTED, quickly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.clients import Clients
+from tests.faultproxy import FaultProxy
+from tests.live import LiveServer
+from tests.mirror_support import (
+    assert_blob_files_intact,
+    blob_files,
+    error_codes,
+    get_blob,
+    get_manifest,
+    group,
+    layout_image,
+    namespace,
+    push_image,
+    upstream,
+    write_config,
+)
+
+ServerFactory = Callable[..., LiveServer]
+
+
+def tier(server_factory: ServerFactory, tmp_path: Path, name: str, upstream_url: str
+         ) -> LiveServer:
+    cfg = write_config(tmp_path / f"{name}.yml", {"up": group(upstream(upstream_url))},
+                       [namespace(upstream_group="up")], node_id=name)
+    return server_factory("--config", str(cfg))
+
+
+@pytest.mark.clients
+def test_node_edge_center_chain_with_podman(server_factory: ServerFactory,
+                                            tmp_path: Path) -> None:
+    center = server_factory()  # hosted: models are pushed here
+    with FaultProxy(center.host, "edge->center") as to_center:
+        edge = tier(server_factory, tmp_path, "edge-1", to_center.url)
+        with FaultProxy(edge.host, "node->edge") as to_edge:
+            node = tier(server_factory, tmp_path, "node-1", to_edge.url)
+            img, built = layout_image(tmp_path / "layout", "models/llm", "v1",
+                                      (256 * 1024, 64 * 1024))
+            push_image(center.url, img)
+
+            clients = Clients(tmp_path / "podman", node)
+            try:
+                ref = clients.image_name("models/llm", "v1")
+                clients.podman("pull", ref)
+                info = clients.podman_inspect(ref)
+                assert info["Digest"] == img.digest, clients.fail(str(info["Digest"]))
+                assert info["RootFS"]["Layers"] == built.diff_ids, clients.fail("diff_ids")
+
+                # each tier asked the next one once per blob, and every tier now caches it
+                for proxy in (to_edge, to_center):
+                    for digest, data in img.blobs.items():
+                        assert proxy.count(digest, "GET") == 1, proxy.summary()
+                        assert proxy.body_bytes(digest) == len(data), proxy.summary()
+                for server in (center, edge, node):
+                    assert set(img.blobs) <= set(blob_files(server.data_dir)), server.url
+                    assert_blob_files_intact(server.data_dir)
+                # Via names the tiers a request passed, in order
+                vias = {e.headers.get("via") for e in to_center.requests()}
+                assert vias == {"1.1 node-1 (stablemirror), 1.1 edge-1 (stablemirror)"}, vias
+                assert {e.headers.get("via") for e in to_edge.requests()} == {
+                    "1.1 node-1 (stablemirror)"}
+
+                # a second pull is the node's alone (tag fresh, blobs cached)
+                clients.podman("rmi", ref)
+                to_edge.reset_counters()
+                to_center.reset_counters()
+                clients.podman("pull", ref)
+                assert clients.podman_inspect(ref)["Digest"] == img.digest
+                assert to_edge.count() == 0, to_edge.summary()
+                # the edge serves other nodes from its cache: the center is not asked again
+                for digest, data in img.blobs.items():
+                    r = get_blob(edge.url, "models/llm", digest)
+                    assert r.status_code == 200 and r.content == data
+                assert to_center.count() == 0, to_center.summary()
+            finally:
+                clients.close()
+
+
+@pytest.fixture
+def looped_pair(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer, LiveServer]]:
+    """(self-loop, a, b): a mirror whose upstream is itself; a and b point at each other.
+    Ports are chosen before start, so the configurations can name them."""
+    servers: list[LiveServer] = []
+    try:
+        for name in ("self", "a", "b"):
+            d = tmp_path / f"{name}-data"
+            d.mkdir()
+            servers.append(LiveServer(d))
+        own, a, b = servers
+        for server, target, name in ((own, own, "loop-self"), (a, b, "loop-a"),
+                                     (b, a, "loop-b")):
+            cfg = write_config(tmp_path / f"{name}.yml",
+                               {"up": group(upstream(target.url), max_attempts=2)},
+                               [namespace(upstream_group="up")], node_id=name)
+            server.extra_args = ["--config", str(cfg)]
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(LiveServer.start, servers))
+        yield own, a, b
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_via_loops_answer_508_quickly(looped_pair: tuple[LiveServer, LiveServer, LiveServer]
+                                      ) -> None:
+    own, a, b = looped_pair
+    digest = "sha256:" + "ab" * 32
+    for server in (own, a, b):
+        for what in ("manifest", "blob"):
+            started = time.monotonic()
+            r = (get_manifest(server.url, "loop/app", "v1", timeout=20) if what == "manifest"
+                 else get_blob(server.url, "loop/app", digest, timeout=20))
+            elapsed = time.monotonic() - started
+            assert r.status_code == 508, (f"{server.url} {what}: {r.status_code} {r.text}\n"
+                                          f"{server.log()[-3000:]}")
+            assert error_codes(r) == ["LOOP_DETECTED"], r.text
+            assert elapsed < 3, f"{what} loop took {elapsed:.1f}s"
+    # the mirror still works for what it has: a loop is not a crash
+    assert requests.get(f"{own.url}/v2/", timeout=5).status_code == 200

@@ -1,0 +1,1 @@
+"""Unit tests for the pure oci/ code: no I/O, no server."""
