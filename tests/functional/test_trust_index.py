@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,7 +65,7 @@ async def test_integrity_rows_and_staleness(db: Database) -> None:
     assert row is not None and row.state == "quarantined" and row.quarantine_path == "/q/b"
     assert [r.digest for r in await index.quarantined()] == [b]
     assert await index.verified_after(before) == {a}
-    time.sleep(0.01)
+    await asyncio.sleep(0.01)
     assert await index.mark_stale() == 1
     assert await index.verified_after(before) == set()
     row = await index.integrity(a)
@@ -81,7 +82,7 @@ async def test_leases(db: Database) -> None:
     assert not await index.acquire_lease("scrub", "two", 60)
     await index.release_lease("scrub", "one")
     assert await index.acquire_lease("scrub", "two", 0.01)
-    time.sleep(0.05)
+    await asyncio.sleep(0.05)
     assert await index.acquire_lease("scrub", "one", 60)  # expired: taken over
 
 

@@ -88,6 +88,7 @@ class MirrorRegistry:
         else:
             found = await self._by_tag(ctx, repository, reference)
         await self._record_access(found)
+        await self.hosted.record_pull(ctx, repository, reference, found.digest)
         return found
 
     async def _by_digest(self, ctx: RequestContext, repository: str, digest: Digest
