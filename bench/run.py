@@ -898,17 +898,27 @@ class Results:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: dict[str, dict[str, str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    noisy: dict[str, dict[str, int]] = field(default_factory=dict)  # kept despite other load
+    noisy: dict[str, dict[str, int]] = field(default_factory=dict)  # best taken under load
+    sample_noisy: dict[str, dict[str, list[bool]]] = field(default_factory=dict)
+    recording_noisy: bool = False
     discarded: int = 0  # results thrown away because of other load
 
     def put(self, metric: str, server: str, value: float) -> None:
         self.values.setdefault(metric, {})[server] = value
 
     def add(self, metric: str, server: str, value: float) -> None:
-        """One round's sample; the reported value is the best of the rounds."""
+        """One round's sample; the reported value is the best of the rounds.  It is flagged
+        noisy when the best round was taken while other processes loaded the machine."""
         runs = self.samples.setdefault(metric, {}).setdefault(server, [])
+        flags = self.sample_noisy.setdefault(metric, {}).setdefault(server, [])
         runs.append(value)
-        self.put(metric, server, max(runs))
+        flags.append(self.recording_noisy)
+        best = max(range(len(runs)), key=runs.__getitem__)
+        self.put(metric, server, runs[best])
+        if flags[best]:
+            self.noisy.setdefault(metric, {})[server] = 1
+        else:
+            self.noisy.get(metric, {}).pop(server, None)
 
     def err(self, metric: str, server: str, msg: str) -> None:
         self.errors.setdefault(metric, {})[server] = msg
@@ -936,8 +946,7 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
     foreign: dict[str, dict[str, list[float]]] = {}  # phase -> server -> [cpu s, wall s]
     res.extra["foreign"] = foreign
     deadline = time.monotonic() + args.deadline
-    # total time that re-measuring disturbed results may add to the run
-    retry_deadline = time.monotonic() + args.retry_budget
+    retry_spent: dict[str, float] = {}  # phase -> seconds lost to disturbed results
     order = list(servers)
 
     def check_deadline() -> None:
@@ -978,7 +987,7 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
                 other = system_busy_seconds() - sys0 - (own_cpu_seconds() - own0) - server_cpu
                 load = max(other, 0.0) / wall if wall > 0 else 0.0
                 noisy = outcome.timed and load > args.max_other_load
-                budget_left = retry_deadline - time.monotonic()
+                budget_left = args.retry_budget - retry_spent.get(name, 0.0)
                 if noisy and attempt < args.noisy_retries and budget_left > 0:
                     log(
                         f"{sname:13s} {name}: other processes used {load:.2f} cores; "
@@ -986,18 +995,19 @@ def run_bench(args: argparse.Namespace, work: Path, servers: dict[str, Server]) 
                     )
                     res.discarded += 1
                     wait_for_quiet(min(20.0, budget_left), args.max_other_load)
+                    retry_spent[name] = retry_spent.get(name, 0.0) + time.monotonic() - t0
                     continue
-                if noisy and metric:
-                    res.noisy.setdefault(metric, {}).setdefault(sname, 0)
-                    res.noisy[metric][sname] += 1
+                res.recording_noisy = noisy
                 outcome.record()
+                res.recording_noisy = False
                 cpu_s.setdefault(name, {}).setdefault(sname, 0.0)
                 cpu_s[name][sname] += server_cpu
                 units.setdefault(name, {}).setdefault(sname, 0.0)
                 units[name][sname] += outcome.units
-                foreign.setdefault(name, {}).setdefault(sname, [0.0, 0.0])
-                foreign[name][sname][0] += max(other, 0.0)
-                foreign[name][sname][1] += wall
+                if outcome.timed:
+                    foreign.setdefault(name, {}).setdefault(sname, [0.0, 0.0])
+                    foreign[name][sname][0] += max(other, 0.0)
+                    foreign[name][sname][1] += wall
                 break
 
     try:
@@ -1347,9 +1357,12 @@ def report_markdown(
         for s in servers:
             runs = res.samples.get(key, {}).get(s)
             if runs:
-                out.append(
-                    f"- {label}, {s}: " + ", ".join(fmt_val(x, unit) for x in runs) + f" {unit}"
-                )
+                flags = res.sample_noisy.get(key, {}).get(s, [])
+                vals = [
+                    fmt_val(x, unit) + (" (noisy)" if i < len(flags) and flags[i] else "")
+                    for i, x in enumerate(runs)
+                ]
+                out.append(f"- {label}, {s}: " + ", ".join(vals) + f" {unit}")
     out.append("")
     for s in servers:
         bits = []
@@ -1499,8 +1512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--retry-budget",
         type=float,
-        default=240.0,
-        help="seconds the run may spend re-measuring disturbed results, in total",
+        default=90.0,
+        help="seconds each kind of measurement may lose to disturbed results and re-measuring",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
     p.add_argument("--results", default=str(RESULTS_MD), help="markdown file to update")

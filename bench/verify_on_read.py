@@ -224,7 +224,8 @@ def render(
         f"Python {platform.python_version()}",
         f"- Command: `{command}`",
         f"- Parameters: one {size_mib} MiB blob (page-cached), curl full GETs on loopback, "
-        f"{rounds} rounds of: per mode a fresh server, 3 untimed HEADs, 3 GETs (best and median shown); "
+        f"{rounds} rounds of: per mode a fresh server, 3 untimed HEADs, 3 GETs "
+        "(best and median shown); "
         "stablemirror --workers 1",
         "",
         "| Mode | best MB/s | median MB/s | vs never | server CPU s/GiB (median) |",

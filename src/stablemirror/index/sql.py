@@ -10,16 +10,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select
 
 from stablemirror.audit.chain import append as append_audit
 from stablemirror.audit.events import AuditEvent
 from stablemirror.index import schema as s
 from stablemirror.index.db import Database
+from stablemirror.index.hot_reads import SqliteHotReads
 from stablemirror.index.protocol import IndexUsage, Referrer, StoredManifest, Upload
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestBlobUnknown
 from stablemirror.oci.manifest import Manifest
+
+
+def _hot_statements() -> dict[str, Select[Any]]:
+    m, r, t, b, rb = s.manifests, s.repositories, s.tags, s.blobs, s.repo_blobs
+    cols = (m.c.digest, m.c.media_type, m.c.content)
+    return {
+        "manifest_by_digest": select(*cols).join(r, r.c.id == m.c.repo_id)
+        .where(r.c.name == bindparam("repo"), m.c.digest == bindparam("ref")),
+        "manifest_by_tag": select(*cols).select_from(t).join(r, r.c.id == t.c.repo_id)
+        .join(m, and_(m.c.repo_id == t.c.repo_id, m.c.digest == t.c.manifest_digest))
+        .where(r.c.name == bindparam("repo"), t.c.name == bindparam("ref")),
+        "blob_size": select(b.c.size).join(rb, rb.c.digest == b.c.digest)
+        .join(r, r.c.id == rb.c.repo_id)
+        .where(r.c.name == bindparam("repo"), b.c.digest == bindparam("ref")),
+    }
 
 
 class SqlIndex:
@@ -28,6 +44,10 @@ class SqlIndex:
         self._read = db.read
         self._write = db.write
         self._insert = db.insert
+        database = db.reader.url.database
+        # SQLite: the pull path's lookups skip the engine (index/hot_reads.py).
+        self._hot = (SqliteHotReads(database, _hot_statements())
+                     if db.is_sqlite and database and database != ":memory:" else None)
 
     @staticmethod
     def _repo_id(conn: Connection, name: str) -> int | None:
@@ -74,6 +94,8 @@ class SqlIndex:
         return await asyncio.to_thread(run)
 
     async def close(self) -> None:
+        if self._hot is not None:
+            self._hot.close()
         await self.db.close()
 
     # -- repositories ---------------------------------------------------------------------
@@ -96,6 +118,9 @@ class SqlIndex:
 
     # -- blobs --------------------------------------------------------------------------------
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
+        if self._hot is not None:
+            hot = self._hot.one("blob_size", repo=repository, ref=str(digest))
+            return None if hot is None else int(hot[0])
         q = (
             select(s.blobs.c.size)
             .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
@@ -148,6 +173,10 @@ class SqlIndex:
 
     # -- manifests and tags ----------------------------------------------------------------------
     async def get_manifest(self, repository: str, reference: Digest | str) -> StoredManifest | None:
+        if self._hot is not None:
+            name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
+            hot = self._hot.one(name, repo=repository, ref=str(reference))
+            return None if hot is None else StoredManifest(hot[0], hot[1], bytes(hot[2]))
         m, r = s.manifests, s.repositories
         cols = (m.c.digest, m.c.media_type, m.c.content)
         if isinstance(reference, Digest):

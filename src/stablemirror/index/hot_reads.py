@@ -1,0 +1,45 @@
+"""The queries every pull runs, on a plain sqlite3 connection.
+
+Measured (bench/RESULTS.md): about half of a manifest GET went into SQLAlchemy building,
+checking out and wrapping a query whose SQLite execution took ~3% of it. The statements
+here are still generated from the SQLAlchemy schema, once, at start-up; only their
+execution skips the engine. One connection per process (opened lazily, after the fork),
+in autocommit, so every read sees the latest commit; WAL readers never wait for writers.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.dialects import sqlite
+
+
+class SqliteHotReads:
+    def __init__(self, path: str, statements: dict[str, Select[Any]]) -> None:
+        self.path = path
+        dialect = sqlite.dialect(paramstyle="named")
+        self._sql = {name: str(stmt.compile(dialect=dialect))
+                     for name, stmt in statements.items()}
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def one(self, name: str, **params: Any) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = (
+            self._connection().execute(self._sql[name], params).fetchone())
+        return row
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
