@@ -36,32 +36,11 @@ from tests.mirror_support import (
     pull_image,
     push_image,
     push_new_image,
-    running_reference,
-    running_server,
     upstream,
     write_config,
 )
 
 ServerFactory = Callable[..., LiveServer]
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceRegistry]:
-    with running_reference(tmp_path_factory.mktemp("reference") / "data") as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
-def hosted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with running_server(tmp_path_factory.mktemp("hosted") / "data") as s:
-        yield s
-
-
-@pytest.fixture(params=["docker-registry", "stablemirror"])
-def origin(request: pytest.FixtureRequest) -> Registry:
-    """The upstream registry, one of each kind."""
-    name = "reference" if request.param == "docker-registry" else "hosted"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
