@@ -7,7 +7,7 @@ from aiohttp import web
 from stablemirror.api.context import context
 from stablemirror.api.keys import REGISTRY, SENDFILE_POOL
 from stablemirror.api.ranges import stream_blob
-from stablemirror.api.sendfile import send_blob_file
+from stablemirror.api.sendfile import send_blob_file, send_regions
 
 BLOB_SOURCE_KEY = "stablemirror.blob_source"  # where the bytes came from, for metrics
 
@@ -27,6 +27,9 @@ async def get(request: web.Request, name: str, digest: str) -> web.StreamRespons
     if source.path is not None:
         return await send_blob_file(request, source.path, source.size, headers,
                                     request.app[SENDFILE_POOL])
+    if source.regions is not None:
+        return await send_regions(request, source.size, headers, request.app[SENDFILE_POOL],
+                                  source.regions)
     return await stream_blob(request, source, headers)
 
 

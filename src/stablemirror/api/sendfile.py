@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,34 +50,50 @@ async def _flushed(transport: asyncio.Transport) -> None:
     raise TimeoutError("client stopped reading")
 
 
+Regions = Callable[[int, int], AsyncIterator[tuple[int, int, int]]]
+
+
 async def send_blob_file(request: web.Request, path: Path, size: int, headers: dict[str, str],
                          pool: ThreadPoolExecutor) -> web.StreamResponse:
+    try:  # opened before the headers, so a blob that vanished is still a clean 404
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError as e:
+        raise BlobUnknown(digest=headers.get("Docker-Content-Digest", "")) from e
+
+    async def whole_file(offset: int, length: int) -> AsyncIterator[tuple[int, int, int]]:
+        yield fd, offset, length
+
+    try:
+        return await send_regions(request, size, headers, pool, whole_file)
+    finally:
+        os.close(fd)
+
+
+async def send_regions(request: web.Request, size: int, headers: dict[str, str],
+                       pool: ThreadPoolExecutor, regions: Regions) -> web.StreamResponse:
+    """Answer (with Range) by sendfile(2) of the (fd, offset, count) pieces `regions` yields;
+    for a blob still being fetched they arrive as the mirror writes them."""
     rng = parse_range(request.headers.get("Range"), size)
     start, end = rng if rng is not None else (0, size - 1)
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = end - start + 1
     if rng:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    try:  # opened before the headers, so a blob that vanished is still a clean 404
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError as e:
-        raise BlobUnknown(digest=headers.get("Docker-Content-Digest", "")) from e
-    try:
-        await response.prepare(request)
-        transport = request.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if transport is None or sock is None:
-            raise ConnectionResetError("client went away")
-        if end >= start:
-            await _flushed(transport)
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(pool, _sendfile_all, sock.fileno(), fd, start,
-                                           end - start + 1)
-            except (OSError, TimeoutError, EOFError) as e:
-                transport.abort()  # never a clean end after a short body
-                raise ConnectionResetError(f"blob send failed: {e!r}") from e
-    finally:
-        os.close(fd)
+    await response.prepare(request)
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if transport is None or sock is None:
+        raise ConnectionResetError("client went away")
+    if end >= start:
+        await _flushed(transport)
+        loop = asyncio.get_running_loop()
+        try:
+            async for fd, offset, count in regions(start, end - start + 1):
+                await loop.run_in_executor(pool, _sendfile_all, sock.fileno(), fd, offset,
+                                           count)
+        except Exception as e:
+            # Never a clean end after a short or unverifiable body: drop the connection.
+            transport.abort()
+            raise ConnectionResetError(f"blob send failed: {e!r}") from e
     await response.write_eof()
     return response

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -24,7 +25,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
@@ -35,6 +36,7 @@ log = logging.getLogger("stablemirror.fetch")
 
 CHUNK = 1 << 20
 WRITE_BATCH = 1 << 20
+IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 
 
 class FetchAborted(Exception):
@@ -207,23 +209,25 @@ class BlobFetches:
             for _attempt in range(source.max_attempts):
                 total, chunks = await source.open(offset)
                 _write_atomic(self._file(digest, "size"), str(total))
+                batch: list[bytes] = []
+                batched = 0
                 try:
-                    buf = bytearray()
                     async for chunk in chunks:
-                        buf += chunk
-                        if len(buf) >= WRITE_BATCH:
-                            await asyncio.to_thread(_append, f, bytes(buf), hasher)
-                            offset += len(buf)
-                            buf.clear()
+                        batch.append(chunk)
+                        batched += len(chunk)
+                        if batched >= WRITE_BATCH:
+                            await asyncio.to_thread(_append, f, batch, hasher)
+                            offset += batched
+                            batch, batched = [], 0
                             self._notify(key)
-                    if buf:
-                        await asyncio.to_thread(_append, f, bytes(buf), hasher)
-                        offset += len(buf)
+                    if batch:
+                        await asyncio.to_thread(_append, f, batch, hasher)
+                        offset += batched
                         self._notify(key)
                 except UpstreamFailure as e:
-                    if buf:  # keep what arrived intact; resume after it
-                        await asyncio.to_thread(_append, f, bytes(buf), hasher)
-                        offset += len(buf)
+                    if batch:  # keep what arrived intact; resume after it
+                        await asyncio.to_thread(_append, f, batch, hasher)
+                        offset += batched
                     log.warning("fetch of %s broke at %d: %s; resuming", digest, offset, e.reason)
                     self._emit("interrupted", offset)
                     continue
@@ -247,11 +251,13 @@ class BlobFetches:
         self._emit("stored", total)
 
     # -- streaming to a client ---------------------------------------------------------------------
-    async def stream(self, digest: Digest, offset: int, length: int, repository: str,
-                     source: BlobUpstream) -> AsyncIterator[bytes]:
-        """Bytes [offset, offset+length) of an in-flight or stored blob (see module doc).
+    async def regions(self, digest: Digest, offset: int, length: int, repository: str,
+                      source: BlobUpstream) -> AsyncIterator[tuple[int, int, int]]:
+        """(fd, offset, count) pieces of [offset, offset+length) as they become sendable.
 
-        `repository` and `source` let this waiter take over if the leader dies."""
+        The fd is valid until the next iteration, so a caller can sendfile(2) straight
+        from the file being fetched. `repository` and `source` let this waiter take over
+        if the leader dies. See the module doc for the held-back last byte."""
         key = self._key(digest)
         started = time.time()
         fd, verified = self._open_for_reading(digest)
@@ -261,13 +267,12 @@ class BlobFetches:
             deadline = time.monotonic() + self.wait_seconds
             while pos < end:
                 limit = end - pos if verified else end - pos - 1
-                if limit > 0:
-                    data = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit), pos)
-                    if data:
-                        pos += len(data)
-                        deadline = time.monotonic() + self.wait_seconds
-                        yield data
-                        continue
+                ready = min(limit, os.fstat(fd).st_size - pos)
+                if ready > 0:
+                    yield fd, pos, ready
+                    pos += ready
+                    deadline = time.monotonic() + self.wait_seconds
+                    continue
                 if self._published_inode(digest) == inode:
                     verified = True
                     continue
@@ -279,6 +284,18 @@ class BlobFetches:
                 await self._wait(key)
         finally:
             os.close(fd)
+
+    async def stream(self, digest: Digest, offset: int, length: int, repository: str,
+                     source: BlobUpstream) -> AsyncIterator[bytes]:
+        """The same bytes as `regions`, read into memory piece by piece."""
+        async for fd, pos, count in self.regions(digest, offset, length, repository, source):
+            end = pos + count
+            while pos < end:
+                data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - pos), pos)
+                if not data:
+                    raise FetchAborted(str(digest), "file shrank while streaming")
+                pos += len(data)
+                yield data
 
     def _open_for_reading(self, digest: Digest) -> tuple[int, bool]:
         for _ in range(3):
@@ -320,10 +337,19 @@ class BlobFetches:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _append(f: object, data: bytes, hasher: Hasher) -> None:
-    f.write(data)  # type: ignore[attr-defined]
-    f.flush()  # type: ignore[attr-defined]
-    hasher.update(data)
+def _append(f: BinaryIO, chunks: list[bytes], hasher: Hasher) -> None:
+    """Append whole pieces with writev(2) (no joining copy), hashing them as they go."""
+    views = [memoryview(c) for c in chunks]
+    while views:
+        written = os.writev(f.fileno(), views[:IOV_MAX])
+        if written <= 0:
+            raise OSError(errno.EIO, "writev wrote nothing")
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
+    for c in chunks:
+        hasher.update(c)
 
 
 def _hash_prefix(path: Path, length: int, hasher: Hasher) -> None:

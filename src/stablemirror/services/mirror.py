@@ -243,7 +243,9 @@ class MirrorRegistry:
         return BlobSource(d, total, None,
                           lambda offset, length: self.fetches.stream(d, offset, length,
                                                                      repository, source),
-                          source="upstream")
+                          source="upstream",
+                          regions=lambda offset, length: self.fetches.regions(
+                              d, offset, length, repository, source))
 
     # -- listings ------------------------------------------------------------------------
     async def list_tags(self, ctx: RequestContext, repository: str, n: int | None,

@@ -36,6 +36,9 @@ class BlobSource:
     # Where the bytes come from, for stablemirror_blob_bytes_served_total{source}:
     # "local" (our store), "upstream" (streamed through from a registry), "peer".
     source: Source = "local"
+    # For a blob still arriving (the mirror): (offset, length) -> (fd, offset, count) pieces
+    # as they become sendable, so the HTTP layer can sendfile(2) from the file being fetched.
+    regions: Callable[[int, int], AsyncIterator[tuple[int, int, int]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ class HttpClient:
         # Blobs must arrive byte for byte: never let the client undo a Content-Encoding.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=64, ttl_dns_cache=60),
-            auto_decompress=False)
+            auto_decompress=False, read_bufsize=1 << 20)  # fewer, larger reads of blobs
 
     async def close(self) -> None:
         if self._session is not None:
