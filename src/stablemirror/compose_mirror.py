@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,18 +27,20 @@ from stablemirror.store.filesystem import FilesystemBlobStore
 
 
 def node_id(settings: Settings) -> str:
-    """This node's name in Via headers: configured, or made once and kept in the data dir."""
+    """This node's name in Via headers: configured, or made once and kept in the data dir.
+
+    Workers start together, so the first writer wins atomically (link(2) refuses to
+    replace) and every worker reads the same name back."""
     if settings.mirror.node_id:
         return settings.mirror.node_id
     path = settings.data_dir / "node-id"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        ident = f"stablemirror-{secrets.token_hex(4)}"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(ident)
-        tmp.rename(path)
-        return path.read_text().strip()
+    if not path.exists():
+        tmp = path.with_name(f"node-id.{os.getpid()}.tmp")
+        tmp.write_text(f"stablemirror-{secrets.token_hex(4)}")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    return path.read_text().strip()
 
 
 @dataclass

@@ -54,10 +54,15 @@ def serve(settings: Settings) -> None:
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
+            code = 0
             try:
                 _run_worker(settings, sock)
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
             finally:
-                os._exit(0)
+                logging.shutdown()
+                os._exit(code)
         children.append(pid)
 
     def forward(signum: int, _frame: object) -> None:
