@@ -80,8 +80,16 @@ class AuditLog:
         return await asyncio.to_thread(run)
 
     async def verify(self) -> VerifyReport:
+        """Checkpoints, head and records must be read as one snapshot: a prune committing
+        between two reads made a sound chain look broken. So verify runs in a write
+        transaction that holds the chain head, which pauses appends and prunes meanwhile."""
         public = self.public_key()
-        return await self._reading(lambda c: _verify(c, public))
+
+        def run(c: Connection) -> VerifyReport:
+            c.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update())
+            return _verify(c, public)
+
+        return await self.db.write(run)
 
     async def prune_older_than(self, cutoff: float, actor: str = "retention",
                                ) -> Checkpoint | None:
