@@ -57,6 +57,24 @@ class GroupBlobSource:
                 yield data
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             self.group.failed(upstream, type(e).__name__)
+            rest = _buffered(response.content)[skip:]
+            if rest:  # received before the break: the caller keeps it and resumes after it
+                yield rest
             raise UpstreamFailure(upstream.name, type(e).__name__) from e
         finally:
             response.release()
+
+
+def _buffered(content: aiohttp.StreamReader) -> bytes:
+    """Bytes the HTTP client had received when the transfer broke.
+
+    aiohttp's read methods raise the stored error before returning what is still buffered
+    (up to twice `read_bufsize`), so without this a resume would fetch those bytes again.
+    They are ordinary received bytes: the digest check covers them like any other."""
+    read_buffered = getattr(content, "_read_nowait", None)
+    if read_buffered is None:
+        return b""
+    try:
+        return bytes(read_buffered(-1))
+    except Exception:  # a fired timer or changed internals: resume from what we have
+        return b""
