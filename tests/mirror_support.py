@@ -15,7 +15,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -206,6 +207,17 @@ def blob_files(data_dir: Path) -> dict[str, Path]:
     if not root.exists():
         return {}
     return {f"{p.parent.parent.name}:{p.name}": p for p in root.rglob("*") if p.is_file()}
+
+
+def published_blobs(data_dir: Path, digests: Iterable[str], timeout: float = 30
+                    ) -> dict[str, Path]:
+    """blob_files once all `digests` are there. A mirror ends a response as soon as the digest
+    matched; fsync and publish into blobs/ follow a moment later."""
+    wanted = set(digests)
+    deadline = time.monotonic() + timeout
+    while not wanted <= (found := blob_files(data_dir)).keys() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def assert_blob_files_intact(data_dir: Path) -> int:

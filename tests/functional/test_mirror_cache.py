@@ -35,12 +35,15 @@ def push_image(base: str, repo: str, size: int, tag: str = "v1") -> str:
     return ld
 
 
-def pull(base: str, repo: str, digest: str) -> bytes:
-    r = requests.get(f"{base}/v2/{repo}/manifests/v1", timeout=30)
+def pull(server: LiveServer, repo: str, digest: str) -> bytes:
+    """Pull manifest and blob; return once the mirror has published the blob (the response
+    ends as soon as the digest matched; fsync and publish follow it)."""
+    r = requests.get(f"{server.url}/v2/{repo}/manifests/v1", timeout=30)
     assert r.status_code == 200, r.text
-    r = requests.get(f"{base}/v2/{repo}/blobs/{digest}", timeout=60)
+    r = requests.get(f"{server.url}/v2/{repo}/blobs/{digest}", timeout=60)
     assert r.status_code == 200, r.text
     assert "sha256:" + hashlib.sha256(r.content).hexdigest() == digest
+    assert wait_for(lambda: stored(server.data_dir, digest), 30), "never published"
     return r.content
 
 
@@ -80,14 +83,14 @@ def test_lru_size_limit_evicts_oldest_mirrored_blobs_only(
     edge = server_factory("--config", str(config), workers=2)
     hosted = push_image(edge.url, "local/own", 4 * mib)
     for i, d in enumerate(digests):
-        pull(edge.url, f"cache/m{i}", d)
+        pull(edge, f"cache/m{i}", d)
         time.sleep(1.1)  # distinct access times, flushed before each eviction round
     # 9 MiB of mirrored blobs against a 7 MiB limit: the least recently used one goes.
     assert wait_for(lambda: not stored(edge.data_dir, digests[0])), edge.log()[-3000:]
     assert stored(edge.data_dir, digests[1]) and stored(edge.data_dir, digests[2])
     assert stored(edge.data_dir, hosted), "hosted content must never be evicted"
     # An evicted blob is fetched again on the next pull, byte for byte.
-    pull(edge.url, "cache/m0", digests[0])
+    pull(edge, "cache/m0", digests[0])
     assert stored(edge.data_dir, digests[0])
 
 
@@ -99,8 +102,8 @@ def test_inactive_limit_and_pinned_repositories(
     config = write_config(tmp_path / "edge.yaml", center.url, inactive_seconds=1,
                           pinned=["cache/pinned/*"])
     edge = server_factory("--config", str(config))
-    pull(edge.url, "cache/pinned/model", kept)
-    pull(edge.url, "cache/other", dropped)
+    pull(edge, "cache/pinned/model", kept)
+    pull(edge, "cache/other", dropped)
     assert wait_for(lambda: not stored(edge.data_dir, dropped)), edge.log()[-3000:]
     assert stored(edge.data_dir, kept), "a pinned repository is never evicted"
 
@@ -112,7 +115,7 @@ def test_blobs_of_a_manifest_being_pulled_are_not_evicted(
     config = write_config(tmp_path / "edge.yaml", center.url, max_bytes=0,
                           in_use_seconds=30)
     edge = server_factory("--config", str(config))
-    pull(edge.url, "cache/busy", digest)
+    pull(edge, "cache/busy", digest)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # several eviction rounds under full pressure
         assert stored(edge.data_dir, digest)

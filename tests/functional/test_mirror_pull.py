@@ -24,7 +24,6 @@ from tests.mirror_support import (
     assert_blob,
     assert_blob_files_intact,
     assert_manifest,
-    blob_files,
     error_codes,
     get_blob,
     get_manifest,
@@ -33,6 +32,7 @@ from tests.mirror_support import (
     logs,
     make_image,
     namespace,
+    published_blobs,
     pull_image,
     push_image,
     push_new_image,
@@ -151,7 +151,7 @@ def test_pull_through_caches_and_revalidates_tags(
     assert r.status_code == 404, "the refused push must not have created a tag"
 
     # what was cached is exactly what upstream has
-    stored = blob_files(mirror.data_dir)
+    stored = published_blobs(mirror.data_dir, [*img.blobs, *pinned.blobs, *moved.blobs])
     for image in (img, pinned, moved):
         assert set(image.blobs) <= set(stored), "blob not cached in the mirror's data dir"
     assert assert_blob_files_intact(mirror.data_dir) >= 7
@@ -233,7 +233,7 @@ def test_containerd_ns_and_podman_registries_conf_mirror(
             assert hub.count("/v2/library/alpine/manifests/3.20", "GET") == 1, hub.summary()
             for digest, data in pod.blobs.items():
                 assert hub.body_bytes(digest) == len(data), hub.summary()
-            assert set(pod.blobs) <= set(blob_files(mirror.data_dir))
+            assert set(pod.blobs) <= set(published_blobs(mirror.data_dir, pod.blobs))
         finally:
             clients.close()
         assert_blob_files_intact(mirror.data_dir)

@@ -12,6 +12,7 @@ import requests
 from tests.functional.test_scrub import count, raw_get
 from tests.functional.trust_support import blob_path, cli, flip_byte, metric, push_image, sha256
 from tests.live import LiveServer
+from tests.mirror_support import published_blobs
 
 
 def edge_config(path: Path, center: str, mode: str) -> Path:
@@ -30,6 +31,8 @@ def pull_layer(edge: LiveServer, repo: str, digest: str) -> bytes:
     assert r.status_code == 200, r.text
     r = requests.get(f"{edge.url}/v2/{repo}/blobs/{digest}", timeout=60)
     assert r.status_code == 200 and sha256(r.content) == digest
+    # the response ends once the digest matched; fsync and publish follow it
+    assert digest in published_blobs(edge.data_dir, {digest}), "never published"
     return r.content
 
 

@@ -5,10 +5,12 @@ For a digest being fetched, `<data>/fetch/` holds:
     <key>.part   the bytes so far, appended in order; renamed into the store when verified
     <key>.size   the blob's total size, once an upstream said it
     <key>.error  why the last leader gave up (so waiters fail instead of retrying forever)
+    <key>.verified  the inode number of a `.part` whose digest matched (before its fsync)
 Waiters tail `.part` through their own descriptor. The last byte of every response is held
-back until the blob is published *from the same inode* the waiter read (so the bytes it sent
-are the bytes that were verified); otherwise the waiter raises `FetchAborted` and the HTTP
-layer drops the connection: a client never sees a clean end with wrong bytes.
+back until the inode the waiter read is vouched for: named in `.verified`, or published in
+the store (so the bytes it sent are the bytes that were verified); otherwise the waiter
+raises `FetchAborted` and the HTTP layer drops the connection: a client never sees a clean
+end with wrong bytes. The leader receives, writes and hashes in parallel (part_writer.py).
 A leader that dies (crash, upstream gone) leaves `.part` behind; the next waiter or request
 takes the lock and resumes with a Range request from the bytes already on disk.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import json
 import logging
@@ -25,10 +26,11 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
+from stablemirror.services.part_writer import PartWriter
 from stablemirror.services.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.store.filesystem import FilesystemBlobStore
 
@@ -36,7 +38,6 @@ log = logging.getLogger("stablemirror.fetch")
 
 CHUNK = 1 << 20
 WRITE_BATCH = 1 << 20
-IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 
 
 class FetchAborted(Exception):
@@ -172,6 +173,8 @@ class BlobFetches:
             if await self.store.stat(digest) is not None:
                 return
             self._file(digest, "error").unlink(missing_ok=True)
+            # a marker left by a crash could name an inode a new .part reuses
+            self._file(digest, "verified").unlink(missing_ok=True)
             await self._download(digest, repository, source, part)
         except (NoUpstreamAvailable, UpstreamAnswer) as e:
             status = e.status if isinstance(e, UpstreamAnswer) else None
@@ -206,38 +209,26 @@ class BlobFetches:
                 await asyncio.to_thread(_hash_prefix, part, offset, hasher)
                 self._emit("resumed", offset)
             total = -1
-            for _attempt in range(source.max_attempts):
-                total, chunks = await source.open(offset)
-                _write_atomic(self._file(digest, "size"), str(total))
-                batch: list[bytes] = []
-                batched = 0
-                try:
-                    async for chunk in chunks:
-                        batch.append(chunk)
-                        batched += len(chunk)
-                        if batched >= WRITE_BATCH:
-                            await asyncio.to_thread(_append, f, batch, hasher)
-                            offset += batched
-                            batch, batched = [], 0
-                            self._notify(key)
-                    if batch:
-                        await asyncio.to_thread(_append, f, batch, hasher)
-                        offset += batched
-                        self._notify(key)
-                except UpstreamFailure as e:
-                    if batch:  # keep what arrived intact; resume after it
-                        await asyncio.to_thread(_append, f, batch, hasher)
-                        offset += batched
-                    log.warning("fetch of %s broke at %d: %s; resuming", digest, offset, e.reason)
-                    self._emit("interrupted", offset)
-                    continue
-                if offset >= total:
-                    break
+            writer = PartWriter(f, hasher, lambda: self._notify(key))
+            try:
+                for _attempt in range(source.max_attempts):
+                    total, chunks = await source.open(offset)
+                    _write_atomic(self._file(digest, "size"), str(total))
+                    offset = await self._receive(chunks, writer, offset, digest)
+                    if offset >= total:
+                        break
+                await writer.close()
+            finally:
+                writer.stop()
             if offset != total or hasher.hexdigest() != digest.hex:
                 reason = "incomplete" if offset != total else "digest_mismatch"
                 log.error("fetch of %s rejected: %s", digest, reason)
                 self._discard(digest, reason)
                 return
+            # Verified: waiters may send their last byte now; fsync is for the stored copy
+            # and need not hold up the clients.
+            _write_atomic(self._file(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
+            self._notify(key)
             await asyncio.to_thread(os.fsync, f.fileno())
         finally:
             f.close()
@@ -248,7 +239,30 @@ class BlobFetches:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(part, dest)
         self._file(digest, "size").unlink(missing_ok=True)
+        self._file(digest, "verified").unlink(missing_ok=True)
         self._emit("stored", total)
+
+    async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
+                       digest: Digest) -> int:
+        """Queue what one upstream response sends; return the offset it reached."""
+        batch: list[bytes] = []
+        batched = 0
+        try:
+            async for chunk in chunks:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
+                    await writer.put(batch)
+                    offset += batched
+                    batch, batched = [], 0
+        except UpstreamFailure as e:
+            log.warning("fetch of %s broke at %d: %s; resuming", digest, offset + batched,
+                        e.reason)
+            self._emit("interrupted", offset + batched)
+        if batch:  # what arrived before a break is intact: keep it and resume after it
+            await writer.put(batch)
+            offset += batched
+        return offset
 
     # -- streaming to a client ---------------------------------------------------------------------
     async def regions(self, digest: Digest, offset: int, length: int, repository: str,
@@ -273,7 +287,7 @@ class BlobFetches:
                     pos += ready
                     deadline = time.monotonic() + self.wait_seconds
                     continue
-                if self._published_inode(digest) == inode:
+                if inode in (self._published_inode(digest), self._verified_inode(digest)):
                     verified = True
                     continue
                 self._check_alive(digest, inode, started)
@@ -318,6 +332,12 @@ class BlobFetches:
         except FileNotFoundError:
             return None
 
+    def _verified_inode(self, digest: Digest) -> int | None:
+        try:
+            return int(self._file(digest, "verified").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def _check_alive(self, digest: Digest, inode: int, since: float) -> None:
         """Abort if what we read can no longer become the published blob."""
         if self._published_inode(digest) is not None:
@@ -335,21 +355,6 @@ class BlobFetches:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _append(f: BinaryIO, chunks: list[bytes], hasher: Hasher) -> None:
-    """Append whole pieces with writev(2) (no joining copy), hashing them as they go."""
-    views = [memoryview(c) for c in chunks]
-    while views:
-        written = os.writev(f.fileno(), views[:IOV_MAX])
-        if written <= 0:
-            raise OSError(errno.EIO, "writev wrote nothing")
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
-    for c in chunks:
-        hasher.update(c)
 
 
 def _hash_prefix(path: Path, length: int, hasher: Hasher) -> None:

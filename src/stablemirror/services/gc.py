@@ -115,7 +115,7 @@ def _drop_if_idle(part: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # a leader is working on it right now
-        for suffix in (".part", ".size", ".error"):
+        for suffix in (".part", ".size", ".error", ".verified"):
             with contextlib.suppress(FileNotFoundError):
                 part.with_suffix(suffix).unlink()
         return True

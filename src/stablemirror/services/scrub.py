@@ -53,9 +53,11 @@ class ServiceHealer:
     """Heals through a registry service that can fetch what is missing locally (the mirror:
     opening a blob whose file is gone fetches it from upstream, verified, into the store)."""
 
-    def __init__(self, service: RegistryService, store: BlobStore) -> None:
+    def __init__(self, service: RegistryService, store: BlobStore,
+                 publish_wait_seconds: float = 120.0) -> None:
         self.service = service
         self.store = store
+        self.publish_wait_seconds = publish_wait_seconds
 
     async def heal(self, repository: str, digest: Digest) -> bool:
         if await self.store.stat(digest) is not None:
@@ -68,7 +70,13 @@ class ServiceHealer:
         except (OCIError, OSError) as e:
             log.info("healing %s via %s failed: %s", digest, repository, e)
             return False
-        return await self.store.stat(digest) is not None
+        # The stream ends once the digest matched; fsync and publish follow it.
+        deadline = time.monotonic() + self.publish_wait_seconds
+        while await self.store.stat(digest) is None:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
 
 class RateLimiter:

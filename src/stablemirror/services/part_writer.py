@@ -1,0 +1,127 @@
+"""Append a fetched blob to its `.part` file and hash it, with receiving, writing and hashing
+overlapping instead of taking turns.
+
+A cold pull is limited by the slowest of three steps: the event loop receiving from the
+upstream, writev(2) into the page cache, and SHA-256. Done one after another for each batch
+(as before) their times add up; here a writer thread and a hasher thread each take the same
+batches in order from their own queue, so the pull runs at the pace of the slowest step.
+Both release the GIL for their heavy work (writev, hashlib on large buffers).
+
+Memory stays bounded: `put` waits while `depth` batches are not yet written or not yet hashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import BinaryIO
+
+from stablemirror.oci.digest import Hasher
+
+IOV_MAX = 512  # below Linux's 1024 iovecs per writev
+_STOP: list[bytes] = []  # sentinel batch: the threads finish after it
+
+
+class PartWriter:
+    def __init__(self, f: BinaryIO, hasher: Hasher, on_written: Callable[[], None],
+                 depth: int = 8) -> None:
+        self._f = f
+        self._hasher = hasher
+        self._on_written = on_written
+        self._loop = asyncio.get_running_loop()
+        self._write_slots = asyncio.Semaphore(depth)
+        self._hash_slots = asyncio.Semaphore(depth)
+        self._to_write: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
+        self._to_hash: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    async def put(self, batch: list[bytes]) -> None:
+        """Queue one batch; returns once there is room (never after the bytes are on disk)."""
+        self._raise_error()
+        if not self._threads:
+            self._start()
+        await self._write_slots.acquire()
+        await self._hash_slots.acquire()
+        self._raise_error()
+        self._to_write.put(batch)
+        self._to_hash.put(batch)
+
+    async def close(self) -> None:
+        """Wait until every queued byte is written and hashed; raise a writer error."""
+        threads = self._threads
+        self.stop()
+        await asyncio.gather(*(asyncio.to_thread(t.join) for t in threads))
+        self._raise_error()
+
+    def stop(self) -> None:
+        """Let the threads finish what is queued and exit (also on cancellation)."""
+        if not self._closed:
+            self._closed = True
+            if self._threads:
+                self._to_write.put(_STOP)
+                self._to_hash.put(_STOP)
+
+    def _start(self) -> None:
+        for name, target in (("part-writer", self._write_loop), ("part-hasher", self._hash_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _failed(self, e: BaseException) -> None:
+        if self._error is None:
+            self._error = e
+        # wake a `put` waiting for room so it sees the error instead of waiting forever
+        self._write_slots.release()
+        self._hash_slots.release()
+
+    def _write_loop(self) -> None:
+        fd = self._f.fileno()
+        broken = False
+        while (batch := self._to_write.get()) is not _STOP:
+            if broken:
+                continue  # drain the queue: nothing after a failed write may land
+            try:
+                _writev_all(fd, batch)
+            except BaseException as e:  # reported to the event loop, not lost in a thread
+                broken = True
+                self._call(self._failed, e)
+                continue
+            self._call(self._wrote)
+
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed under us (shutdown)
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _wrote(self) -> None:
+        self._write_slots.release()
+        self._on_written()
+
+    def _hash_loop(self) -> None:
+        while (batch := self._to_hash.get()) is not _STOP:
+            for chunk in batch:
+                self._hasher.update(chunk)
+            self._call(self._hash_slots.release)
+
+
+def _writev_all(fd: int, chunks: list[bytes]) -> None:
+    """Append whole pieces with writev(2): no joining copy."""
+    views = [memoryview(c) for c in chunks]
+    while views:
+        written = os.writev(fd, views[:IOV_MAX])
+        if written <= 0:
+            raise OSError(errno.EIO, "writev wrote nothing")
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
