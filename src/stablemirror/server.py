@@ -11,6 +11,7 @@ import sys
 
 import uvloop
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 
 from stablemirror.app import build_app
 from stablemirror.config import Settings
@@ -57,6 +58,8 @@ def serve(settings: Settings) -> None:
             code = 0
             try:
                 _run_worker(settings, sock)
+            except GracefulExit:  # a second SIGTERM while shutting down: still a clean stop
+                pass
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
@@ -65,7 +68,13 @@ def serve(settings: Settings) -> None:
                 os._exit(code)
         children.append(pid)
 
+    stopping = False
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:  # once: a repeated SIGTERM would cut a worker's graceful shutdown short
+            return
+        stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)

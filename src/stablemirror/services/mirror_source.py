@@ -47,7 +47,11 @@ class GroupBlobSource:
     async def _chunks(self, upstream: Upstream, response: aiohttp.ClientResponse,
                       skip: int) -> AsyncIterator[bytes]:
         try:
-            async for data in response.content.iter_any():
+            # iter_chunks hands over aiohttp's buffers as received; iter_any would join
+            # them first, one more copy of every byte on the event loop's thread.
+            async for data, _end_of_http_chunk in response.content.iter_chunks():
+                if not data:
+                    continue
                 if skip:
                     cut = min(skip, len(data))
                     skip -= cut
