@@ -160,6 +160,12 @@ def test_cut_mid_blob_resumes_with_range(server_factory: ServerFactory, tmp_path
     pull_image(mirror.url, img, log=mirror.log)
     assert p.count(layer) == 2
     assert_blob_files_intact(mirror.data_dir)
+    # nothing of the finished fetches stays behind in fetch/ (lock files included)
+    fetch_dir = mirror.data_dir / "fetch"
+    deadline = time.monotonic() + 10
+    while any(fetch_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(f.name for f in fetch_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("where", ["same-upstream", "failover"])
@@ -306,6 +312,31 @@ def test_corrupt_upstream_bytes_are_never_cached(server_factory: ServerFactory, 
     assert layer in published_blobs(mirror.data_dir, {layer})
     assert assert_blob_files_intact(mirror.data_dir) >= 1
     assert p.count(layer, "GET") == 2, p.summary()
+
+
+def test_complete_part_of_a_stopped_leader_is_published_without_upstream(
+        server_factory: ServerFactory, tmp_path: Path, origin: Registry,
+        proxies: Callable[..., FaultProxy]) -> None:
+    """A leader killed after its digest matched but before the publish leaves a complete
+    .part: the next request verifies and publishes it, with every upstream down."""
+    size = 3 * MiB + 5
+    img = push_new_image(origin.url, unique("left"), "v1", (size,))
+    layer = img.layers[0]
+    p = proxies(origin)
+    mirror = mirror_with(server_factory, tmp_path, upstream(p.url))
+    fetch_dir = mirror.data_dir / "fetch"
+    fetch_dir.mkdir(exist_ok=True)
+    key = layer.replace(":", "-")
+    (fetch_dir / f"{key}.part").write_bytes(img.blobs[layer])
+    (fetch_dir / f"{key}.size").write_text(str(size))
+    p.set("refuse")
+
+    status, got, err = stream_blob(f"{mirror.url}/v2/{img.repo}/blobs/{layer}")
+    assert (status, err) == (200, None) and sha256(got) == layer, (
+        f"{status} {err} {len(got)} bytes\n{p.summary()}\n{mirror.log()[-3000:]}")
+    assert layer in published_blobs(mirror.data_dir, {layer}), mirror.log()[-3000:]
+    assert p.count(layer) == 0, p.summary()
+    assert_blob_files_intact(mirror.data_dir)
 
 
 def test_cut_during_coalesced_pulls_across_workers(server_factory: ServerFactory,

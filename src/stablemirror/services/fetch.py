@@ -1,7 +1,8 @@
 """One upstream fetch per blob, streamed to every waiting client, across worker processes.
 
 For a digest being fetched, `<data>/fetch/` holds:
-    <key>.lock   flock(2)ed by the one leader that talks to upstream (any process)
+    <key>.lock   flock(2)ed by the one leader that talks to upstream (any process);
+                 removed when the blob is published (see lock_fetch)
     <key>.part   the bytes so far, appended in order; renamed into the store when verified
     <key>.size   the blob's total size, once an upstream said it
     <key>.error  why the last leader gave up (so waiters fail instead of retrying forever)
@@ -86,7 +87,8 @@ class BlobFetches:
         self.wait_seconds = wait_seconds
         self._events: dict[str, asyncio.Event] = {}
         self._leading: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._publishing: set[str] = set()
         self.listeners: list[FetchListener] = []
 
     def _key(self, digest: Digest) -> str:
@@ -130,17 +132,14 @@ class BlobFetches:
         key = self._key(digest)
         if key in self._leading:
             return False
-        fd = os.open(self._file(digest, "lock"), os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = lock_fetch(self._file(digest, "lock"))
+        if fd is None:
             return False
         self._leading.add(key)
         task = asyncio.get_running_loop().create_task(
             self._lead(digest, repository, source, fd))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
         return True
 
     async def ensure(self, digest: Digest, repository: str, source: BlobUpstream) -> int:
@@ -184,6 +183,12 @@ class BlobFetches:
             self._fail(digest, type(e).__name__, None)
         finally:
             self._leading.discard(key)
+            self._publishing.discard(key)
+            dest = self.store.local_path(digest)
+            if dest is not None and dest.exists() and not part.exists():
+                # done: drop the lock file while holding it (lock_fetch rechecks the path)
+                with contextlib.suppress(FileNotFoundError):
+                    self._file(digest, "lock").unlink()
             os.close(lock_fd)  # releases the flock
             self._notify(key)
 
@@ -208,10 +213,14 @@ class BlobFetches:
             if offset:  # resuming what an earlier leader left
                 await asyncio.to_thread(_hash_prefix, part, offset, hasher)
                 self._emit("resumed", offset)
-            total = -1
+            # A complete .part (its leader was stopped between verifying and publishing)
+            # needs no upstream: verify and publish what is on disk.
+            known = self._known_size(digest) if offset else None
+            total = offset if known == offset else -1
+            attempts = 0 if total == offset else source.max_attempts
             writer = PartWriter(f, hasher, lambda: self._notify(key))
             try:
-                for _attempt in range(source.max_attempts):
+                for _attempt in range(attempts):
                     total, chunks = await source.open(offset)
                     _write_atomic(self._file(digest, "size"), str(total))
                     offset = await self._receive(chunks, writer, offset, digest)
@@ -226,8 +235,10 @@ class BlobFetches:
                 self._discard(digest, reason)
                 return
             # Verified: waiters may send their last byte now; fsync is for the stored copy
-            # and need not hold up the clients.
+            # and need not hold up the clients. From here on a shutdown waits for the
+            # publish instead of cancelling it (aclose).
             _write_atomic(self._file(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
+            self._publishing.add(key)
             self._notify(key)
             await asyncio.to_thread(os.fsync, f.fileno())
         finally:
@@ -287,7 +298,8 @@ class BlobFetches:
                     pos += ready
                     deadline = time.monotonic() + self.wait_seconds
                     continue
-                if inode in (self._published_inode(digest), self._verified_inode(digest)):
+                # .verified first: the leader writes it before publishing, removes it after
+                if inode in (self._verified_inode(digest), self._published_inode(digest)):
                     verified = True
                     continue
                 self._check_alive(digest, inode, started)
@@ -340,7 +352,10 @@ class BlobFetches:
 
     def _check_alive(self, digest: Digest, inode: int, since: float) -> None:
         """Abort if what we read can no longer become the published blob."""
-        if self._published_inode(digest) is not None:
+        published = self._published_inode(digest)
+        if published == inode:
+            return  # published since the caller looked: its next round sees it
+        if published is not None:
             raise FetchAborted(str(digest), "published bytes differ from streamed bytes")
         try:
             current = self._file(digest, "part").stat().st_ino
@@ -352,9 +367,28 @@ class BlobFetches:
             raise FetchAborted(str(digest), "upstream fetch failed")
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop transfers (a later leader resumes them); let verified blobs be published."""
+        for key, task in list(self._tasks.items()):
+            if key not in self._publishing:
+                task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+def lock_fetch(path: Path) -> int | None:
+    """flock `path` without waiting; the fd, or None if someone else holds it.
+
+    Lock files are deleted once a fetch is done (by the leader, or by gc), always while
+    locked. Whoever opened the file just before the deletion may then lock an orphaned
+    inode, so a lock only counts if the path still names the inode we locked."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
 
 
 def _hash_prefix(path: Path, length: int, hasher: Hasher) -> None:

@@ -11,7 +11,6 @@ Upload sessions are never touched until they are older than `upload_max_age`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest
+from stablemirror.services.fetch import lock_fetch
 from stablemirror.store.protocol import BlobStore
 
 
@@ -85,13 +85,19 @@ class GarbageCollector:
 
     def _stale_fetches(self, fetch_dir: Path, cutoff: float, dry_run: bool,
                        report: GcReport) -> None:
-        for part in fetch_dir.glob("*.part"):
+        """Abandoned partial transfers, and the files a finished or failed fetch left."""
+        for lock in fetch_dir.glob("*.lock"):
+            part = lock.with_suffix(".part")
             try:
-                if part.stat().st_mtime >= cutoff:
-                    continue
-            except FileNotFoundError:
+                newest = max(p.stat().st_mtime for p in (lock, part) if p.exists())
+            except (FileNotFoundError, ValueError):
                 continue
-            if dry_run or _drop_if_idle(part):
+            if newest >= cutoff:
+                continue
+            partial = part.exists()
+            if dry_run:
+                report.partial_fetches_removed += partial
+            elif _drop_if_idle(lock) and partial:
                 report.partial_fetches_removed += 1
 
     async def _stale_uploads(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
@@ -106,21 +112,18 @@ class GarbageCollector:
                 await self.index.delete_upload(upload_id)
 
 
-def _drop_if_idle(part: Path) -> bool:
-    """Remove an abandoned partial transfer, but only while holding its fetch lock."""
-    lock = part.with_suffix(".lock")
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+def _drop_if_idle(lock: Path) -> bool:
+    """Remove a fetch's files, lock file last, but only while holding its lock."""
+    fd = lock_fetch(lock)
+    if fd is None:
+        return False  # a leader is working on it right now
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a leader is working on it right now
-        for suffix in (".part", ".size", ".error", ".verified"):
+        for suffix in (".part", ".size", ".error", ".verified", ".lock"):
             with contextlib.suppress(FileNotFoundError):
-                part.with_suffix(suffix).unlink()
+                lock.with_suffix(suffix).unlink()
         return True
     finally:
-        os.close(fd)  # the lock file itself stays: deleting it could split a lock
+        os.close(fd)
 
 
 async def remove_blob_file(store: BlobStore, index: RegistryIndex, digest: Digest) -> bool:
