@@ -223,6 +223,7 @@ class BlobFetches:
                 for _attempt in range(attempts):
                     total, chunks = await source.open(offset)
                     _write_atomic(self._file(digest, "size"), str(total))
+                    self._notify(key)  # waiters can send headers now
                     offset = await self._receive(chunks, writer, offset, digest)
                     if offset >= total:
                         break
