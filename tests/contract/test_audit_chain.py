@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, delete, select, update
 
+from stablemirror.audit.chain import append
 from stablemirror.audit.events import AuditEvent
 from stablemirror.audit.log import AuditLog, AuditQuery
 from stablemirror.index.db import Database
@@ -176,3 +177,28 @@ async def test_prune_leaves_a_signed_checkpoint(audit: AuditLog, tmp_path: Path)
     other.key()
     assert not (await other.verify()).ok
     assert not (await AuditLog(audit.db, tmp_path / "missing.key").verify()).ok
+
+
+async def test_verify_reads_one_snapshot_without_blocking_appends(audit: AuditLog) -> None:
+    """While a snapshot is open, another connection appends and commits (it would wait,
+    then fail, if verify still held the chain's lock); the snapshot keeps seeing the state
+    it started with, and the chain verifies both before and after."""
+    for i in range(5):
+        await audit.record(ev(i))
+    db = audit.db
+
+    def inside(c: Connection) -> tuple[int, int, float]:
+        before = c.execute(select(audit_log.c.seq)).scalars().all()
+        started = time.monotonic()
+        with db.writer.begin() as w:  # a concurrent append from another connection
+            append(w, ev(99))
+        took = time.monotonic() - started
+        after = c.execute(select(audit_log.c.seq)).scalars().all()
+        assert after == before  # one snapshot: the commit is not visible here
+        return len(before), len(after), took
+
+    seen_before, seen_after, took = await db.snapshot(inside)
+    assert (seen_before, seen_after) == (5, 5)
+    assert took < 5, f"the append waited {took:.1f} s for the snapshot"
+    report = await audit.verify()
+    assert report.ok and report.checked == 6, report

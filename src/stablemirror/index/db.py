@@ -40,33 +40,38 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engines(url: str) -> tuple[Engine, Engine]:
-    """(reader, writer) engines for `url`; the same engine twice for PostgreSQL."""
+def sqlite_engine(url: str, begin: str | None) -> Engine:
+    """An SQLite engine; with `begin`, transactions start with that statement (we issue
+    BEGIN ourselves instead of the driver's implicit, DML-only one)."""
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    if begin is not None:
+        @event.listens_for(engine, "connect")
+        def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin)
+    return engine
+
+
+def make_engines(url: str) -> tuple[Engine, Engine, Engine]:
+    """(reader, writer, snapshot) engines for `url`; one engine for PostgreSQL."""
     if not url.startswith("sqlite"):
         engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        return engine, engine
-    args = {"check_same_thread": False, "timeout": 30}
-    reader = create_engine(url, connect_args=args)
-    writer = create_engine(url, connect_args=args)
-    event.listen(reader, "connect", _sqlite_pragmas)
-    event.listen(writer, "connect", _sqlite_pragmas)
-
-    @event.listens_for(writer, "connect")
-    def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-
-    @event.listens_for(writer, "begin")
-    def _begin_immediate(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return reader, writer
+        return engine, engine, engine
+    # Writers take the lock up front; a snapshot is a deferred transaction, which in WAL
+    # mode becomes a read transaction at its first SELECT and never blocks writers.
+    return (sqlite_engine(url, None), sqlite_engine(url, "BEGIN IMMEDIATE"),
+            sqlite_engine(url, "BEGIN"))
 
 
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.reader, self.writer = make_engines(url)
+        self.reader, self.writer, self._snapshot = make_engines(url)
         self._pool = ThreadPoolExecutor(1 if self.is_sqlite else 8, thread_name_prefix="db")
         self.insert = sqlite.insert if self.is_sqlite else postgresql.insert
 
@@ -79,6 +84,17 @@ class Database:
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction; everything it writes commits together or not at all."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
+
+    async def snapshot(self, fn: Callable[[Connection], T]) -> T:
+        """Run the reads of `fn` against one consistent snapshot, in a thread, without
+        blocking writers (WAL on SQLite, REPEATABLE READ on PostgreSQL). For long scans
+        that must not see a commit land halfway, such as verifying the audit chain."""
+        def run() -> T:
+            engine = self._snapshot
+            options = {} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
+            with engine.connect().execution_options(**options) as conn, conn.begin():
+                return fn(conn)
+        return await asyncio.to_thread(run)
 
     def _tx(self, fn: Callable[[Connection], T]) -> T:
         try:
@@ -93,3 +109,4 @@ class Database:
         self._pool.shutdown(wait=True)
         self.reader.dispose()
         self.writer.dispose()
+        self._snapshot.dispose()

@@ -8,13 +8,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
 
-from stablemirror.index.db import make_engines
+from stablemirror.index.db import sqlite_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def upgrade(url: str) -> None:
-    _reader, writer = make_engines(url) if url.startswith("sqlite") else (None, create_engine(url))
+    writer = sqlite_engine(url, "BEGIN IMMEDIATE") if url.startswith("sqlite") \
+        else create_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
@@ -23,5 +24,3 @@ def upgrade(url: str) -> None:
             command.upgrade(cfg, "head")
     finally:
         writer.dispose()
-        if _reader is not None:
-            _reader.dispose()
