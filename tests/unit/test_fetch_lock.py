@@ -66,34 +66,30 @@ def test_gc_drops_a_finished_fetchs_files_only_when_idle(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def _fetches(tmp_path: Path) -> tuple[BlobFetches, Digest]:
+def _waiter_on_a_part(tmp_path: Path, data: bytes) -> tuple[BlobFetches, Digest, int, Path]:
+    """A fetch whose .part holds `data`: (fetches, digest, the inode a waiter read, the
+    path the blob is published at, its directory created)."""
     store = FilesystemBlobStore(tmp_path / "data")
     index = cast(RegistryIndex, None)  # the checks below never touch the index
-    return BlobFetches(tmp_path / "fetch", store, index), Digest("sha256", "ab" * 32)
+    fetches, digest = BlobFetches(tmp_path / "fetch", store, index), Digest("sha256", "ab" * 32)
+    part = fetches._file(digest, "part")
+    part.write_bytes(data)
+    dest = store.local_path(digest)
+    assert dest is not None
+    dest.parent.mkdir(parents=True)
+    return fetches, digest, part.stat().st_ino, dest
 
 
 def test_a_waiter_whose_part_was_just_published_is_not_aborted(tmp_path: Path) -> None:
     """The leader may publish between a waiter's "verified yet?" look and its liveness
     check: the published inode is the one the waiter read, so it carries on."""
-    fetches, digest = _fetches(tmp_path)
-    part = fetches._file(digest, "part")
-    part.write_bytes(b"verified bytes")
-    inode = part.stat().st_ino
-    dest = fetches.store.local_path(digest)
-    assert dest is not None
-    dest.parent.mkdir(parents=True)
-    part.rename(dest)
+    fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"verified bytes")
+    fetches._file(digest, "part").rename(dest)
     fetches._check_alive(digest, inode, time.time())  # no FetchAborted
 
 
 def test_a_waiter_whose_part_was_replaced_is_aborted(tmp_path: Path) -> None:
-    fetches, digest = _fetches(tmp_path)
-    part = fetches._file(digest, "part")
-    part.write_bytes(b"bad bytes")
-    inode = part.stat().st_ino
-    dest = fetches.store.local_path(digest)
-    assert dest is not None
-    dest.parent.mkdir(parents=True)
+    fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"bad bytes")
     dest.write_bytes(b"other bytes")  # published from another file
     with pytest.raises(FetchAborted):
         fetches._check_alive(digest, inode, time.time())
