@@ -23,7 +23,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -37,7 +36,7 @@ import oras.provider
 import pytest
 import requests
 
-from tests.live import free_port
+from tests.live import ServerProcess, free_port
 
 REFERENCE_ENV = "STABLEMIRROR_TEST_REFERENCE"
 
@@ -100,27 +99,18 @@ class RegistryProcess(Protocol):
     def log(self) -> str: ...
 
 
-class ReferenceRegistry:
+class ReferenceRegistry(ServerProcess):
     """Debian's docker-registry (distribution 2.8) on a loopback port, LiveServer-alike."""
 
     BINARY = "docker-registry"
+    name = "docker-registry"
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        super().__init__(data_dir, data_dir.parent / f"reference-{port}.log", port)
         self.config_path = data_dir.parent / f"reference-{self.port}.yml"
-        self.log_path = data_dir.parent / f"reference-{self.port}.log"
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self, timeout: float = 20.0) -> None:
+    def command(self) -> tuple[list[str], dict[str, str] | None]:
         binary = require_tool(self.BINARY)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # JSON is valid YAML; docker-registry reads it as its configuration file.
@@ -132,43 +122,7 @@ class ReferenceRegistry:
                         "maintenance": {"uploadpurging": {"enabled": False}}},
             "http": {"addr": self.host, "secret": secrets.token_hex(16)},
         }))
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([binary, "serve", str(self.config_path)], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {self.log()[-4000:]}")
-            try:
-                if requests.get(self.url + "/v2/", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"docker-registry did not start: {self.log()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [binary, "serve", str(self.config_path)], None
 
 
 def registry_fixture(request: pytest.FixtureRequest, workdir: Path,

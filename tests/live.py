@@ -19,18 +19,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LiveServer:
-    """`stablemirror serve` as a child process; restartable on the same data dir and port."""
+class ServerProcess:
+    """A server child process on a loopback port, in its own process group, logging to a
+    file; restartable on the same port. Subclasses say how to launch it."""
 
-    def __init__(self, data_dir: Path, *extra_args: str, workers: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+    name = "server"
+    ready_statuses: tuple[int, ...] = (200,)
+
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
-        self.extra_args = list(extra_args)
-        self.workers = workers
-        self.env = env or {}
+        self.port = port if port is not None else free_port()
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     @property
     def host(self) -> str:
@@ -40,24 +40,26 @@ class LiveServer:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    def command(self) -> tuple[list[str], dict[str, str] | None]:
+        """(argv, environment or None to inherit); may write config files first."""
+        raise NotImplementedError
+
     def start(self, timeout: float = 20.0) -> None:
-        cmd = [sys.executable, "-m", "stablemirror", "serve", "--listen", self.host,
-               "--data-dir", str(self.data_dir), "--workers", str(self.workers),
-               *self.extra_args]
+        argv, env = self.command()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **self.env}, start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-4000:]}")
+                raise RuntimeError(f"{self.name} exited: {self.log()[-4000:]}")
             try:
-                if requests.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
+                if requests.get(self.url + "/v2/", timeout=1).status_code in self.ready_statuses:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-4000:]}")
+        raise RuntimeError(f"{self.name} did not start: {self.log()[-4000:]}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -81,4 +83,23 @@ class LiveServer:
         self.start()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LiveServer(ServerProcess):
+    """`stablemirror serve` as a child process; restartable on the same data dir and port."""
+
+    ready_statuses = (200, 401)  # 401: started with --auth
+
+    def __init__(self, data_dir: Path, *extra_args: str, workers: int = 1,
+                 env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        super().__init__(data_dir, data_dir.parent / f"server-{port}.log", port)
+        self.extra_args = list(extra_args)
+        self.workers = workers
+        self.env = env or {}
+
+    def command(self) -> tuple[list[str], dict[str, str] | None]:
+        return ([sys.executable, "-m", "stablemirror", "serve", "--listen", self.host,
+                 "--data-dir", str(self.data_dir), "--workers", str(self.workers),
+                 *self.extra_args], {**os.environ, **self.env})
