@@ -57,6 +57,7 @@ from run import (  # noqa: E402  (bench/ is put on sys.path just above)
     MiB,
     RssSampler,
     Server,
+    add_output_args,
     command_line,
     expect,
     free_port,
@@ -1280,13 +1281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-idle", action="store_true",
                    help="py-spy --idle: also sample threads that wait (off: CPU only)")
     p.add_argument("--notes", help="a file whose text is added under 'Notes:' in RESULTS.md")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    p.add_argument("--results", default=str(RESULTS_MD), help="markdown file to update")
-    p.add_argument("--no-results", action="store_true", help="do not update the results file")
-    p.add_argument("--json", help="also write raw results as JSON to this path")
-    p.add_argument("--startup-timeout", type=float, default=60.0)
-    p.add_argument("--deadline", type=float, default=2400.0, help="abort the run after N s")
-    p.add_argument("--fail-on-target", action="store_true", help="exit 1 when a target fails")
+    add_output_args(p, RESULTS_MD, deadline=2400.0)
     args = p.parse_args(argv)
     if args.size_mib is None:
         args.size_mib = 256 if args.quick else 1024

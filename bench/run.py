@@ -1449,6 +1449,17 @@ def update_results_file(path: Path, mode: str, section: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
+def add_output_args(p: argparse.ArgumentParser, results: Path, deadline: float) -> None:
+    """Options every benchmark script shares: where results go, and how long it may run."""
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
+    p.add_argument("--results", default=str(results), help="markdown file to update")
+    p.add_argument("--no-results", action="store_true", help="do not update the results file")
+    p.add_argument("--json", help="also write raw results as JSON to this path")
+    p.add_argument("--startup-timeout", type=float, default=60.0)
+    p.add_argument("--deadline", type=float, default=deadline, help="abort the run after N s")
+    p.add_argument("--fail-on-target", action="store_true", help="exit 1 when a target is missed")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="256 MiB blobs and 3 s wrk runs")
@@ -1515,13 +1526,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=90.0,
         help="seconds each kind of measurement may lose to disturbed results and re-measuring",
     )
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    p.add_argument("--results", default=str(RESULTS_MD), help="markdown file to update")
-    p.add_argument("--no-results", action="store_true", help="do not update the results file")
-    p.add_argument("--json", help="also write raw results as JSON to this path")
-    p.add_argument("--startup-timeout", type=float, default=60.0)
-    p.add_argument("--deadline", type=float, default=1800.0, help="abort the run after N s")
-    p.add_argument("--fail-on-target", action="store_true", help="exit 1 when a target is missed")
+    add_output_args(p, RESULTS_MD, deadline=1800.0)
     args = p.parse_args(argv)
     if args.size_mib is None:
         args.size_mib = 256 if args.quick else 1024
