@@ -89,3 +89,24 @@ async def test_write_error_is_raised_and_nothing_after_it_lands(tmp_path: Path) 
         with pytest.raises(OSError):
             await writer.close()
     assert part.read_bytes() == b""
+
+
+class _BrokenHasher:
+    def update(self, data: bytes, /) -> None:
+        raise MemoryError("no room to hash")
+
+    def hexdigest(self) -> str:
+        return ""
+
+    def copy(self) -> _BrokenHasher:
+        return self
+
+
+async def test_hash_error_is_raised_instead_of_hanging(tmp_path: Path) -> None:
+    with open(tmp_path / "blob.part", "ab+") as f:  # noqa: ASYNC230 - a test
+        writer = PartWriter(f, _BrokenHasher(), lambda: None, depth=1)
+        with pytest.raises(MemoryError):
+            for _ in range(50):  # with depth 1, the second put waits for the first hash
+                await asyncio.wait_for(writer.put([b"x" * 4096]), 5)
+        with pytest.raises(MemoryError):
+            await writer.close()

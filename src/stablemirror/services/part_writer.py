@@ -108,9 +108,17 @@ class PartWriter:
         self._on_written()
 
     def _hash_loop(self) -> None:
+        broken = False
         while (batch := self._to_hash.get()) is not _STOP:
-            for chunk in batch:
-                self._hasher.update(chunk)
+            if broken:
+                continue
+            try:
+                for chunk in batch:
+                    self._hasher.update(chunk)
+            except BaseException as e:  # e.g. MemoryError: fail the fetch, never hang `put`
+                broken = True
+                self._call(self._failed, e)
+                continue
             self._call(self._hash_slots.release)
 
 
