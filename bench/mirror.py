@@ -51,7 +51,6 @@ if str(BENCH_DIR) not in sys.path:
 from run import (  # noqa: E402  (bench/ is put on sys.path just above)
     HOST,
     REPO_ROOT,
-    RESULTS_HEADER,
     BenchError,
     Blob,
     MiB,
@@ -73,6 +72,7 @@ from run import (  # noqa: E402  (bench/ is put on sys.path just above)
     settle,
     system_busy_seconds,
     tree_cpu_seconds,
+    update_results_file,
     verify_blob_get,
     wait_for_quiet,
     with_digest,
@@ -1193,23 +1193,6 @@ def curl_version() -> str:
         return "?"
 
 
-def update_results(path: Path, mode: str, section: str) -> None:
-    """Replace only this mode's section (mirror-full above mirror-quick when both are new)."""
-    begin, end = f"<!-- BEGIN {mode} -->", f"<!-- END {mode} -->"
-    block = f"{begin}\n{section.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else RESULTS_HEADER
-    if begin in text and end in text:
-        pre, _, rest = text.partition(begin)
-        _, _, post = rest.partition(end)
-        text = pre + block + post
-    elif mode == "mirror-full" and "<!-- BEGIN mirror-quick -->" in text:
-        pre, _, post = text.partition("<!-- BEGIN mirror-quick -->")
-        text = pre + block + "\n\n<!-- BEGIN mirror-quick -->" + post
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def print_summary(b: Bench) -> None:
     for kind, cr in b.data.get("cold", {}).items():
         s = cold_summary(cr)
@@ -1389,7 +1372,8 @@ def main(argv: list[str] | None = None) -> int:
             indent=2, default=str))
     if not args.no_results and fatal != "interrupted":
         mode = "mirror-quick" if args.quick else "mirror-full"
-        update_results(Path(args.results), mode, report_markdown(b, info, started, wall, fatal))
+        section = report_markdown(b, info, started, wall, fatal)
+        update_results_file(Path(args.results), mode, section)
         log(f"updated {args.results} ({mode} section)")
     if fatal or b.errors:
         return 2

@@ -1428,21 +1428,21 @@ Throughput is in MB/s = 10^6 bytes per second.
 
 
 def update_results_file(path: Path, mode: str, section: str) -> None:
+    """Replace only this mode's section of RESULTS.md; a new "...full" section goes above
+    its "...quick" counterpart (full above quick, mirror-full above mirror-quick)."""
     begin, end = f"<!-- BEGIN {mode} -->", f"<!-- END {mode} -->"
     block = f"{begin}\n{section.rstrip()}\n{end}"
     text = path.read_text() if path.exists() else RESULTS_HEADER
+    quick = f"<!-- BEGIN {mode.removesuffix('full')}quick -->"
     if begin in text and end in text:
         pre, _, rest = text.partition(begin)
         _, _, post = rest.partition(end)
         text = pre + block + post
+    elif mode.endswith("full") and quick in text:
+        pre, _, post = text.partition(quick)
+        text = pre + block + "\n\n" + quick + post
     else:
-        # full results go above quick ones
-        other = "<!-- BEGIN quick -->"
-        if mode == "full" and other in text:
-            pre, _, post = text.partition(other)
-            text = pre + block + "\n\n" + other + post
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
+        text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
 
 

@@ -83,6 +83,26 @@ def stream_blob(url: str, timeout: float = 30) -> tuple[int, bytes, Exception | 
     return status, bytes(got), None
 
 
+def stream_concurrently(url: str, clients: int, timeout: float
+                        ) -> list[tuple[int, bytes, Exception | None]]:
+    """`stream_blob` from `clients` threads at once; the results of those that finished
+    within timeout + 30 s (an assertion on their number catches a hung client)."""
+    results: list[tuple[int, bytes, Exception | None]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        res = stream_blob(url, timeout=timeout)
+        with lock:
+            results.append(res)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30)
+    return results
+
+
 # -- the tool itself -------------------------------------------------------------------------
 def test_faultproxy_modes(hosted: LiveServer, proxies: Callable[..., FaultProxy]) -> None:
     """Each mode does what the mirror tests rely on, seen from a plain HTTP client."""
@@ -283,19 +303,7 @@ def test_corrupt_upstream_bytes_are_never_cached(server_factory: ServerFactory, 
     mirror = mirror_with(server_factory, tmp_path, upstream(p.url))
     url = f"{mirror.url}/v2/{img.repo}/blobs/{layer}"
 
-    results: list[tuple[int, bytes, Exception | None]] = []
-    lock = threading.Lock()
-
-    def client() -> None:
-        res = stream_blob(url)
-        with lock:
-            results.append(res)
-
-    threads = [threading.Thread(target=client) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = stream_concurrently(url, 3, timeout=30)
     summary = f"{p.summary()}\n{mirror.log()[-3000:]}"
     assert len(results) == 3, summary
     for status, got, err in results:
@@ -353,19 +361,7 @@ def test_cut_during_coalesced_pulls_across_workers(server_factory: ServerFactory
                        [namespace()], node_id="two-workers")
     mirror = server_factory("--config", str(cfg), workers=2)
     url = f"{mirror.url}/v2/{img.repo}/blobs/{layer}"
-    results: list[tuple[int, bytes, Exception | None]] = []
-    lock = threading.Lock()
-
-    def client() -> None:
-        res = stream_blob(url, timeout=60)
-        with lock:
-            results.append(res)
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    results = stream_concurrently(url, 8, timeout=60)
     summary = f"{p.summary()}\n{mirror.log()[-3000:]}"
     assert len(results) == 8, summary
     for status, got, err in results:
