@@ -71,6 +71,7 @@ from run import (  # noqa: E402  (bench/ is put on sys.path just above)
     push_monolithic,
     settle,
     system_busy_seconds,
+    tools_present,
     tree_cpu_seconds,
     update_results_file,
     verify_blob_get,
@@ -1302,10 +1303,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("curl", "docker-registry"):
-        if not shutil.which(tool):
-            print(f"error: {tool} not found (apt-get install {tool})", file=sys.stderr)
-            return 2
+    if not tools_present("curl", "docker-registry"):
+        return 2
     started = dt.datetime.now().astimezone()
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="stablemirror-mirror-bench-", dir=args.tmpdir))

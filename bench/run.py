@@ -1551,12 +1551,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def tools_present(*tools: str) -> bool:
+    """True if every tool is on PATH; otherwise say which is missing and how to get it."""
+    missing = [t for t in tools if not shutil.which(t)]
+    for tool in missing:
+        print(f"error: {tool} not found (apt-get install {tool})", file=sys.stderr)
+    return not missing
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("curl", "wrk"):
-        if not shutil.which(tool):
-            print(f"error: {tool} not found (apt-get install {tool})", file=sys.stderr)
-            return 2
+    if not tools_present("curl", "wrk"):
+        return 2
     names = [args.only] if args.only else list(SERVERS)
     started = dt.datetime.now().astimezone()
     t_start = time.monotonic()
