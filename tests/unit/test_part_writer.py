@@ -110,3 +110,41 @@ async def test_hash_error_is_raised_instead_of_hanging(tmp_path: Path) -> None:
                 await asyncio.wait_for(writer.put([b"x" * 4096]), 5)
         with pytest.raises(MemoryError):
             await writer.close()
+
+
+async def test_queued_writes_after_the_file_is_closed_never_land_in_a_reused_fd(
+        tmp_path: Path) -> None:
+    """A cancelled leader closes its file while batches are still queued: they must go to
+    the file they were meant for (the writer's own dup), not to whatever file is opened
+    next under the freed number; and the fetch lock it holds stays locked until then."""
+    import fcntl
+
+    read_fd, write_fd = os.pipe()
+    lock_path = tmp_path / "blob.lock"
+    lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    f = os.fdopen(write_fd, "wb", buffering=0)
+    writer = PartWriter(f, hashlib.sha256(), lambda: None, depth=8, hold=(lock_fd,))
+    big = [b"y" * (1 << 20)]
+    for _ in range(3):  # more than a pipe holds: the writer thread blocks in writev
+        await writer.put(big)
+    writer.stop()
+    number = f.fileno()
+    f.close()
+    os.close(lock_fd)
+    with open(tmp_path / "bystander", "wb+") as bystander:  # noqa: ASYNC230 - a test
+        assert bystander.fileno() == number  # the freed number is reused at once
+        other = os.open(lock_path, os.O_RDWR)
+        with pytest.raises(BlockingIOError):  # the writer still holds the fetch lock
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        received = 0
+        while received < 3 << 20:  # drain: the writer finishes on its own dup
+            chunk = await asyncio.to_thread(os.read, read_fd, 1 << 20)
+            assert chunk
+            received += len(chunk)
+        await asyncio.wait_for(writer.close(), 5)
+        bystander.seek(0)
+        assert bystander.read() == b""
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the writer's dup
+    os.close(other)
+    os.close(read_fd)

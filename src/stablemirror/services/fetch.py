@@ -31,6 +31,7 @@ from typing import Protocol
 
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
+from stablemirror.services.fd_jobs import fsync_job, pread_job, run_on_dups
 from stablemirror.services.part_writer import PartWriter
 from stablemirror.services.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.store.filesystem import FilesystemBlobStore
@@ -174,7 +175,7 @@ class BlobFetches:
             self._file(digest, "error").unlink(missing_ok=True)
             # a marker left by a crash could name an inode a new .part reuses
             self._file(digest, "verified").unlink(missing_ok=True)
-            await self._download(digest, repository, source, part)
+            await self._download(digest, repository, source, part, lock_fd)
         except (NoUpstreamAvailable, UpstreamAnswer) as e:
             status = e.status if isinstance(e, UpstreamAnswer) else None
             self._fail(digest, type(e).__name__, status)
@@ -204,7 +205,7 @@ class BlobFetches:
         self._emit("failed", 0)
 
     async def _download(self, digest: Digest, repository: str, source: BlobUpstream,
-                        part: Path) -> None:
+                        part: Path, lock_fd: int) -> None:
         key = self._key(digest)
         f = open(part, "ab+")  # noqa: ASYNC230, SIM115 - closed below
         try:
@@ -218,7 +219,7 @@ class BlobFetches:
             known = self._known_size(digest) if offset else None
             total = offset if known == offset else -1
             attempts = 0 if total == offset else source.max_attempts
-            writer = PartWriter(f, hasher, lambda: self._notify(key))
+            writer = PartWriter(f, hasher, lambda: self._notify(key), hold=(lock_fd,))
             try:
                 for _attempt in range(attempts):
                     total, chunks = await source.open(offset)
@@ -241,7 +242,7 @@ class BlobFetches:
             _write_atomic(self._file(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
             self._publishing.add(key)
             self._notify(key)
-            await asyncio.to_thread(os.fsync, f.fileno())
+            await run_on_dups(None, (f.fileno(),), fsync_job)
         finally:
             f.close()
         # Index first, then publish: see services/gc.py for why this order is safe.
@@ -318,7 +319,7 @@ class BlobFetches:
         async for fd, pos, count in self.regions(digest, offset, length, repository, source):
             end = pos + count
             while pos < end:
-                data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - pos), pos)
+                data = await run_on_dups(None, (fd,), pread_job(min(CHUNK, end - pos), pos))
                 if not data:
                     raise FetchAborted(str(digest), "file shrank while streaming")
                 pos += len(data)

@@ -8,6 +8,12 @@ batches in order from their own queue, so the pull runs at the pace of the slowe
 Both release the GIL for their heavy work (writev, hashlib on large buffers).
 
 Memory stays bounded: `put` waits while `depth` batches are not yet written or not yet hashed.
+
+The writer thread writes to its own dup(2) of the file (services/fd_jobs.py), never to the
+number of `f`: a leader cancelled mid-fetch closes `f` while queued batches may still be
+written, and a reused number would put them into an unrelated file. It also holds dups of
+`hold` (the fetch's flock) until its last write, so no new leader can start appending to
+the same `.part` before this one's writes have landed.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import errno
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from stablemirror.oci.digest import Hasher
+from stablemirror.services.fd_jobs import close_all, dup_all
 
 IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 _STOP: list[bytes] = []  # sentinel batch: the threads finish after it
@@ -29,8 +36,9 @@ _STOP: list[bytes] = []  # sentinel batch: the threads finish after it
 
 class PartWriter:
     def __init__(self, f: BinaryIO, hasher: Hasher, on_written: Callable[[], None],
-                 depth: int = 8) -> None:
+                 depth: int = 8, hold: Sequence[int] = ()) -> None:
         self._f = f
+        self._hold = tuple(hold)
         self._hasher = hasher
         self._on_written = on_written
         self._loop = asyncio.get_running_loop()
@@ -69,10 +77,18 @@ class PartWriter:
                 self._to_hash.put(_STOP)
 
     def _start(self) -> None:
-        for name, target in (("part-writer", self._write_loop), ("part-hasher", self._hash_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        fds = dup_all([self._f.fileno(), *self._hold])  # now, while the caller has them open
+        writer = threading.Thread(target=self._write_loop, args=(fds,), name="part-writer",
+                                  daemon=True)
+        hasher = threading.Thread(target=self._hash_loop, name="part-hasher", daemon=True)
+        try:
+            writer.start()
+        except BaseException:
+            close_all(fds)
+            raise
+        self._threads.append(writer)
+        hasher.start()
+        self._threads.append(hasher)
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -85,19 +101,21 @@ class PartWriter:
         self._write_slots.release()
         self._hash_slots.release()
 
-    def _write_loop(self) -> None:
-        fd = self._f.fileno()
-        broken = False
-        while (batch := self._to_write.get()) is not _STOP:
-            if broken:
-                continue  # drain the queue: nothing after a failed write may land
-            try:
-                _writev_all(fd, batch)
-            except BaseException as e:  # reported to the event loop, not lost in a thread
-                broken = True
-                self._call(self._failed, e)
-                continue
-            self._call(self._wrote)
+    def _write_loop(self, fds: list[int]) -> None:
+        try:
+            broken = False
+            while (batch := self._to_write.get()) is not _STOP:
+                if broken:
+                    continue  # drain the queue: nothing after a failed write may land
+                try:
+                    _writev_all(fds[0], batch)
+                except BaseException as e:  # reported to the event loop, not lost in a thread
+                    broken = True
+                    self._call(self._failed, e)
+                    continue
+                self._call(self._wrote)
+        finally:
+            close_all(fds)
 
     def _call(self, callback: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed under us (shutdown)
