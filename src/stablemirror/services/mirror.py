@@ -44,6 +44,7 @@ from stablemirror.services.upstream import (
     UpstreamFailure,
     UpstreamGroup,
 )
+from stablemirror.services.via import has_passed
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 log = logging.getLogger("stablemirror.mirror")
@@ -74,7 +75,7 @@ class MirrorRegistry:
         return repository
 
     def _check_loop(self, ctx: RequestContext) -> None:
-        if self.node_id in ctx.via:
+        if has_passed(ctx.via, self.node_id):
             raise LoopDetected(node=self.node_id, via=ctx.via)
 
     # -- manifests ------------------------------------------------------------------------------
