@@ -276,3 +276,32 @@ def test_restart_keeps_tag_freshness_and_stale_if_error(
         assert time.monotonic() - started < 10, "answers must not wait on dead upstreams"
         assert_blob(get_blob(mirror.url, stale.repo, stale.layers[0]), stale.layers[0],
                     stale.blobs[stale.layers[0]], log)
+
+
+def test_quick_form_keys_the_cache_by_containerd_ns(server_factory: ServerFactory,
+                                                    tmp_path: Path) -> None:
+    """`serve --upstream` proxies everything, and containerd names the registry as `?ns=`:
+    the same repository name from two registries must be two cache entries, each asked
+    upstream with its `ns` (the center keeps the two registries apart by prefix)."""
+    cfg = write_config(tmp_path / "center.yml", {},
+                       [namespace("docker.io/", mode="hosted", upstream_group=""),
+                        namespace("ghcr.io/", mode="hosted", upstream_group="")],
+                       node_id="center")
+    center = server_factory("--config", str(cfg))
+    hub = push_new_image(center.url, "docker.io/library/app", "v1", (100 * 1024,))
+    ghcr = push_new_image(center.url, "ghcr.io/library/app", "v1", (120 * 1024,))
+    with FaultProxy(center.host, name="center") as to_center:
+        edge = server_factory("--upstream", to_center.url)
+        log = logs(edge, center)
+        for _round in range(2):  # cold, then from the cache
+            for ns, image in (("docker.io", hub), ("ghcr.io", ghcr)):
+                pull_image(edge.url, image, repo="library/app", params={"ns": ns}, log=log)
+        for ns, image in (("docker.io", hub), ("ghcr.io", ghcr)):
+            for digest, data in image.blobs.items():
+                fetched = to_center.requests(digest, "GET")
+                assert len(fetched) == 1, to_center.summary()
+                assert fetched[0].path == f"/v2/library/app/blobs/{digest}?ns={ns}"
+                assert to_center.body_bytes(digest) == len(data), to_center.summary()
+        # the bare name is neither registry's
+        r = get_manifest(edge.url, "library/app", "v1")
+        assert r.status_code == 404, (r.status_code, r.text)

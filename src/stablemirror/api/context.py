@@ -24,6 +24,7 @@ def context(request: web.Request) -> RequestContext:
         # several Via lines are one list, in order (RFC 9110 5.3)
         via=", ".join(request.headers.getall("Via", [])),
         method=request.method,
+        ns=request.query.get("ns", ""),
     )
     request[CONTEXT_KEY] = ctx
     return ctx

@@ -74,6 +74,14 @@ class MirrorRegistry:
             return repository[len(self.ns.prefix):]
         return repository
 
+    def upstream_reference(self, ctx: RequestContext, repository: str) -> tuple[str, str]:
+        """(name, ns) to ask upstream for. A catch-all namespace keys `?ns=` requests by
+        registry (routing.qualify) but cannot name it upstream by a prefix: it asks for the
+        name the client asked for and passes the `ns` on, as containerd would."""
+        if not self.ns.prefix and ctx.ns and repository.startswith(f"{ctx.ns}/"):
+            return repository[len(ctx.ns) + 1:], ctx.ns
+        return self.upstream_repository(repository), ""
+
     def _check_loop(self, ctx: RequestContext) -> None:
         if has_passed(ctx.via, self.node_id):
             raise LoopDetected(node=self.node_id, via=ctx.via)
@@ -135,9 +143,9 @@ class MirrorRegistry:
                           local: StoredManifest | None) -> StoredManifest:
         self._check_loop(ctx)
         if local is not None:
+            name, ns = self.upstream_reference(ctx, repository)
             head = await self._call(ctx, repository, tag,
-                                    lambda u: u.manifest(self.upstream_repository(repository),
-                                                         tag, "HEAD", self._via(ctx)))
+                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns))
             if head.digest == local.digest:
                 await self.mirror_index.mark_tag_checked(repository, tag)
                 return local
@@ -170,10 +178,10 @@ class MirrorRegistry:
 
     async def _fetch(self, ctx: RequestContext, repository: str, reference: str,
                      expect: Digest | None) -> Manifest:
-        upstream_repo = self.upstream_repository(repository)
+        name, ns = self.upstream_reference(ctx, repository)
 
         async def call(u: Upstream) -> Manifest:
-            reply = await u.manifest(upstream_repo, reference, "GET", self._via(ctx))
+            reply = await u.manifest(name, reference, "GET", self._via(ctx), ns)
             algorithm = expect.algorithm if expect else "sha256"
             try:
                 manifest = parse_manifest(reply.body, reply.media_type, algorithm)
@@ -229,8 +237,8 @@ class MirrorRegistry:
             self.metrics.cache("hit")
             return await self.hosted.open_blob(ctx, repository, digest)
         self._check_loop(ctx)
-        source = GroupBlobSource(self.group, self.upstream_repository(repository), d,
-                                 self._via(ctx))
+        name, ns = self.upstream_reference(ctx, repository)
+        source = GroupBlobSource(self.group, name, d, self._via(ctx), ns)
         try:
             total = await self.fetches.ensure(d, repository, source)
         except FetchFailed as e:
