@@ -212,9 +212,11 @@ def test_containerd_ns_and_podman_registries_conf_mirror(
         r = get_manifest(mirror.url, "library/alpine", "3.19", params={"ns": "quay.io"})
         assert r.status_code == 404
         assert hub.count() == before, hub.summary()
-        # the path form proxies the same content, now cached
+        # the path form proxies the same content, now cached: the tag is revalidated
+        # (a HEAD), nothing is fetched again
         pull_image(mirror.url, ctrd, repo="docker.io/library/alpine", log=log)
-        assert hub.count() == before, hub.summary()
+        assert [(e.method, e.path) for e in hub.requests()[before:]] == [
+            ("HEAD", "/v2/library/alpine/manifests/3.19")], hub.summary()
 
         # podman with a registries.conf mirror for docker.io
         clients = Clients(tmp_path / "podman", mirror)
