@@ -32,7 +32,9 @@ class NamespaceSettings(BaseModel):
     mode: Literal["hosted", "proxy", "both"] = "proxy"
     upstream_group: str | None = None
     strip_prefix: bool = Field(default=True, description="drop `prefix` before asking upstream")
-    tag_ttl: float = Field(default=60.0, ge=0, description="seconds a tag is trusted unchecked")
+    tag_ttl: float = Field(default=0.0, ge=0,
+                           description="seconds a tag is trusted unchecked; 0 (default) "
+                                       "revalidates every pull with one HEAD")
     stale_if_error: bool = True
     stale_while_revalidate: bool = False
     negative_ttl: float = Field(default=15.0, ge=0, description="seconds a 404 is remembered")

@@ -7,6 +7,7 @@ second store over the same location is what a restart (or another worker process
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -467,3 +468,67 @@ async def test_concurrent_uploads_do_not_mix(h: Harness) -> None:
     digests = await asyncio.gather(*(one(p) for p in payloads))
     for d, p in zip(digests, payloads, strict=True):
         assert await read_all(s, d) == p
+
+
+# -- publishing a file verified elsewhere (the mirror's fetches) ----------------------------
+def staged_file(h: Harness, data: bytes) -> Path:
+    path = h.location.parent / f"staged-{new_id()}"
+    path.write_bytes(data)
+    return path
+
+
+async def test_publish_verified_makes_a_file_a_blob(h: Harness) -> None:
+    data = b"fetched from upstream" * 1000
+    d = Digest.of(data)
+    staged = staged_file(h, data)
+    await h.store.publish_verified(staged, d)
+    assert not staged.exists(), "the published file is consumed"
+    assert await h.store.stat(d) == len(data)
+    assert await read_all(h.reopen(), d) == data
+    assert list((await listed(h.store)).keys()) == [d]
+
+
+async def test_publish_verified_keeps_an_existing_copy(h: Harness) -> None:
+    data = b"the same layer, pushed and fetched"
+    d = await put(h.store, data)
+    staged = staged_file(h, data)
+    await h.store.publish_verified(staged, d)
+    assert not staged.exists()
+    assert await read_all(h.store, d) == data
+    assert list((await listed(h.store)).keys()) == [d]
+
+
+class FsyncRecorder:
+    """Which inodes were fsynced, in order (wraps os.fsync)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inodes: list[int] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.inodes.append(os.fstat(fd).st_ino)
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("how", ["push", "publish_verified"])
+async def test_filesystem_publish_fsyncs_file_and_directories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Durable once published: the bytes, the rename (the blob's directory) and every
+    directory the publish created (their parents), whichever way the blob arrived."""
+    store = FilesystemBlobStore(tmp_path / "store")
+    data = os.urandom(4096)
+    d = Digest.of(data)
+    fsyncs = FsyncRecorder(monkeypatch)
+    if how == "push":
+        await put(store, data)
+    else:
+        staged = tmp_path / "staged"
+        staged.write_bytes(data)
+        await store.publish_verified(staged, d)
+    blob = store.local_path(d)
+    assert blob is not None
+    for path in (blob, blob.parent, blob.parent.parent, blob.parent.parent.parent):
+        assert path.stat().st_ino in fsyncs.inodes, f"{path} not fsynced"
+    assert fsyncs.inodes[-1] == blob.parent.stat().st_ino, "the rename is made durable last"

@@ -212,9 +212,11 @@ def test_containerd_ns_and_podman_registries_conf_mirror(
         r = get_manifest(mirror.url, "library/alpine", "3.19", params={"ns": "quay.io"})
         assert r.status_code == 404
         assert hub.count() == before, hub.summary()
-        # the path form proxies the same content, now cached
+        # the path form proxies the same content, now cached: the tag is revalidated
+        # (a HEAD), nothing is fetched again
         pull_image(mirror.url, ctrd, repo="docker.io/library/alpine", log=log)
-        assert hub.count() == before, hub.summary()
+        assert [(e.method, e.path) for e in hub.requests()[before:]] == [
+            ("HEAD", "/v2/library/alpine/manifests/3.19")], hub.summary()
 
         # podman with a registries.conf mirror for docker.io
         clients = Clients(tmp_path / "podman", mirror)
@@ -276,3 +278,32 @@ def test_restart_keeps_tag_freshness_and_stale_if_error(
         assert time.monotonic() - started < 10, "answers must not wait on dead upstreams"
         assert_blob(get_blob(mirror.url, stale.repo, stale.layers[0]), stale.layers[0],
                     stale.blobs[stale.layers[0]], log)
+
+
+def test_quick_form_keys_the_cache_by_containerd_ns(server_factory: ServerFactory,
+                                                    tmp_path: Path) -> None:
+    """`serve --upstream` proxies everything, and containerd names the registry as `?ns=`:
+    the same repository name from two registries must be two cache entries, each asked
+    upstream with its `ns` (the center keeps the two registries apart by prefix)."""
+    cfg = write_config(tmp_path / "center.yml", {},
+                       [namespace("docker.io/", mode="hosted", upstream_group=""),
+                        namespace("ghcr.io/", mode="hosted", upstream_group="")],
+                       node_id="center")
+    center = server_factory("--config", str(cfg))
+    hub = push_new_image(center.url, "docker.io/library/app", "v1", (100 * 1024,))
+    ghcr = push_new_image(center.url, "ghcr.io/library/app", "v1", (120 * 1024,))
+    with FaultProxy(center.host, name="center") as to_center:
+        edge = server_factory("--upstream", to_center.url)
+        log = logs(edge, center)
+        for _round in range(2):  # cold, then from the cache
+            for ns, image in (("docker.io", hub), ("ghcr.io", ghcr)):
+                pull_image(edge.url, image, repo="library/app", params={"ns": ns}, log=log)
+        for ns, image in (("docker.io", hub), ("ghcr.io", ghcr)):
+            for digest, data in image.blobs.items():
+                fetched = to_center.requests(digest, "GET")
+                assert len(fetched) == 1, to_center.summary()
+                assert fetched[0].path == f"/v2/library/app/blobs/{digest}?ns={ns}"
+                assert to_center.body_bytes(digest) == len(data), to_center.summary()
+        # the bare name is neither registry's
+        r = get_manifest(edge.url, "library/app", "v1")
+        assert r.status_code == 404, (r.status_code, r.text)

@@ -21,8 +21,10 @@ def context(request: web.Request) -> RequestContext:
         client=request.remote or "",
         user_agent=request.headers.get("User-Agent", ""),
         request_id=request.headers.get("X-Request-ID") or uuid.uuid4().hex,
-        via=request.headers.get("Via", ""),
+        # several Via lines are one list, in order (RFC 9110 5.3)
+        via=", ".join(request.headers.getall("Via", [])),
         method=request.method,
+        ns=request.query.get("ns", ""),
     )
     request[CONTEXT_KEY] = ctx
     return ctx

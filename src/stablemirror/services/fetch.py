@@ -3,10 +3,11 @@
 For a digest being fetched, `<data>/fetch/` holds:
     <key>.lock   flock(2)ed by the one leader that talks to upstream (any process);
                  removed when the blob is published (see lock_fetch)
-    <key>.part   the bytes so far, appended in order; renamed into the store when verified
+    <key>.part   the bytes so far, appended in order; once verified, handed to the store's
+                 publish_verified (fsync, rename, directory fsync), as pushes are
     <key>.size   the blob's total size, once an upstream said it
     <key>.error  why the last leader gave up (so waiters fail instead of retrying forever)
-    <key>.verified  the inode number of a `.part` whose digest matched (before its fsync)
+    <key>.verified  the inode number of a `.part` whose digest matched (before its publish)
 Waiters tail `.part` through their own descriptor. The last byte of every response is held
 back until the inode the waiter read is vouched for: named in `.verified`, or published in
 the store (so the bytes it sent are the bytes that were verified); otherwise the waiter
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
-from stablemirror.services.fd_jobs import fsync_job, pread_job, run_on_dups
+from stablemirror.services.fd_jobs import pread_job, run_on_dups
 from stablemirror.services.part_writer import PartWriter
 from stablemirror.services.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.store.filesystem import FilesystemBlobStore
@@ -236,21 +237,18 @@ class BlobFetches:
                 log.error("fetch of %s rejected: %s", digest, reason)
                 self._discard(digest, reason)
                 return
-            # Verified: waiters may send their last byte now; fsync is for the stored copy
-            # and need not hold up the clients. From here on a shutdown waits for the
-            # publish instead of cancelling it (aclose).
+            # Verified: waiters may send their last byte now; the durable publish (fsync,
+            # rename, directory fsync) need not hold up the clients. From here on a
+            # shutdown waits for the publish instead of cancelling it (aclose).
             _write_atomic(self._file(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
             self._publishing.add(key)
             self._notify(key)
-            await run_on_dups(None, (f.fileno(),), fsync_job)
         finally:
             f.close()
         # Index first, then publish: see services/gc.py for why this order is safe.
         await self.index.link_blob(repository, digest, total)
-        dest = self.store.local_path(digest)
-        assert dest is not None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(part, dest)
+        # The store's one publish path, shared with pushes: it fsyncs file and directory.
+        await self.store.publish_verified(part, digest)
         self._file(digest, "size").unlink(missing_ok=True)
         self._file(digest, "verified").unlink(missing_ok=True)
         self._emit("stored", total)

@@ -1,8 +1,9 @@
 """The proxied side of a namespace: pull-through from an upstream group.
 
-By digest: served locally when present, never revalidated. By tag: trusted for `tag_ttl`,
-then revalidated with a HEAD upstream; when every upstream fails, the local copy is served
-stale (stale-if-error) and marked so. Upstream 404s are remembered for `negative_ttl`.
+By digest: served locally when present, never revalidated. By tag: revalidated with a HEAD
+upstream on every pull (concurrent pulls of a tag share one), or trusted for `tag_ttl` when
+a tier opts in; when every upstream fails, the local copy is served stale (stale-if-error)
+and marked so. Upstream 404s are remembered for `negative_ttl`.
 Blob misses go through BlobFetches: one upstream transfer per blob for all waiters.
 """
 
@@ -44,6 +45,7 @@ from stablemirror.services.upstream import (
     UpstreamFailure,
     UpstreamGroup,
 )
+from stablemirror.services.via import has_passed
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 log = logging.getLogger("stablemirror.mirror")
@@ -66,6 +68,7 @@ class MirrorRegistry:
         self.metrics = metrics
         self.node_id = node_id
         self._revalidating: set[tuple[str, str]] = set()
+        self._revalidations: dict[tuple[str, str], asyncio.Task[StoredManifest]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def upstream_repository(self, repository: str) -> str:
@@ -73,8 +76,16 @@ class MirrorRegistry:
             return repository[len(self.ns.prefix):]
         return repository
 
+    def upstream_reference(self, ctx: RequestContext, repository: str) -> tuple[str, str]:
+        """(name, ns) to ask upstream for. A catch-all namespace keys `?ns=` requests by
+        registry (routing.qualify) but cannot name it upstream by a prefix: it asks for the
+        name the client asked for and passes the `ns` on, as containerd would."""
+        if not self.ns.prefix and ctx.ns and repository.startswith(f"{ctx.ns}/"):
+            return repository[len(ctx.ns) + 1:], ctx.ns
+        return self.upstream_repository(repository), ""
+
     def _check_loop(self, ctx: RequestContext) -> None:
-        if self.node_id in ctx.via:
+        if has_passed(ctx.via, self.node_id):
             raise LoopDetected(node=self.node_id, via=ctx.via)
 
     # -- manifests ------------------------------------------------------------------------------
@@ -107,7 +118,8 @@ class MirrorRegistry:
 
     async def _by_tag(self, ctx: RequestContext, repository: str, tag: str) -> StoredManifest:
         local = await self.index.get_manifest(repository, tag)
-        checked = await self.mirror_index.tag_checked_at(repository, tag)
+        checked = (await self.mirror_index.tag_checked_at(repository, tag)
+                   if self.ns.tag_ttl > 0 else None)
         fresh = checked is not None and time.time() - checked < self.ns.tag_ttl
         if local is not None and fresh:
             self.metrics.cache("hit")
@@ -132,18 +144,44 @@ class MirrorRegistry:
 
     async def _revalidate(self, ctx: RequestContext, repository: str, tag: str,
                           local: StoredManifest | None) -> StoredManifest:
+        """Ask upstream what `tag` is now. Concurrent pulls of one tag share one upstream
+        request (one HEAD, or one GET when not cached): with the default tag_ttl of 0 every
+        pull revalidates, and a burst must not become a burst upstream. The shared request
+        runs as its own task, so a client going away does not cancel it for the others."""
         self._check_loop(ctx)
+        key = (repository, tag)
+        shared = self._revalidations.get(key)
+        if shared is None:
+            shared = asyncio.get_running_loop().create_task(
+                self._ask_upstream(ctx, repository, tag, local))
+            self._revalidations[key] = shared
+            shared.add_done_callback(lambda t: self._revalidation_done(key, t))
+        return await asyncio.shield(shared)
+
+    def _revalidation_done(self, key: tuple[str, str], task: asyncio.Task[StoredManifest]
+                           ) -> None:
+        if self._revalidations.get(key) is task:
+            del self._revalidations[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone away
+
+    async def _ask_upstream(self, ctx: RequestContext, repository: str, tag: str,
+                            local: StoredManifest | None) -> StoredManifest:
         if local is not None:
+            name, ns = self.upstream_reference(ctx, repository)
             head = await self._call(ctx, repository, tag,
-                                    lambda u: u.manifest(self.upstream_repository(repository),
-                                                         tag, "HEAD", self._via(ctx)))
+                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns))
             if head.digest == local.digest:
-                await self.mirror_index.mark_tag_checked(repository, tag)
+                await self._mark_checked(repository, tag)
                 return local
         manifest = await self._fetch(ctx, repository, tag, expect=None)
         await self.index.put_manifest(repository, manifest, [tag], check_references=False)
-        await self.mirror_index.mark_tag_checked(repository, tag)
+        await self._mark_checked(repository, tag)
         return StoredManifest(str(manifest.digest), manifest.media_type, manifest.raw)
+
+    async def _mark_checked(self, repository: str, tag: str) -> None:
+        if self.ns.tag_ttl > 0:  # with 0 nothing reads it: spare every pull a write
+            await self.mirror_index.mark_tag_checked(repository, tag)
 
     def _revalidate_later(self, ctx: RequestContext, repository: str, tag: str,
                           local: StoredManifest) -> None:
@@ -169,10 +207,10 @@ class MirrorRegistry:
 
     async def _fetch(self, ctx: RequestContext, repository: str, reference: str,
                      expect: Digest | None) -> Manifest:
-        upstream_repo = self.upstream_repository(repository)
+        name, ns = self.upstream_reference(ctx, repository)
 
         async def call(u: Upstream) -> Manifest:
-            reply = await u.manifest(upstream_repo, reference, "GET", self._via(ctx))
+            reply = await u.manifest(name, reference, "GET", self._via(ctx), ns)
             algorithm = expect.algorithm if expect else "sha256"
             try:
                 manifest = parse_manifest(reply.body, reply.media_type, algorithm)
@@ -228,8 +266,8 @@ class MirrorRegistry:
             self.metrics.cache("hit")
             return await self.hosted.open_blob(ctx, repository, digest)
         self._check_loop(ctx)
-        source = GroupBlobSource(self.group, self.upstream_repository(repository), d,
-                                 self._via(ctx))
+        name, ns = self.upstream_reference(ctx, repository)
+        source = GroupBlobSource(self.group, name, d, self._via(ctx), ns)
         try:
             total = await self.fetches.ensure(d, repository, source)
         except FetchFailed as e:

@@ -8,17 +8,19 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from stablemirror.oci.digest import Digest
-from stablemirror.services.upstream import Upstream, UpstreamFailure, UpstreamGroup
+from stablemirror.services.upstream import Upstream, UpstreamFailure, UpstreamGroup, with_ns
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
 class GroupBlobSource:
-    def __init__(self, group: UpstreamGroup, repository: str, digest: Digest, via: str) -> None:
+    def __init__(self, group: UpstreamGroup, repository: str, digest: Digest, via: str,
+                 ns: str = "") -> None:
         self.group = group
         self.repository = repository
         self.digest = digest
         self.via = via
+        self.ns = ns  # containerd's ?ns=, passed on (MirrorRegistry.upstream_reference)
 
     @property
     def max_attempts(self) -> int:
@@ -27,7 +29,7 @@ class GroupBlobSource:
     async def open(self, offset: int) -> tuple[int, AsyncIterator[bytes]]:
         async def call(u: Upstream) -> tuple[Upstream, aiohttp.ClientResponse, int, int]:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
-            path = f"/v2/{u.repository(self.repository)}/blobs/{self.digest}"
+            path = with_ns(f"/v2/{u.repository(self.repository)}/blobs/{self.digest}", self.ns)
             response = await u.request("GET", path, headers, self.via)
             if response.status == 206:
                 m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))

@@ -22,6 +22,7 @@ class RequestContext:
     user_agent: str = ""
     request_id: str = ""
     via: str = ""  # the incoming Via header: which proxies this request already passed
+    ns: str = ""  # containerd's `?ns=<registry>`: the registry a mirror request is for
     method: str = ""  # HTTP method; a HEAD reads no content (trust policies check GETs)
 
 

@@ -28,17 +28,26 @@ class RoutingRegistry:
         self.namespaces = sorted(namespaces, key=lambda n: len(n[0]), reverse=True)
 
     def qualify(self, ns: str, name: str) -> str:
-        """containerd's `?ns=<registry>`: fold the registry into the name if we proxy it."""
+        """containerd's `?ns=<registry>`: fold the registry into the name whenever a
+        namespace prefix names it or a mirror serves it, so each registry's content has
+        its own cache entries, also under a catch-all (`--upstream`) namespace: `x` from
+        docker.io and `x` from ghcr.io are different repositories. The catch-all's mirror
+        passes the `ns` on upstream (MirrorRegistry.upstream_reference)."""
         qualified = f"{ns}/{name}"
-        if any(prefix and qualified.startswith(prefix) for prefix, _, _ in self.namespaces):
+        prefix, mode, _ = self._match(qualified)
+        if prefix or mode != "hosted":
             return qualified
         return name
 
-    def _route(self, repository: str) -> tuple[Mode, MirrorRegistry | None]:
+    def _match(self, repository: str) -> tuple[str, Mode, MirrorRegistry | None]:
         for prefix, mode, mirror in self.namespaces:
             if repository.startswith(prefix):
-                return mode, mirror
-        return "hosted", None
+                return prefix, mode, mirror
+        return "", "hosted", None
+
+    def _route(self, repository: str) -> tuple[Mode, MirrorRegistry | None]:
+        _, mode, mirror = self._match(repository)
+        return mode, mirror
 
     def is_proxied(self, repository: str) -> bool:
         """Only proxied, never hosted: what cache eviction may remove."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -74,6 +74,11 @@ class ManifestReply:
 
 
 HealthListener = Callable[[str, bool], None]
+
+
+def with_ns(path: str, ns: str) -> str:
+    """`path?ns=<registry>` when a client named the registry that way (containerd)."""
+    return f"{path}?{urlencode({'ns': ns})}" if ns else path
 
 
 class HttpClient:
@@ -156,8 +161,8 @@ class Upstream:
         raise UpstreamAnswer(self.name, 401)
 
     async def manifest(self, repository: str, reference: str, method: str,
-                       via: str) -> ManifestReply:
-        path = f"/v2/{self.repository(repository)}/manifests/{reference}"
+                       via: str, ns: str = "") -> ManifestReply:
+        path = with_ns(f"/v2/{self.repository(repository)}/manifests/{reference}", ns)
         response = await self.request(method, path, {"Accept": MANIFEST_ACCEPT}, via)
         try:
             body = await response.read() if method == "GET" else b""

@@ -226,14 +226,22 @@ class FilesystemBlobStore:
         return size
 
     async def upload_publish(self, upload_id: str, digest: Digest) -> None:
-        path = self._upload_file(upload_id)
+        try:
+            await self.publish_verified(self._upload_file(upload_id), digest)
+        except StorageFull as e:
+            raise StorageFull(upload=upload_id) from e
+        await self.upload_abort(upload_id)
+
+    async def publish_verified(self, path: Path, digest: Digest) -> None:
+        """The one way bytes enter blobs/ (pushes and the mirror): fsync the file, rename it
+        into place, fsync the directory, so a blob the index names survives a power loss.
+        `path` (on the store's filesystem) is consumed; an existing copy wins (same bytes)."""
         try:
             await asyncio.to_thread(_publish, path, self._path(digest))
         except OSError as e:
             if _is_disk_full(e):
-                raise StorageFull(upload=upload_id) from e
+                raise StorageFull(digest=str(digest)) from e
             raise
-        await self.upload_abort(upload_id)
 
     async def upload_abort(self, upload_id: str) -> None:
         self._hashes.pop(upload_id, None)
@@ -282,8 +290,22 @@ def _publish(staged: Path, dest: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _make_durable_dirs(dest.parent)
     if dest.exists():
+        staged.unlink(missing_ok=True)
         return
     os.rename(staged, dest)
     _fsync_dir(dest.parent)
+
+
+def _make_durable_dirs(directory: Path) -> None:
+    """mkdir -p, fsyncing the parent of every directory created (else a power loss can
+    drop the new directory, and the blob renamed into it with it)."""
+    if directory.is_dir():
+        return
+    _make_durable_dirs(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return  # another worker made it; it fsyncs the parent
+    _fsync_dir(directory.parent)

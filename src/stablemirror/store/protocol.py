@@ -55,6 +55,13 @@ class BlobStore(Protocol):
         """Make verified bytes durable and visible as `digest`; ends the upload."""
         ...
 
+    async def publish_verified(self, path: Path, digest: Digest) -> None:
+        """Make a local file whose digest the caller verified durable and visible as
+        `digest` (the mirror's fetched blobs; `upload_publish` goes through it too).
+        `path` is consumed; an existing copy of `digest` wins. Once this returns, the blob
+        survives a crash or power loss."""
+        ...
+
     async def upload_abort(self, upload_id: str) -> None: ...
 
     def list_uploads(self) -> AsyncIterator[tuple[str, float]]:
