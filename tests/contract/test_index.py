@@ -352,6 +352,8 @@ async def test_referrers_with_artifact_type_filter(index: SqlIndex) -> None:
     assert await index.referrers("r", subject.digest, "application/none") == []
     assert await index.referrers("r", Digest.of(b"nothing"), None) == []
     assert await index.referrers("unknown", subject.digest, None) == []
+    for hostile in ("\x00", "application/vnd.dev.sig\x00", "\x00application/vnd.dev.sig"):
+        assert await index.referrers("r", subject.digest, hostile) == []  # no backend error
 
 
 async def test_referrer_artifact_type_from_config(index: SqlIndex) -> None:

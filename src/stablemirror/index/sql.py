@@ -377,6 +377,8 @@ class SqlIndex:
     async def referrers(
         self, repository: str, subject: Digest, artifact_type: str | None
     ) -> list[Referrer]:
+        if artifact_type is not None and "\x00" in artifact_type:
+            return []  # no stored type holds a NUL (oci/manifest.py); PostgreSQL can't bind one
         m, r = s.manifests, s.repositories
         q = (
             select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.annotations)

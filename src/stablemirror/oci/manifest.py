@@ -55,6 +55,14 @@ class Manifest:
         return self.config_media_type if self.media_type in mt.IMAGE_MANIFESTS else None
 
 
+def _type_text(value: str, where: str) -> str:
+    """A media type or artifact type: kept in index columns and sent back in responses, so
+    no control characters (RFC 6838 allows none; PostgreSQL text cannot hold a NUL)."""
+    if any(c < " " or c == "\x7f" for c in value):
+        raise ManifestInvalid(field=where, reason="control character in a media type")
+    return value
+
+
 def _annotations(obj: Any, where: str) -> dict[str, str] | None:
     """The image spec: annotations are a map of string to string (absent or null: none)."""
     if obj is None:
@@ -75,6 +83,7 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     size = obj.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise ManifestInvalid(field=f"{where}.mediaType", reason="missing")
+    _type_text(media_type, f"{where}.mediaType")
     if not isinstance(digest, str):
         raise ManifestInvalid(field=f"{where}.digest", reason="missing")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
@@ -86,6 +95,8 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     artifact_type = obj.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestInvalid(field=f"{where}.artifactType", reason="must be a string")
+    if artifact_type is not None:
+        _type_text(artifact_type, f"{where}.artifactType")
     platform = obj.get("platform")
     return Descriptor(
         media_type,
@@ -160,6 +171,8 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
     artifact_type = body.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestInvalid(field="artifactType", reason="must be a string")
+    if artifact_type is not None:
+        _type_text(artifact_type, "artifactType")
     annotations = _annotations(body.get("annotations"), "annotations") or {}
 
     if media_type in mt.INDEXES:
