@@ -260,6 +260,21 @@ async def test_list_tags_pagination(index: SqlIndex) -> None:
     assert await index.list_tags("unknown", None, None) is None
 
 
+@pytest.mark.parametrize("last", ["\x00", "v05\x00", "v05\x00zz", "\x00\x00a", "x" * 8000,
+                                  "v05\r\n", "' OR 1=1 --", "%"])
+async def test_listings_after_a_hostile_last(index: SqlIndex, last: str) -> None:
+    """`last` is any string a client sent; the answer is what comes after it, on every
+    backend (PostgreSQL text cannot even hold a NUL)."""
+    m = await push(index, "r", image(b"x"))
+    tags = ["a", "v05", "v05.1", "v06"]
+    await index.put_manifest("r", m, tags)
+    await index.link_blob("v05/z", Digest.of(b"x"), 1)
+    assert await index.list_tags("r", None, last) == [t for t in tags if t > last]
+    assert await index.list_tags("r", 1, last) == [t for t in tags if t > last][:1]
+    repositories = ["r", "v05/z"]
+    assert await index.list_repositories(None, last) == [r for r in repositories if r > last]
+
+
 async def test_catalog_pagination(index: SqlIndex) -> None:
     names = [f"ns{i % 3}/repo{i:02d}" for i in range(12)] + ["a", "z/z", "a-b", "a/b"]
     for name in names:
@@ -337,6 +352,8 @@ async def test_referrers_with_artifact_type_filter(index: SqlIndex) -> None:
     assert await index.referrers("r", subject.digest, "application/none") == []
     assert await index.referrers("r", Digest.of(b"nothing"), None) == []
     assert await index.referrers("unknown", subject.digest, None) == []
+    for hostile in ("\x00", "application/vnd.dev.sig\x00", "\x00application/vnd.dev.sig"):
+        assert await index.referrers("r", subject.digest, hostile) == []  # no backend error
 
 
 async def test_referrer_artifact_type_from_config(index: SqlIndex) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import unquote
 
 import pytest
 
@@ -17,8 +19,11 @@ from tests.functional.oci_http import (
     digest_of,
     image_manifest,
     random_bytes,
+    raw_request,
 )
 from tests.live import LiveServer
+
+MAX_PAGE_SIZE = 1000  # documented in README (Decisions)
 
 LINK = re.compile(r'^<(?P<target>[^>]+)>;\s*rel="next"$')
 
@@ -92,10 +97,68 @@ def test_tags_n_and_last(tagged: tuple[Api, list[str]]) -> None:
 
 def test_tags_n_zero_and_invalid(tagged: tuple[Api, list[str]]) -> None:
     api, _tags = tagged
-    r = api.get("/v2/list/tags/tags/list", params={"n": 0})
-    assert r.status_code == 200 and r.json()["tags"] == []
+    for zero in ("0", "00000000000000000000000"):
+        r = api.get("/v2/list/tags/tags/list", params={"n": zero})
+        assert r.status_code == 200 and r.json()["tags"] == []
+        assert "Link" not in r.headers
     for bad in ("-1", "abc", "1.5"):
         assert api.get("/v2/list/tags/tags/list", params={"n": bad}).status_code == 400
+
+
+HUGE_N = ["1001", "9223372036854775807", "9223372036854775808", "99999999999999999999",
+          "1" * 5000]
+BAD_N = ["-1", "abc", "1.5", "+5", " 5", "5 ", "0x10", "1e3", "\uff15", "\u00b2", "\u0661"]
+
+
+@pytest.mark.parametrize("n", HUGE_N, ids=lambda n: n[:24])
+def test_n_beyond_any_integer_is_clamped(tagged: tuple[Api, list[str]], n: str) -> None:
+    api, tags = tagged
+    r = api.get("/v2/list/tags/tags/list", params={"n": n})
+    assert r.status_code == 200, r.text
+    assert r.json()["tags"] == tags
+    assert "Link" not in r.headers
+    r = api.get("/v2/_catalog", params={"n": n})
+    assert r.status_code == 200, r.text
+    assert "list/tags" in r.json()["repositories"]
+
+
+@pytest.mark.parametrize("n", BAD_N)
+def test_n_that_is_not_a_count(tagged: tuple[Api, list[str]], n: str) -> None:
+    api, _tags = tagged
+    for path in ("/v2/list/tags/tags/list", "/v2/_catalog"):
+        assert_error(api.get(path, params={"n": n}), 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_page_size_is_bounded_and_links_on(shared_server: LiveServer) -> None:
+    api = Api(shared_server)
+    d, body = api.push_image("list/many")
+    tags = [f"t{i:04d}" for i in range(MAX_PAGE_SIZE + 5)]
+    for start in range(0, len(tags), 400):  # a few PUTs: one URL holds ~700 tag params
+        r = api.put_manifest("list/many", d, body, OCI_MANIFEST,
+                             params=[("tag", t) for t in tags[start:start + 400]])
+        assert r.status_code == 201, r.text
+    r = api.get("/v2/list/many/tags/list", params={"n": str(10**30)})
+    assert r.json()["tags"] == tags[:MAX_PAGE_SIZE]
+    assert r.headers["Link"] == (f"</v2/list/many/tags/list?n={MAX_PAGE_SIZE}"
+                                 f'&last={tags[MAX_PAGE_SIZE - 1]}>; rel="next"')
+    items, pages = follow(api, "/v2/list/many/tags/list", "tags", MAX_PAGE_SIZE)
+    assert items == tags and pages == 2
+    assert api.get("/v2/list/many/tags/list").json()["tags"] == tags  # no n: everything
+
+
+@pytest.mark.parametrize("last", ["%00", "v05%00", "v05%00zz", "%00%00", "v05%0d%0a", "x" * 6000,
+                                  "%27%20OR%201%3D1--", "%25", "%ff", "%ed%a0%80"])
+def test_hostile_last(tagged: tuple[Api, list[str]], last: str) -> None:
+    api, tags = tagged
+    decoded = unquote(last, errors="strict") if "%ff" not in last and "%ed" not in last else None
+    r = raw_request(api.server, "GET", f"/v2/list/tags/tags/list?n=100&last={last}")
+    assert r.status == 200, r.body[:300]
+    got = json.loads(r.body)["tags"]
+    if decoded is not None:
+        assert got == [t for t in tags if t > decoded]
+    r = raw_request(api.server, "GET", f"/v2/_catalog?last={last}")
+    assert r.status == 200, r.body[:300]
+    assert isinstance(json.loads(r.body)["repositories"], list)
 
 
 def test_tags_of_unknown_repository(shared_server: LiveServer) -> None:

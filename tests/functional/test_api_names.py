@@ -6,14 +6,17 @@ exactly as written (`requests` would normalise `../` away before sending).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.authkit import ADMIN_PASSWORD
 from tests.functional.oci_http import (
     OCI_EMPTY,
     Api,
+    RawResponse,
     assert_error,
     blob_files,
     descriptor,
@@ -146,3 +149,88 @@ def test_bad_references(shared_server: LiveServer, reference: str) -> None:
                     {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert r.status in (400, 404)
     assert api.get("/v2/names/refs/tags/list").json()["tags"] == ["ok"]
+
+
+# -- control characters: NAME_INVALID on every route, with and without --auth ------------------
+CONTROL_NAMES = ["a%00b", "a%0d%0ab", "a%0ab", "a%0db", "ok/a%0a", "a%0a/ok", "%0a", "a%09b",
+                 "a%7f"]
+ROUTES = [
+    ("GET", "/v2/{name}/blobs/{digest}"),
+    ("HEAD", "/v2/{name}/blobs/{digest}"),
+    ("DELETE", "/v2/{name}/blobs/{digest}"),
+    ("GET", "/v2/{name}/manifests/latest"),
+    ("HEAD", "/v2/{name}/manifests/latest"),
+    ("PUT", "/v2/{name}/manifests/latest"),
+    ("DELETE", "/v2/{name}/manifests/latest"),
+    ("POST", "/v2/{name}/blobs/uploads/"),
+    ("POST", "/v2/{name}/blobs/uploads/?digest={digest}"),
+    ("GET", "/v2/{name}/blobs/uploads/" + "0" * 32),
+    ("PATCH", "/v2/{name}/blobs/uploads/" + "0" * 32),
+    ("PUT", "/v2/{name}/blobs/uploads/" + "0" * 32 + "?digest={digest}"),
+    ("DELETE", "/v2/{name}/blobs/uploads/" + "0" * 32),
+    ("GET", "/v2/{name}/tags/list"),
+    ("GET", "/v2/{name}/tags/list?n=1&last=a"),
+    ("GET", "/v2/{name}/referrers/{digest}"),
+]
+
+
+@pytest.fixture(scope="module")
+def auth_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    d = tmp_path_factory.mktemp("bad-names-auth") / "data"
+    d.mkdir()
+    s = LiveServer(d, "--auth", env={"STABLEMIRROR_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    s.start()
+    yield s
+    s.stop()
+
+
+def assert_name_invalid(r: RawResponse, what: str) -> None:
+    assert r.status == 400, (what, r.status, r.body[:300])
+    assert r.headers.get("docker-distribution-api-version") == "registry/2.0", what
+    if not what.startswith("HEAD"):
+        assert r.headers.get("content-type", "").startswith("application/json"), what
+        assert json.loads(r.body)["errors"][0]["code"] == "NAME_INVALID", (what, r.body)
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "auth"])
+@pytest.mark.parametrize("name", CONTROL_NAMES)
+def test_control_characters_in_names(untouched: LiveServer, auth_untouched: LiveServer,
+                                     name: str, auth: bool) -> None:
+    server = auth_untouched if auth else untouched
+    d = digest_of(b"payload")
+    body = image_manifest(descriptor(b"{}", OCI_EMPTY), [])
+    for method, template in ROUTES:
+        target = template.format(name=name, digest=d)
+        r = raw_request(server, method, target, body if method in ("PUT", "PATCH") else b"")
+        assert_name_invalid(r, f"{method} {target}")
+    assert server.proc is not None and server.proc.poll() is None
+    assert blob_files(server.data_dir) == set()
+    assert upload_dirs(server.data_dir) == set()
+
+
+@pytest.mark.parametrize("suffix", ["%0a", "%0d%0a", "%00"])
+def test_control_characters_after_a_route(untouched: LiveServer, suffix: str) -> None:
+    """`$` in a pattern would match before a trailing newline: the route must not."""
+    Api(untouched).push_blob("names/route", b"x")
+    for target in (f"/v2/names/route/tags/list{suffix}", f"/v2/_catalog{suffix}"):
+        r = raw_request(untouched, "GET", target)
+        assert r.status in (400, 404), (target, r.status)
+        assert b'"tags"' not in r.body and b'"repositories"' not in r.body, target
+
+
+@pytest.mark.parametrize("scope_name", ["a%00b", "a%0d%0ab", "a%0ab", "Upper", "../x", "a//b"])
+def test_token_scope_with_an_invalid_name(auth_untouched: LiveServer, scope_name: str) -> None:
+    server = auth_untouched
+    for target in (f"/token?service=stablemirror&scope=repository:{scope_name}:pull",
+                   f"/token?service=stablemirror&scope=repository:ok/x:pull"
+                   f"&scope=repository:{scope_name}:pull,push"):
+        r = raw_request(server, "GET", target)
+        assert_name_invalid(r, target)
+    form = f"grant_type=password&username=admin&password={ADMIN_PASSWORD}" \
+        f"&service=stablemirror&scope=repository:{scope_name}:pull"
+    r = raw_request(server, "POST", "/token", form.encode(),
+                    {"Content-Type": "application/x-www-form-urlencoded"})
+    assert_name_invalid(r, "POST /token")
+    # a valid scope still gets its token
+    ok = raw_request(server, "GET", "/token?service=stablemirror&scope=repository:ok/x:pull")
+    assert ok.status == 200 and b'"token"' in ok.body

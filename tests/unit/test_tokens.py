@@ -16,6 +16,14 @@ def test_parse_scopes() -> None:
     assert parse_scopes(["garbage", "", "repository::pull"]) == []
 
 
+def test_only_a_space_separates_scopes() -> None:
+    # RFC 6749: a newline is no separator; it stays in the name, which /token then refuses.
+    assert parse_scopes(["repository:a\nb:pull  repository:c:push"]) == [
+        Access("repository", "a\nb", ("pull",)), Access("repository", "c", ("push",))]
+    assert parse_scopes(["repository:a\r\nb:pull"]) == [
+        Access("repository", "a\r\nb", ("pull",))]
+
+
 def test_claims_allow_only_the_granted_actions() -> None:
     c = Claims(Principal("user", "a"), (Access("repository", "team/x", ("pull",)),
                                         Access("registry", "catalog", ("*",))), 0, "j")

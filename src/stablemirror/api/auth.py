@@ -25,6 +25,7 @@ from stablemirror.auth.principals import ANONYMOUS, Principal
 from stablemirror.auth.service import DOCKER_TO_ACTION, AuthService, Login, LoginFailed
 from stablemirror.auth.tokens import Access, Claims, TokenInvalid, parse_scopes
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
+from stablemirror.oci.names import validate_name
 from stablemirror.services.protocol import RequestContext
 
 MOUNT_ALLOWED_KEY = "stablemirror.mount_allowed"  # False: serve a mount request as an upload
@@ -212,6 +213,16 @@ def _check_service(request: web.Request, service: str | None) -> None:
         raise Unauthorized(reason="unknown service", service=service, expected=expected)
 
 
+def requested_scopes(values: list[str]) -> list[Access]:
+    """A repository scope must name a valid repository (NAME_INVALID, as /v2 would answer):
+    the name goes into the token, the audit log and, via the challenge, a header."""
+    scopes = parse_scopes(values)
+    for access in scopes:
+        if access.type == "repository":
+            validate_name(access.name)
+    return scopes
+
+
 async def _issue(request: web.Request, login: Login, scopes: list[Access],
                  offline: bool) -> dict[str, object]:
     auth = request.app[AUTH]
@@ -241,7 +252,7 @@ async def token_get(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Authorization") and creds is None:
         raise Unauthorized(reason="malformed Basic credentials")
     login = await _login(request, *(creds or (None, None)))
-    scopes = parse_scopes(request.query.getall("scope", []))
+    scopes = requested_scopes(request.query.getall("scope", []))
     offline = request.query.get("offline_token", "").lower() == "true"
     return web.json_response(await _issue(request, login, scopes, offline))
 
@@ -265,7 +276,7 @@ async def token_post(request: web.Request) -> web.StreamResponse:
                                     method="refresh"))
     else:
         raise Unauthorized(reason="unsupported grant_type", grant_type=grant)
-    scopes = parse_scopes([str(s) for s in form.getall("scope", [])])
+    scopes = requested_scopes([str(s) for s in form.getall("scope", [])])
     offline = grant == "refresh_token" or form.get("access_type") == "offline"
     return web.json_response(await _issue(request, login, scopes, offline))
 

@@ -45,11 +45,3 @@ async def read_manifest_body(request: web.Request) -> bytes:
             raise ManifestTooLarge(size=f">{MAX_MANIFEST_BYTES}", limit=MAX_MANIFEST_BYTES)
     return bytes(buf)
 
-
-def query_int(request: web.Request, key: str) -> int | None:
-    raw = request.query.get(key)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise web.HTTPBadRequest(text=f"{key} must be a non-negative integer")
-    return int(raw)

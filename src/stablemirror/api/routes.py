@@ -1,5 +1,9 @@
 """Route table for /v2/. Repository names contain slashes, so one catch-all route hands
-the path to an ordered list of anchored patterns; the first match wins."""
+the path to an ordered list of patterns, each matched against the whole path (with DOTALL:
+a decoded `%0a` is a character like any other, never the end of a path); the first match
+wins. A route's repository name is checked against the spec's grammar before anything else,
+authorization included, so a bad name is NAME_INVALID however the server is set up, and
+never reaches a header (the Bearer challenge names it) or the index."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from stablemirror.api import blobs, listings, manifests, uploads
 from stablemirror.api.auth import authorize
 from stablemirror.api.keys import QUALIFY_NAME
 from stablemirror.oci.errors import NameInvalid, Unsupported
+from stablemirror.oci.names import validate_name
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
@@ -24,20 +29,24 @@ class Route:
     methods: dict[str, Handler]
 
 
+def _path(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL)  # matched with fullmatch: no `$` before a "\n"
+
+
 ROUTES: tuple[Route, ...] = (
-    Route("catalog", re.compile(r"^_catalog$"), {"GET": listings.catalog}),
-    Route("tags", re.compile(r"^(?P<name>.+)/tags/list$"), {"GET": listings.tags}),
-    Route("manifest", re.compile(r"^(?P<name>.+)/manifests/(?P<reference>[^/]+)$"),
+    Route("catalog", _path(r"_catalog"), {"GET": listings.catalog}),
+    Route("tags", _path(r"(?P<name>.+)/tags/list"), {"GET": listings.tags}),
+    Route("manifest", _path(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
           {"GET": manifests.get, "HEAD": manifests.get, "PUT": manifests.put,
            "DELETE": manifests.delete}),
-    Route("upload_start", re.compile(r"^(?P<name>.+)/blobs/uploads/?$"),
+    Route("upload_start", _path(r"(?P<name>.+)/blobs/uploads/?"),
           {"POST": uploads.start}),
-    Route("upload", re.compile(r"^(?P<name>.+)/blobs/uploads/(?P<upload>[^/]+)$"),
+    Route("upload", _path(r"(?P<name>.+)/blobs/uploads/(?P<upload>[^/]+)"),
           {"GET": uploads.status, "PATCH": uploads.patch, "PUT": uploads.finish,
            "DELETE": uploads.cancel}),
-    Route("blob", re.compile(r"^(?P<name>.+)/blobs/(?P<digest>[^/]+)$"),
+    Route("blob", _path(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
           {"GET": blobs.get, "HEAD": blobs.get, "DELETE": blobs.delete}),
-    Route("referrers", re.compile(r"^(?P<name>.+)/referrers/(?P<digest>[^/]+)$"),
+    Route("referrers", _path(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"),
           {"GET": listings.referrers}),
 )
 
@@ -54,7 +63,7 @@ async def base(request: web.Request) -> web.StreamResponse:
 async def dispatch(request: web.Request) -> web.StreamResponse:
     path = request.match_info["path"]
     for route in ROUTES:
-        match = route.pattern.match(path)
+        match = route.pattern.fullmatch(path)
         if match is None:
             continue
         request[ROUTE_KEY] = route.name
@@ -63,6 +72,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if "name" in params and qualify is not None and (ns := request.query.get("ns")):
             params["name"] = qualify(ns, params["name"])
         request[PARAMS_KEY] = params
+        if "name" in params:
+            validate_name(params["name"])
         handler = route.methods.get(request.method)
         if handler is None:
             raise Unsupported(method=request.method, route=route.name)
@@ -75,4 +86,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2/", base)  # add_get: HEAD /v2/ answers too
     app.router.add_get("/v2", base)
-    app.router.add_route("*", "/v2/{path:.+}", dispatch)
+    # [\s\S], not `.`: a name holding a decoded newline must reach dispatch (NAME_INVALID),
+    # not fall through to aiohttp's plain-text 404.
+    app.router.add_route("*", "/v2/{path:[\\s\\S]+}", dispatch)

@@ -45,10 +45,12 @@ class Access:
 
 def parse_scopes(values: list[str]) -> list[Access]:
     """`repository:team/x:pull,push` entries; several per value, space separated (OAuth2).
-    The name sits between the first and the last colon (it may hold a host:port)."""
+    The name sits between the first and the last colon (it may hold a host:port).
+    Only a space separates (RFC 6749): a newline or tab stays inside its entry, where the
+    name check refuses it, rather than silently splitting one entry into two."""
     out: list[Access] = []
     for value in values:
-        for item in value.split():
+        for item in value.split(" "):
             typ, _, rest = item.partition(":")
             name, _, actions = rest.rpartition(":")
             if not typ or not name:

@@ -38,6 +38,13 @@ def _hot_statements() -> dict[str, Select[Any]]:
     }
 
 
+def _before_nul(last: str | None) -> str | None:
+    """A client's `last`, cut at its first NUL. The same rows follow it: names and tags hold
+    no NUL and every character they do hold sorts above it, so nothing stored falls between
+    the prefix and the whole. And PostgreSQL text cannot carry a NUL at all."""
+    return last.partition("\x00")[0] if last else last
+
+
 class SqlIndex:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -110,7 +117,7 @@ class SqlIndex:
             select(s.manifests.c.repo_id).where(s.manifests.c.repo_id == repo_id).exists(),
         )
         q = select(s.repositories.c.name).where(has_content).order_by(s.repositories.c.name)
-        if last:
+        if last := _before_nul(last):
             q = q.where(s.repositories.c.name > last)
         if n is not None:
             q = q.limit(n)
@@ -359,8 +366,8 @@ class SqlIndex:
             if repo_id is None:
                 return None
             q = select(s.tags.c.name).where(s.tags.c.repo_id == repo_id).order_by(s.tags.c.name)
-            if last:
-                q = q.where(s.tags.c.name > last)
+            if after := _before_nul(last):
+                q = q.where(s.tags.c.name > after)
             if n is not None:
                 q = q.limit(n)
             return list(c.execute(q).scalars())
@@ -370,6 +377,8 @@ class SqlIndex:
     async def referrers(
         self, repository: str, subject: Digest, artifact_type: str | None
     ) -> list[Referrer]:
+        if artifact_type is not None and "\x00" in artifact_type:
+            return []  # no stored type holds a NUL (oci/manifest.py); PostgreSQL can't bind one
         m, r = s.manifests, s.repositories
         q = (
             select(m.c.digest, m.c.media_type, m.c.size, m.c.artifact_type, m.c.annotations)

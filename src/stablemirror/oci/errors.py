@@ -101,6 +101,13 @@ class RangeInvalid(OCIError):
     code, status, message = "RANGE_INVALID", 416, "requested range not satisfiable"
 
 
+class PaginationNumberInvalid(OCIError):
+    """`n` that is not a count. The spec's code list has none for this; distribution's
+    code is what clients have seen for it."""
+
+    code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
 class StorageFull(OCIError):
     """The registry ran out of disk; nothing partial was kept."""
 

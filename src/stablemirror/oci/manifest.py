@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from stablemirror.oci import mediatypes as mt
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import DigestInvalid, ManifestInvalid, ManifestTooLarge
+from stablemirror.oci.strict_json import JsonRejected, load_json
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Real manifests nest 4-5 levels (index > descriptor > platform > os.features); 64 leaves room
+# for extension fields and keeps json.loads far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+MAX_SIZE = 2**63 - 1  # descriptor sizes are int64 in the image spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,26 @@ class Manifest:
         return self.config_media_type if self.media_type in mt.IMAGE_MANIFESTS else None
 
 
+def _type_text(value: str, where: str) -> str:
+    """A media type or artifact type: kept in index columns and sent back in responses, so
+    no control characters (RFC 6838 allows none; PostgreSQL text cannot hold a NUL)."""
+    if any(c < " " or c == "\x7f" for c in value):
+        raise ManifestInvalid(field=where, reason="control character in a media type")
+    return value
+
+
+def _annotations(obj: Any, where: str) -> dict[str, str] | None:
+    """The image spec: annotations are a map of string to string (absent or null: none)."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ManifestInvalid(field=where, reason="must be an object")
+    for key, value in obj.items():
+        if not isinstance(value, str):
+            raise ManifestInvalid(field=f"{where}.{key}", reason="annotation values are strings")
+    return obj
+
+
 def _descriptor(obj: Any, where: str) -> Descriptor:
     if not isinstance(obj, dict):
         raise ManifestInvalid(field=where, reason="descriptor must be an object")
@@ -59,25 +83,41 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     size = obj.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise ManifestInvalid(field=f"{where}.mediaType", reason="missing")
+    _type_text(media_type, f"{where}.mediaType")
     if not isinstance(digest, str):
         raise ManifestInvalid(field=f"{where}.digest", reason="missing")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(field=f"{where}.size", reason="must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise ManifestInvalid(field=f"{where}.size", reason="must be an integer in 0..2^63-1")
     try:
         parsed = Digest.parse(digest)
     except DigestInvalid as e:
         raise ManifestInvalid(field=f"{where}.digest", reason="malformed digest") from e
-    annotations = obj.get("annotations")
     artifact_type = obj.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise ManifestInvalid(field=f"{where}.artifactType", reason="must be a string")
+    if artifact_type is not None:
+        _type_text(artifact_type, f"{where}.artifactType")
     platform = obj.get("platform")
     return Descriptor(
         media_type,
         parsed,
         size,
-        artifact_type if isinstance(artifact_type, str) else None,
-        annotations if isinstance(annotations, dict) else None,
+        artifact_type,
+        _annotations(obj.get("annotations"), f"{where}.annotations"),
         platform if isinstance(platform, dict) else None,
     )
+
+
+def _subject(obj: Any) -> Descriptor | None:
+    """A descriptor of another manifest (image spec); it need not exist here yet
+    (distribution spec), but it must be a well-formed descriptor of a manifest type."""
+    if obj is None:
+        return None
+    subject = _descriptor(obj, "subject")
+    if subject.media_type not in mt.MANIFESTS:
+        raise ManifestInvalid(field="subject.mediaType", reason="not a manifest media type",
+                              media_type=subject.media_type)
+    return subject
 
 
 def _is_foreign(d: Descriptor) -> bool:
@@ -114,9 +154,9 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestTooLarge(size=len(raw), limit=MAX_MANIFEST_BYTES)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestInvalid(reason="not valid JSON") from e
+        body = load_json(raw, MAX_JSON_DEPTH)
+    except JsonRejected as e:
+        raise ManifestInvalid(reason=e.reason) from e
     if not isinstance(body, dict):
         raise ManifestInvalid(reason="manifest must be a JSON object")
     if body.get("schemaVersion") != 2:
@@ -127,13 +167,13 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
             field="mediaType", reason="unsupported manifest type", media_type=media_type
         )
     digest = Digest.of(raw, algorithm)
-    subject = _descriptor(body["subject"], "subject") if body.get("subject") is not None else None
+    subject = _subject(body.get("subject"))
     artifact_type = body.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestInvalid(field="artifactType", reason="must be a string")
-    annotations = body.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise ManifestInvalid(field="annotations", reason="must be an object")
+    if artifact_type is not None:
+        _type_text(artifact_type, "artifactType")
+    annotations = _annotations(body.get("annotations"), "annotations") or {}
 
     if media_type in mt.INDEXES:
         entries = body.get("manifests")

@@ -20,10 +20,17 @@ from stablemirror.oci.errors import (
     NameUnknown,
     UploadRangeInvalid,
 )
-from stablemirror.oci.manifest import parse_manifest
+from stablemirror.oci.manifest import Descriptor, Manifest, parse_manifest
 from stablemirror.oci.names import is_valid_tag, parse_reference, validate_name
 from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
 from stablemirror.store.protocol import BlobStore
+
+
+def _same_size(d: Descriptor, stored: int | None, kind: str, field: str = "size") -> None:
+    if stored is not None and stored != d.size:
+        raise ManifestInvalid(field=field, digest=str(d.digest), size=d.size,
+                              stored_size=stored,
+                              reason=f"descriptor size differs from the stored {kind}")
 
 
 class HostedRegistry:
@@ -92,12 +99,34 @@ class HostedRegistry:
             if not is_valid_tag(tag):
                 raise ManifestInvalid(tag=tag, reason="invalid tag")
             tags.append(tag)
+        await self._check_sizes(repository, manifest)
         event = self._event(ctx, "manifest.push", repository, reference, str(manifest.digest),
                             tags=tags, media_type=manifest.media_type)
         await self.index.put_manifest(repository, manifest, tags, audit=event)
         return PutManifestResult(
             manifest.digest, manifest.subject.digest if manifest.subject else None
         )
+
+    async def _check_sizes(self, repository: str, manifest: Manifest) -> None:
+        """A descriptor names content by digest *and* size: for content this repository
+        already holds, the size must be the stored one (MANIFEST_INVALID: the content is
+        known, the descriptor is wrong). Content not here is the index's business: it
+        refuses missing blobs and children (MANIFEST_BLOB_UNKNOWN) in the same transaction
+        that stores the manifest, and lets a subject not exist yet, as the spec requires.
+        Sizes of a digest never change, so checking before that transaction is not racy."""
+        stored: dict[Digest, int | None] = {}  # one look-up per digest
+        for d in manifest.blobs:
+            if d.digest not in stored:
+                stored[d.digest] = await self.index.blob_size(repository, d.digest)
+            _same_size(d, stored[d.digest], "blob")
+        named = [(f"manifests[{i}]", d) for i, d in enumerate(manifest.children)]
+        if manifest.subject is not None:
+            named.append(("subject", manifest.subject))
+        for where, d in named:
+            if d.digest not in stored:
+                found = await self.index.get_manifest(repository, d.digest)
+                stored[d.digest] = None if found is None else len(found.content)
+            _same_size(d, stored[d.digest], "manifest", f"{where}.size")
 
     async def delete_manifest(self, ctx: RequestContext, repository: str, reference: str) -> None:
         validate_name(repository)
