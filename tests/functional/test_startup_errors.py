@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,9 +21,17 @@ TIMEOUT = 60
 
 def stablemirror(*args: str, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stablemirror", *args], capture_output=True,
-                          text=True, timeout=TIMEOUT, check=False, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    """Run the command; one that starts serving after all is killed, workers included."""
+    with subprocess.Popen([sys.executable, "-m", "stablemirror", *args], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                          env={**os.environ, **(env or {})}, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def one_error_line(r: subprocess.CompletedProcess[str], *named: str, code: int) -> str:
