@@ -11,11 +11,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.audit_cli import audit_app
 from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
@@ -153,9 +154,23 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"stablemirror: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
+    # Not standalone: typer would draw a usage error as a box of several lines; here every
+    # mistake is one line. (typer==0.29.2 is pinned; _click is its vendored click.)
     try:
-        app()
+        result = app(standalone_mode=False)
     except (SettingsError, StartupError) as err:
-        print(f"stablemirror: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        _fail(str(err), err.exit_code)
+    except UsageError as err:
+        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        _fail(err.format_message() + where, err.exit_code)
+    except ClickException as err:
+        _fail(err.format_message(), err.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    sys.exit(result if isinstance(result, int) else 0)

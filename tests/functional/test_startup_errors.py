@@ -93,6 +93,10 @@ def test_a_missing_config_file_fails_instead_of_starting_with_defaults(tmp_path:
     (["--workers", "0"], ["--workers 0", "at least 1"]),
     (["--upstream", "notaurl"], ["--upstream 'notaurl'", "http://"]),
     (["--role", "edge"], ["role 'edge'", "upstream"]),
+    # refused by the command line parser before the schema sees them: one line all the same
+    (["--workers", "many"], ["--workers", "integer"]),
+    (["--role", "hub"], ["--role", "'hub'"]),
+    (["--no-such-option"], ["--no-such-option"]),
 ])
 def test_invalid_options_are_refused_by_the_schema(tmp_path: Path, args: list[str],
                                                   named: list[str]) -> None:
