@@ -40,7 +40,8 @@ def test_readiness_and_pushes_when_a_push_directory_is_unwritable(server: LiveSe
     with unwritable(path):
         r = requests.get(f"{server.url}/readyz", timeout=TIMEOUT)
         assert r.status_code == 503, r.text
-        assert f"{directory}: " in r.json()["reason"] and str(path) in r.json()["reason"]
+        reason = r.json()["reason"]
+        assert reason.startswith(f"{directory}: ") and reason.endswith(f": {path}"), reason
         assert_refused_cleanly(push_blob(server, data))
         assert "Traceback" not in server.log()
     assert requests.get(f"{server.url}/readyz", timeout=TIMEOUT).status_code == 200

@@ -24,6 +24,7 @@ from stablemirror.metrics import Metrics
 LOCAL_TIER = "local"
 # The directories under the data dir a push writes to (store/filesystem.py).
 PUSH_DIRS = ("blobs", "uploads")
+PROBE_PREFIX = ".ready-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class StorageUsage:
 
 
 def _probe_writable(directory: Path) -> None:
-    probe = directory / f".ready-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe = directory / f"{PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     probe.touch(exist_ok=False)
     probe.unlink()
 
@@ -51,7 +52,7 @@ def _probe_writable(directory: Path) -> None:
 def _probe_dir_writable(directory: Path) -> None:
     """A directory entry, not a file: blobs/ holds only directories and a listing racing
     the probe must not meet a file there (store/filesystem.py list_blobs)."""
-    probe = directory / f".ready-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe = directory / f"{PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     probe.mkdir()
     probe.rmdir()
 
@@ -93,7 +94,9 @@ class HealthService:
         except TimeoutError:
             return f"no answer within {self.probe_timeout:g}s"
         except OSError as exc:  # say what the disk said, not which Python class carried it
-            path = exc.filename if exc.filename is not None else ""
+            path = str(exc.filename) if exc.filename is not None else ""
+            if os.path.basename(path).startswith(PROBE_PREFIX):
+                path = os.path.dirname(path)  # the directory that refused, not our probe
             return f"{exc.strerror or exc}{f': {path}' if path else ''}"
         except Exception as exc:  # any failure means "not ready"; the reason is the answer
             return f"{type(exc).__name__}: {exc}"
