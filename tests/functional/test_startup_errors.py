@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.live import LiveServer, free_port
 
@@ -123,10 +124,15 @@ def test_an_unknown_nested_key_in_the_file_is_refused(tmp_path: Path) -> None:
 # -- the listen address: exit 1, before the data dir is touched ----------------------------
 def test_a_port_in_use_names_the_address_and_leaves_the_data_dir_alone(
         server: LiveServer) -> None:
-    before = sorted(p.name for p in server.data_dir.iterdir())
+    def files() -> dict[str, int]:  # every file (the metrics dir's too) and its mtime
+        return {str(p.relative_to(server.data_dir)): p.stat().st_mtime_ns
+                for p in server.data_dir.rglob("*") if p.is_file()}
+
+    requests.get(f"{server.url}/v2/", timeout=TIMEOUT)  # the worker has metrics files now
+    before = files()
     r = stablemirror("serve", "--listen", server.host, "--data-dir", str(server.data_dir))
     one_error_line(r, f"cannot listen on {server.host}", "address already in use", code=1)
-    assert sorted(p.name for p in server.data_dir.iterdir()) == before
+    assert files() == before
 
 
 def test_a_port_in_use_is_reported_before_the_data_dir_is_checked(tmp_path: Path) -> None:
