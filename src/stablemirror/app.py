@@ -56,10 +56,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     # Blob bodies are sent by sendfile(2) from these threads (api/sendfile.py).
     sendfile_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendfile")
     app[SENDFILE_POOL] = sendfile_pool
-    # Settings grows `role` (center | edge | node) with the tiers; until then: center.
     app[HEALTH] = HealthService(index, settings.data_dir, metrics, version=__version__,
-                                role=str(getattr(settings, "role", "center")),
-                                workers=settings.worker_count)
+                                role=settings.role, workers=settings.worker_count)
     app.on_response_prepare.append(add_api_version)
     app.on_response_prepare.append(add_request_id)
 

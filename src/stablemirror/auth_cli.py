@@ -37,6 +37,10 @@ RoleOpt = Annotated[list[str] | None, typer.Option("--role", help="admin|maintai
 ReposOpt = Annotated[list[str] | None, typer.Option("--repos", help="repository pattern, "
                                                     "e.g. team/*; one per --role")]
 console = Console(soft_wrap=True)  # long explanations stay on one line
+MIN_PASSWORD_LENGTH = 8  # what auth/admin.py accepts; said up front, in help and prompt
+PasswordStdinOpt = Annotated[bool, typer.Option(
+    "--password-stdin", help=f"read the password (at least {MIN_PASSWORD_LENGTH} characters) "
+    "from the first line of stdin")]
 
 
 def run(data_dir: Path | None, config: Path | None, url: str | None, username: str,
@@ -74,21 +78,28 @@ def parse_roles(roles: list[str] | None, repos: list[str] | None) -> list[tuple[
 
 def read_password(from_stdin: bool, confirm: bool = True) -> str:
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if confirm and getpass.getpass("again: ") != first:
-        raise typer.BadParameter("the passwords differ")
-    return first
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password (at least {MIN_PASSWORD_LENGTH} characters): ")
+        if confirm and getpass.getpass("again: ") != password:
+            raise typer.BadParameter("the passwords differ")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        console.print(f"[red]error:[/red] password: must be at least {MIN_PASSWORD_LENGTH} "
+                      f"characters (got {len(password)})")
+        raise typer.Exit(2)
+    return password
 
 
 # -- users -----------------------------------------------------------------------------------
 @user_app.command("add")
 def user_add(name: str, tag: TagOpt = None, group: GroupOpt = None, role: RoleOpt = None,
              repos: ReposOpt = None,
-             password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+             password_stdin: PasswordStdinOpt = False,
              data_dir: DataDirOpt = None, config: ConfigOpt = None, url: UrlOpt = None,
              username: UserOpt = "admin") -> None:
-    """Create a user: `user add alice --tag department=AI --role reader --repos team/*`."""
+    """Create a user: `user add alice --tag department=AI --role reader --repos team/*`.
+
+    The password (prompted for, or --password-stdin) needs at least 8 characters."""
     roles, tags = parse_roles(role, repos), parse_tags(tag)
     show(run(data_dir, config, url, username, "add_user", name=name,
              password=read_password(password_stdin), tags=tags, groups=group or [],
@@ -97,7 +108,7 @@ def user_add(name: str, tag: TagOpt = None, group: GroupOpt = None, role: RoleOp
 
 @user_app.command("set")
 def user_set(name: str, tag: TagOpt = None, group: GroupOpt = None,
-             password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+             password_stdin: PasswordStdinOpt = False,
              disable: Annotated[bool | None, typer.Option("--disable/--enable")] = None,
              data_dir: DataDirOpt = None, config: ConfigOpt = None, url: UrlOpt = None,
              username: UserOpt = "admin") -> None:

@@ -1,21 +1,33 @@
-"""Command line: `stablemirror serve | gc | status`."""
+"""Command line: `stablemirror serve | gc | status`.
+
+A start-up mistake (a setting, the listen address, the data dir) is one line on stderr,
+`stablemirror: error: ...`, and a non-zero exit (2 for settings, 1 for the rest): never a
+traceback (main below).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.audit_cli import audit_app
 from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
-from stablemirror.config import Settings, load_settings
-from stablemirror.logs import configure_logging
+from stablemirror.config import Role, Settings, SettingsError, load_settings
 from stablemirror.scrub_cli import scrub as scrub_command
+from stablemirror.startup import (
+    StartupError,
+    check_data_dir,
+    configure_command_logging,
+    migrate_index,
+)
 from stablemirror.status_cli import status as status_command
 from stablemirror.trust_cli import key_app, trust_app
 from stablemirror.trust_cli import sign as sign_command
@@ -33,16 +45,16 @@ LogLevelOpt = Annotated[Literal["debug", "info", "warning", "error"] | None,
                         typer.Option(help="least severe level logged (default info)")]
 
 
-def _logging(settings: Settings) -> None:
-    configure_logging(settings.log_level, settings.log_format)
-
-
 @app.command()
 def serve(
     listen: Annotated[str | None, typer.Option(help="HOST:PORT (default 127.0.0.1:5000)")] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
-    workers: Annotated[int | None, typer.Option(help="processes; default: CPU count")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="processes, at least 1; default: CPU count (node: 1)")] = None,
+    role: Annotated[Role | None, typer.Option(
+        help="placement: center (default), edge or node; edge and node need an upstream")
+    ] = None,
     log_format: LogFormatOpt = None,
     log_level: LogLevelOpt = None,
     upstream: Annotated[list[str] | None, typer.Option(
@@ -56,10 +68,10 @@ def serve(
     from stablemirror.server import serve as run
 
     settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers,
-                             log_format=log_format, log_level=log_level,
+                             role=role, log_format=log_format, log_level=log_level,
                              upstream=upstream or None,
                              auth={"enabled": True} if auth else None)
-    _logging(settings)
+    configure_command_logging(settings)
     run(settings)
 
 
@@ -72,14 +84,14 @@ def gc(
 ) -> None:
     """Online garbage collection: safe while the server runs; reports what it freed."""
     from stablemirror.index.db import Database
-    from stablemirror.index.migrate import upgrade
     from stablemirror.index.sql import SqlIndex
     from stablemirror.services.gc import GarbageCollector
     from stablemirror.store.filesystem import FilesystemBlobStore
 
     settings = load_settings(config, data_dir=data_dir)
-    _logging(settings)
-    upgrade(settings.index_url)
+    configure_command_logging(settings)
+    check_data_dir(settings, create=False)  # a mistyped path must not report "all clean"
+    migrate_index(settings)
 
     async def run() -> None:
         index = SqlIndex(Database(settings.index_url))
@@ -94,11 +106,16 @@ def gc(
         table = Table(title="garbage collection" + (" (dry run)" if dry_run else ""))
         table.add_column("what")
         table.add_column("count", justify="right")
-        table.add_row("blobs deleted", str(report.blobs_deleted))
-        table.add_row("orphan files deleted", str(report.orphan_files_deleted))
-        table.add_row("stale uploads removed", str(report.uploads_removed))
-        table.add_row("abandoned mirror transfers removed", str(report.partial_fetches_removed))
-        table.add_row("bytes freed", f"{report.bytes_freed:,}")
+        # A dry run deletes nothing: its rows say what a real run would do.
+        rows = [("blobs", "deleted", "would delete", report.blobs_deleted),
+                ("orphan files", "deleted", "would delete", report.orphan_files_deleted),
+                ("stale uploads", "removed", "would remove", report.uploads_removed),
+                ("abandoned mirror transfers", "removed", "would remove",
+                 report.partial_fetches_removed)]
+        for what, done, would, count in rows:
+            table.add_row(f"{would}: {what}" if dry_run else f"{what} {done}", f"{count:,}")
+        table.add_row("would free: bytes" if dry_run else "bytes freed",
+                      f"{report.bytes_freed:,}")
         Console().print(table)
         if not dry_run:
             _record_gc(settings, report.bytes_freed)
@@ -137,5 +154,23 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"stablemirror: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
-    app()
+    # Not standalone: typer would draw a usage error as a box of several lines; here every
+    # mistake is one line. (typer==0.29.2 is pinned; _click is its vendored click.)
+    try:
+        result = app(standalone_mode=False)
+    except (SettingsError, StartupError) as err:
+        _fail(str(err), err.exit_code)
+    except UsageError as err:
+        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        _fail(err.format_message() + where, err.exit_code)
+    except ClickException as err:
+        _fail(err.format_message(), err.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,12 +1,28 @@
-"""Settings: one pydantic-settings schema. Precedence: CLI > STABLEMIRROR_* env > YAML file."""
+"""Settings: one pydantic-settings schema. Precedence: CLI > STABLEMIRROR_* env > YAML file.
+
+Every mistake in them becomes one `SettingsError` naming the setting, where it came from
+(`--listen`, `STABLEMIRROR_LISTEN` or `file.yaml: listen`) and the value; the CLI prints it
+as one line (cli.py). Unknown names are refused wherever they appear: a YAML key at any
+depth, or a `STABLEMIRROR_*` environment variable (settings_names.py).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,7 +33,48 @@ from pydantic_settings import (
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
 from stablemirror.mirror_config import MirrorSettings
+from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
 from stablemirror.trust.config import IntegritySettings, TrustSettings
+
+Role = Literal["center", "edge", "node"]
+DEFAULT_HOST = "127.0.0.1"
+# Settings given on the command line, by their option (for naming them in an error).
+CLI_OPTIONS = {"listen": "--listen", "data_dir": "--data-dir", "workers": "--workers",
+               "log_format": "--log-format", "log_level": "--log-level",
+               "upstream": "--upstream", "role": "--role", "auth": "--auth"}
+
+
+class SettingsError(ValueError):
+    """A settings mistake, as one line for the user: which setting, its value, what is wrong."""
+
+    exit_code = 2  # a usage error, as click reports its own
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets, an empty host = 127.0.0.1) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port or (":" in host and not (host.startswith("[")
+                                                     and host.endswith("]"))):
+        raise ValueError("expected HOST:PORT (IPv6 as [::1]:PORT)")
+    if not port.isdigit():
+        raise ValueError(f"port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} is out of range 1-65535")
+    return host.strip("[]") or DEFAULT_HOST, int(port)
+
+
+def check_upstream_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return url
+
+
+UpstreamUrl = Annotated[str, AfterValidator(check_upstream_url)]
 
 
 class GcSettings(BaseModel):
@@ -28,12 +85,14 @@ class GcSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STABLEMIRROR_", env_nested_delimiter="__",
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       extra="forbid")
 
-    listen: str = "127.0.0.1:5000"
+    role: Role = Field("center", description="placement: center, edge or node (README)")
+    listen: str = f"{DEFAULT_HOST}:5000"
     data_dir: Path = Path("./data")
-    workers: int = Field(0, ge=0, description="processes on one socket; 0 = CPU count")
+    workers: int | None = Field(None, ge=1,
+                                description="processes on one socket; default by role")
     database_url: str | None = Field(None, description="default: SQLite in the data dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -42,12 +101,33 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     admin_password: SecretStr | None = Field(
         None, description="STABLEMIRROR_ADMIN_PASSWORD: creates `admin` on first start")
-    upstream: list[str] = Field(
+    upstream: list[UpstreamUrl] = Field(
         default_factory=list, description="quick form: proxy every repository to these URLs"
     )
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
     integrity: IntegritySettings = Field(default_factory=IntegritySettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _placement_is_complete(self) -> Settings:
+        for group, settings in self.mirror.upstream_groups.items():
+            for i, upstream in enumerate(settings.upstreams):
+                try:
+                    check_upstream_url(upstream.url)
+                except ValueError as exc:
+                    raise ValueError(f"mirror.upstream_groups.{group}.upstreams[{i}].url "
+                                     f"{upstream.url!r}: {exc}") from None
+        _groups, namespaces = self.mirror.effective(self.upstream)
+        if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
+            raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
+                             "URL or mirror.namespaces (docs/mirror.md)")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -63,21 +143,100 @@ class Settings(BaseSettings):
 
     @property
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        if self.workers is not None:
+            return self.workers
+        # A node cache serves one host's container runtime: one process is plenty and
+        # leaves the host's cores to its workloads. Center and edge use every core.
+        return 1 if self.role == "node" else os.cpu_count() or 1
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return parse_listen(self.listen)
+
+
+def _read_yaml(config_file: Path) -> dict[str, Any]:
+    where = f"--config '{config_file}'"
+    if not config_file.exists():
+        raise SettingsError(f"{where}: no such file")
+    if not config_file.is_file():
+        raise SettingsError(f"{where}: not a file")
+    try:
+        data = yaml.safe_load(config_file.read_text())
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"{where}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}: expected a mapping of settings, got "
+                            f"{type(data).__name__}")
+    return data
+
+
+def _source(loc: tuple[int | str, ...], given: dict[str, Any], config_file: Path | None) -> str:
+    """Where the setting at `loc` came from: its option, its variable, or the file."""
+    dotted = ".".join(str(p) for p in loc if isinstance(p, str))
+    if loc and loc[0] in given and loc[0] in CLI_OPTIONS:
+        return CLI_OPTIONS[str(loc[0])]
+    env_name = ENV_PREFIX + "__".join(str(p) for p in loc if isinstance(p, str)).upper()
+    if any(name.upper() == env_name for name in os.environ):
+        return env_name
+    return f"{config_file}: {dotted}" if config_file is not None else dotted
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def describe_errors(exc: ValidationError, given: dict[str, Any],
+                    config_file: Path | None) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("more than", "gt"),
+              "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+    if first["type"] in bounds:  # "must be at least 1", not pydantic's longer sentence
+        words, key = bounds[first["type"]]
+        message = f"must be {words} {first.get('ctx', {}).get(key)}"
+    loc = tuple(first["loc"])
+    if not loc:  # a check across settings: its message names them
+        line = message
+    elif first["type"] == "missing":
+        line = f"{_source(loc, given, config_file)}: {message}"
+    else:
+        line = f"{_source(loc, given, config_file)} {_shorten(first['input'])}: {message}"
+    more = len(errors) - 1
+    return line + (f" (and {more} more)" if more else "")
 
 
 def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
-    """Settings from the CLI values that were given, the environment and `config_file`."""
+    """Settings from the CLI values that were given, the environment and `config_file`.
+
+    Raises SettingsError (one line) for a missing or invalid file, an unknown name in the
+    file or the environment, and any value the schema refuses."""
     given = {k: v for k, v in cli.items() if v is not None}
-    if config_file is None:
-        return Settings(**given)
+    unknown = unknown_env_names(Settings, os.environ)
+    if unknown:
+        name, hint = unknown[0]
+        raise SettingsError(f"unknown environment variable {name}: no such setting"
+                            + (f" (did you mean {hint}?)" if hint else ""))
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        unknown_in_file = unknown_keys(Settings, _read_yaml(config_file))
+        if unknown_in_file:
+            raise SettingsError(f"{config_file}: unknown setting {unknown_in_file[0]!r}")
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(yaml_file=config_file)
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(yaml_file=config_file)
 
-    return FileSettings(**given)
+        settings_cls = FileSettings
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc, given, config_file)) from None

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stablemirror.config import load_settings
-from stablemirror.logs import configure_logging
+from stablemirror.startup import check_data_dir, configure_command_logging, migrate_index
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
@@ -31,7 +31,6 @@ def scrub(
     from stablemirror.compose_auth import build_audit
     from stablemirror.compose_mirror import build_mirror
     from stablemirror.index.db import Database
-    from stablemirror.index.migrate import upgrade
     from stablemirror.index.sql import SqlIndex
     from stablemirror.index.sql_trust import SqlTrustIndex
     from stablemirror.metrics import Metrics
@@ -40,8 +39,9 @@ def scrub(
     from stablemirror.store.filesystem import FilesystemBlobStore
 
     settings = load_settings(config, data_dir=data_dir)
-    configure_logging(settings.log_level, settings.log_format)
-    upgrade(settings.index_url)
+    configure_command_logging(settings)
+    check_data_dir(settings, create=False)  # a mistyped path must not report "all clean"
+    migrate_index(settings)
     budget = (settings.integrity.scrub.rate_bytes_per_second if rate is None
               else rate * 1_000_000)
 

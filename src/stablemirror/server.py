@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import uvloop
 from aiohttp import web
@@ -15,41 +16,59 @@ from aiohttp.web_runner import GracefulExit
 
 from stablemirror.app import build_app
 from stablemirror.config import Settings
-from stablemirror.index.migrate import upgrade
 from stablemirror.metrics import Metrics, multiprocess_dir, prepare_multiprocess_dir
+from stablemirror.startup import bind, check_data_dir, migrate_index
 
 log = logging.getLogger("stablemirror.server")
+SHUTDOWN_TIMEOUT = 10.0  # seconds requests in flight get to finish after SIGTERM
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _run_worker(settings: Settings, sock: socket.socket) -> None:
+def _run_worker(settings: Settings, sock: socket.socket, *, only: bool = False) -> None:
+    """`only`: the one process (--workers 1), which logs the shutdown itself; with several
+    workers the parent logs it once for all."""
     loop = uvloop.new_event_loop()
     # One Metrics per worker process, writing to the shared multiprocess directory.
     metrics = Metrics(multiprocess_dir=multiprocess_dir(settings.data_dir))
-    web.run_app(build_app(settings, metrics), sock=sock, loop=loop, print=None,
-                access_log=None, shutdown_timeout=10)
+    app = build_app(settings, metrics)
+    shutdown_began: list[float] = []
+    if only:
+        async def shutting_down(_app: web.Application) -> None:
+            shutdown_began.append(time.monotonic())
+            _log_shutdown_begins(1)
+
+        app.on_shutdown.insert(0, shutting_down)
+    web.run_app(app, sock=sock, loop=loop, print=None, access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT)
+    if only:
+        _log_stopped(shutdown_began[0] if shutdown_began else time.monotonic())
+
+
+def _log_shutdown_begins(workers: int) -> None:
+    log.info("shutting down: %d worker(s) finish requests in flight (up to %gs)", workers,
+             SHUTDOWN_TIMEOUT)
+
+
+def _log_stopped(began: float) -> None:
+    log.info("stopped: shutdown took %.1fs", time.monotonic() - began)
 
 
 def serve(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.index_url)  # once, before any worker opens the index
-    # Before forking, and for --workers 1 too, so every worker count exports the same way.
-    prepare_multiprocess_dir(multiprocess_dir(settings.data_dir), clean=True)
-    sock = _bind(*settings.host_port)
+    """Validated settings in; then the listen address, the data dir, the index and the
+    metrics dir, in this order: a second server on a busy port leaves the data dir alone."""
+    sock = bind(settings)
+    try:
+        check_data_dir(settings, create=True)
+        migrate_index(settings)  # once, before any worker opens the index
+        # Before forking, and for --workers 1 too, so every worker count exports the same way.
+        prepare_multiprocess_dir(multiprocess_dir(settings.data_dir), clean=True)
+    except BaseException:
+        sock.close()
+        raise
     workers = settings.worker_count
-    log.info("listening on %s with %d worker(s), data in %s", settings.listen, workers,
-             settings.data_dir)
+    log.info("listening on %s with %d worker(s), role %s, data in %s", settings.listen,
+             workers, settings.role, settings.data_dir)
     if workers == 1:
-        _run_worker(settings, sock)
+        _run_worker(settings, sock, only=True)
         return
     children: list[int] = []
     for _ in range(workers):
@@ -68,13 +87,14 @@ def serve(settings: Settings) -> None:
                 os._exit(code)
         children.append(pid)
 
-    stopping = False
+    stopping_since: float | None = None
 
     def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if stopping:  # once: a repeated SIGTERM would cut a worker's graceful shutdown short
-            return
-        stopping = True
+        nonlocal stopping_since
+        if stopping_since is not None:  # once: a repeated SIGTERM would cut a worker's
+            return                      # graceful shutdown short
+        stopping_since = time.monotonic()
+        _log_shutdown_begins(len(children))
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
@@ -86,4 +106,5 @@ def serve(settings: Settings) -> None:
         _pid, code = os.wait()
         status = status or os.waitstatus_to_exitcode(code)
         forward(signal.SIGTERM, None)  # one worker gone: stop the rest, let a supervisor restart
+    _log_stopped(stopping_since if stopping_since is not None else time.monotonic())
     sys.exit(status if status > 0 else 0)

@@ -32,9 +32,15 @@ def run_gc(data_dir: Path, *args: str) -> dict[str, int]:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     report = {}
+    # A dry run words its rows as what a real run would do.
+    dry = {"blobs deleted": "would delete: blobs",
+           "orphan files deleted": "would delete: orphan files",
+           "stale uploads removed": "would remove: stale uploads",
+           "bytes freed": "would free: bytes"}
     for label in ("blobs deleted", "orphan files deleted", "stale uploads removed",
                   "bytes freed"):
-        m = re.search(rf"{label}\W+([\d,]+)", r.stdout)
+        shown = dry[label] if "--dry-run" in args else label
+        m = re.search(rf"{shown}\W+([\d,]+)", r.stdout)
         assert m is not None, f"{label!r} missing from the report:\n{r.stdout}"
         report[label] = int(m.group(1).replace(",", ""))
     return report

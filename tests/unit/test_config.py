@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
-from stablemirror.config import load_settings
+from stablemirror.config import SettingsError, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -37,9 +36,9 @@ def test_file_then_environment_then_command_line(tmp_path: Path,
 
 
 def test_unknown_and_invalid_settings_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match="unknown setting 'listne'"):
         load_settings(write(tmp_path, "listne: 127.0.0.1:1\n"))
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match="workers -1: must be at least 1"):
         load_settings(write(tmp_path, "workers: -1\n"))
 
 
@@ -51,3 +50,130 @@ def test_upstream_quick_form_makes_a_proxy_namespace() -> None:
                                                       ("http://b:5000", True)]
     assert [(n.prefix, n.mode, n.upstream_group) for n in namespaces] == [
         ("", "proxy", "default")]
+
+
+def refused(**cli: object) -> str:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**cli)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(("listen", "why"), [
+    ("localhost", "expected HOST:PORT"),
+    ("localhost:", "expected HOST:PORT"),
+    ("::1", "expected HOST:PORT"),
+    ("localhost:http", "port 'http' is not a number"),
+    ("localhost:0", "port 0 is out of range 1-65535"),
+    ("localhost:65536", "port 65536 is out of range 1-65535"),
+])
+def test_listen_must_be_host_and_port(listen: str, why: str) -> None:
+    assert refused(listen=listen).startswith(f"--listen {listen!r}: {why}")
+
+
+@pytest.mark.parametrize(("listen", "host_port"), [
+    ("localhost:5000", ("localhost", 5000)), (":5001", ("127.0.0.1", 5001)),
+    ("[::1]:5002", ("::1", 5002)), ("0.0.0.0:65535", ("0.0.0.0", 65535)),
+])
+def test_listen_forms_that_are_accepted(listen: str, host_port: tuple[str, int]) -> None:
+    assert load_settings(listen=listen).host_port == host_port
+
+
+def test_workers_zero_is_refused_not_taken_as_cpu_count() -> None:
+    assert refused(workers=0) == "--workers 0: must be at least 1"
+    assert load_settings(workers=3).worker_count == 3
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://center:5000", "http://", "http://h:99999"])
+def test_upstream_must_be_an_http_url(url: str) -> None:
+    message = refused(upstream=[url])
+    assert message.startswith(f"--upstream {url!r}: "), message
+
+
+def test_upstream_urls_of_groups_are_checked_too(tmp_path: Path) -> None:
+    config = write(tmp_path, "mirror:\n  upstream_groups:\n    hub:\n      upstreams:\n"
+                             "        - url: center:5000\n")
+    with pytest.raises(SettingsError, match=r"mirror.upstream_groups.hub.upstreams\[0\].url "
+                                            r"'center:5000': expected an http"):
+        load_settings(config)
+
+
+def test_a_missing_config_file_is_an_error_not_the_defaults(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"--config '.*no-such.yaml': no such file"):
+        load_settings(tmp_path / "no-such.yaml")
+    with pytest.raises(SettingsError, match="not a file"):
+        load_settings(tmp_path)
+
+
+def test_a_config_file_that_is_not_yaml_or_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not valid YAML at line 2"):
+        load_settings(write(tmp_path, "listen: [1\n"))
+    with pytest.raises(SettingsError, match="expected a mapping of settings, got list"):
+        load_settings(write(tmp_path, "- listen\n"))
+    assert load_settings(write(tmp_path, "")).listen == "127.0.0.1:5000"  # empty: defaults
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("auth:\n  enabeld: true\n", "auth.enabeld"),
+    ("gc:\n  grace_second: 1\n", "gc.grace_second"),
+    ("mirror:\n  namespaces:\n    - prefix: a/\n      upstream_grp: x\n",
+     "mirror.namespaces[0].upstream_grp"),
+])
+def test_unknown_nested_keys_in_the_file_are_refused(tmp_path: Path, text: str,
+                                                      name: str) -> None:
+    with pytest.raises(SettingsError, match=f"unknown setting '{name}'".replace("[", r"\[")):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(("name", "hint"), [
+    ("STABLEMIRROR_AUTH_ENABLED", "STABLEMIRROR_AUTH__ENABLED"),
+    ("STABLEMIRROR_GC__GRACE_SECOND", "STABLEMIRROR_GC__GRACE_SECONDS"),
+    ("STABLEMIRROR_LISTNE", "STABLEMIRROR_LISTEN"),
+    ("STABLEMIRROR_LISTEN__PORT", None),  # a string has no sub-settings
+    ("STABLEMIRROR_QQQ", None),
+])
+def test_unknown_environment_variables_are_refused(monkeypatch: pytest.MonkeyPatch,
+                                                   name: str, hint: str | None) -> None:
+    monkeypatch.setenv(name, "true")
+    message = refused()
+    assert message.startswith(f"unknown environment variable {name}: no such setting")
+    assert (f"did you mean {hint}?" in message) if hint else "did you mean" not in message
+
+
+def test_known_environment_variables_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in [("STABLEMIRROR_AUTH__ENABLED", "true"),
+                        ("STABLEMIRROR_INTEGRITY__SCRUB__INTERVAL_SECONDS", "5"),
+                        ("STABLEMIRROR_MIRROR__CACHE__MAX_BYTES", "1000"),
+                        ("STABLEMIRROR_ADMIN_PASSWORD", "secret-pass"),
+                        # read directly by the CLI and the test suite, not settings
+                        ("STABLEMIRROR_PASSWORD", "x"), ("STABLEMIRROR_KEY_PASSWORD", "x"),
+                        ("STABLEMIRROR_TEST_ROOT", "/tmp")]:
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    assert s.auth.enabled and s.mirror.cache.max_bytes == 1000
+
+
+def test_an_invalid_value_names_the_variable_it_came_from(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STABLEMIRROR_WORKERS", "0")
+    assert refused() == "STABLEMIRROR_WORKERS '0': must be at least 1"
+
+
+def test_role_defaults() -> None:
+    center = load_settings()
+    assert center.role == "center" and center.upstream == []
+    node = load_settings(role="node", upstream=["http://edge:5000"])
+    assert node.worker_count == 1 and node.host_port == ("127.0.0.1", 5000)
+    assert load_settings(role="node", upstream=["http://e:5000"], workers=2).worker_count == 2
+    edge = load_settings(role="edge", upstream=["http://center:5000"])
+    assert edge.worker_count == center.worker_count
+
+
+@pytest.mark.parametrize("role", ["edge", "node"])
+def test_edge_and_node_need_an_upstream(role: str) -> None:
+    assert refused(role=role).startswith(f"role {role!r} pulls through an upstream")
+
+
+def test_an_unknown_role_is_refused() -> None:
+    assert refused(role="hub").startswith("--role 'hub': input should be 'center', 'edge'")

@@ -114,6 +114,13 @@ class StorageFull(OCIError):
     code, status, message = "UNKNOWN", 507, "registry storage is full; nothing was stored"
 
 
+class StorageUnwritable(OCIError):
+    """The blob store refused the write (permissions, a read-only disk); nothing was kept.
+    503: this instance cannot take pushes now (its /readyz says so too), another may."""
+
+    code, status, message = "UNKNOWN", 503, "registry storage refused the write; nothing was stored"
+
+
 class Unavailable(OCIError):
     """No upstream could answer and nothing usable is cached."""
 

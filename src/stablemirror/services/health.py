@@ -1,7 +1,9 @@
 """Health, readiness and status: what /healthz, /readyz, /status and /metrics report.
 
-Readiness asks the index a real query and proves the data dir takes a new file, each within
-a timeout, so a hung disk or database answers "not ready" instead of hanging the probe.
+Readiness asks the index a real query and proves the data dir and the directories a push
+writes to (blobs/, uploads/) take a new entry, each within a timeout, so a hung disk or
+database answers "not ready" instead of hanging the probe, and an instance that would
+refuse every push is not sent any.
 Storage use comes from the index (the sum of blob sizes: no directory walk) and statvfs; it
 is cached for a few seconds so scrapes and status calls cost one query at most.
 """
@@ -20,6 +22,9 @@ from stablemirror.index.protocol import RegistryIndex
 from stablemirror.metrics import Metrics
 
 LOCAL_TIER = "local"
+# The directories under the data dir a push writes to (store/filesystem.py).
+PUSH_DIRS = ("blobs", "uploads")
+PROBE_PREFIX = ".ready-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +44,17 @@ class StorageUsage:
 
 
 def _probe_writable(directory: Path) -> None:
-    probe = directory / f".ready-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe = directory / f"{PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     probe.touch(exist_ok=False)
     probe.unlink()
+
+
+def _probe_dir_writable(directory: Path) -> None:
+    """A directory entry, not a file: blobs/ holds only directories and a listing racing
+    the probe must not meet a file there (store/filesystem.py list_blobs)."""
+    probe = directory / f"{PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe.mkdir()
+    probe.rmdir()
 
 
 def _statvfs(directory: Path) -> tuple[int, int]:
@@ -69,6 +82,9 @@ class HealthService:
         """Each check's result: "ok" or why it failed. Ready when all are "ok"."""
         checks = {"index": self._check(self.index.ping()),
                   "data_dir": self._check(asyncio.to_thread(_probe_writable, self.data_dir))}
+        for name in PUSH_DIRS:
+            checks[name] = self._check(asyncio.to_thread(_probe_dir_writable,
+                                                         self.data_dir / name))
         results = await asyncio.gather(*checks.values())
         return dict(zip(checks, results, strict=True))
 
@@ -77,6 +93,11 @@ class HealthService:
             await asyncio.wait_for(probe, self.probe_timeout)
         except TimeoutError:
             return f"no answer within {self.probe_timeout:g}s"
+        except OSError as exc:  # say what the disk said, not which Python class carried it
+            path = str(exc.filename) if exc.filename is not None else ""
+            if os.path.basename(path).startswith(PROBE_PREFIX):
+                path = os.path.dirname(path)  # the directory that refused, not our probe
+            return f"{exc.strerror or exc}{f': {path}' if path else ''}"
         except Exception as exc:  # any failure means "not ready"; the reason is the answer
             return f"{type(exc).__name__}: {exc}"
         return "ok"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from stablemirror.audit.events import AuditEvent
@@ -18,12 +21,30 @@ from stablemirror.oci.errors import (
     ManifestInvalid,
     ManifestUnknown,
     NameUnknown,
+    StorageUnwritable,
     UploadRangeInvalid,
 )
 from stablemirror.oci.manifest import Descriptor, Manifest, parse_manifest
 from stablemirror.oci.names import is_valid_tag, parse_reference, validate_name
 from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
 from stablemirror.store.protocol import BlobStore
+
+log = logging.getLogger("stablemirror.registry")
+# What a store says when it may not write at all: a clean 503, not an exception's name.
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@asynccontextmanager
+async def _storing() -> AsyncIterator[None]:
+    """Store writes of a push: a refused write becomes StorageUnwritable. Only those errnos:
+    a client hanging up mid-body is an OSError too, and must stay what it is."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _REFUSED or isinstance(exc, ConnectionError):
+            raise
+        log.error("push refused by the blob store: %s: %s", exc.strerror, exc.filename)
+        raise StorageUnwritable(reason=exc.strerror or "refused") from exc
 
 
 def _same_size(d: Descriptor, stored: int | None, kind: str, field: str = "size") -> None:
@@ -164,7 +185,8 @@ class HostedRegistry:
     async def start_upload(self, ctx: RequestContext, repository: str) -> str:
         validate_name(repository)
         upload_id = uuid.uuid4().hex
-        await self.store.upload_create(upload_id)
+        async with _storing():
+            await self.store.upload_create(upload_id)
         try:
             await self.index.create_upload(repository, upload_id)
         except BaseException:
@@ -195,7 +217,8 @@ class HostedRegistry:
         d = Digest.parse(digest)
         upload_id = await self.start_upload(ctx, repository)
         try:
-            await self.store.upload_append(upload_id, 0, body)
+            async with _storing():
+                await self.store.upload_append(upload_id, 0, body)
             return await self._commit(ctx, repository, upload_id, d)
         finally:
             await self._drop_upload(upload_id)
@@ -224,7 +247,8 @@ class HostedRegistry:
             err = UploadRangeInvalid(upload=upload_id, expected_start=size, start=start)
             err.headers["Range"] = f"0-{size - 1}" if size else "0-0"
             raise err
-        return await self.store.upload_append(upload_id, size, body)
+        async with _storing():
+            return await self.store.upload_append(upload_id, size, body)
 
     async def finish_upload(
         self,
@@ -238,7 +262,8 @@ class HostedRegistry:
         await self._session(repository, upload_id)
         if body is not None:
             size = await self.store.upload_size(upload_id)
-            await self.store.upload_append(upload_id, size, body)
+            async with _storing():
+                await self.store.upload_append(upload_id, size, body)
         try:
             return await self._commit(ctx, repository, upload_id, d)
         except DigestInvalid:
@@ -257,7 +282,8 @@ class HostedRegistry:
         # its cutoff, so the file we publish cannot be collected under us (services/gc.py).
         event = self._event(ctx, "blob.push", repository, "", str(digest), size=size)
         await self.index.link_blob(repository, digest, size, audit=event)
-        await self.store.upload_publish(upload_id, digest)
+        async with _storing():
+            await self.store.upload_publish(upload_id, digest)
         return digest
 
     async def _drop_upload(self, upload_id: str) -> None:
