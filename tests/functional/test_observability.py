@@ -318,7 +318,9 @@ def test_json_access_log_line_per_request(server_factory: Callable[..., LiveServ
                     found.append(doc)
         return found
 
-    wait_for(lambda: any(d["request_id"] == "req-test-1234" for d in lines()), "the log line")
+    # the access line is written after the response is sent: wait for both requests' lines
+    wait_for(lambda: {"req-test-1234", generated} <= {d["request_id"] for d in lines()},
+             "the log lines")
     (line,) = [d for d in lines() if d["request_id"] == "req-test-1234"]
     assert line["method"] == "GET" and line["route"] == "manifest"
     assert line["repository"] == "library/nothing" and line["reference"] == "latest"
