@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="default: SQLite in the data dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    metrics_dir: Path | None = Field(
+        None, description="where each server makes its private metrics dir; default: "
+                          "/dev/shm, $XDG_RUNTIME_DIR or the temp dir, never the data disk")
     gc: GcSettings = Field(default_factory=GcSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -16,7 +17,8 @@ from aiohttp.web_runner import GracefulExit
 from stablemirror.app import build_app
 from stablemirror.config import Settings
 from stablemirror.index.migrate import upgrade
-from stablemirror.metrics import Metrics, multiprocess_dir, prepare_multiprocess_dir
+from stablemirror.metrics import Metrics, prepare_multiprocess_dir
+from stablemirror.metrics_dir import InstanceMetricsDir
 
 log = logging.getLogger("stablemirror.server")
 
@@ -31,10 +33,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(settings: Settings, sock: socket.socket) -> None:
+def _run_worker(settings: Settings, sock: socket.socket, metrics_dir: Path) -> None:
     loop = uvloop.new_event_loop()
     # One Metrics per worker process, writing to the shared multiprocess directory.
-    metrics = Metrics(multiprocess_dir=multiprocess_dir(settings.data_dir))
+    metrics = Metrics(multiprocess_dir=metrics_dir)
     web.run_app(build_app(settings, metrics), sock=sock, loop=loop, print=None,
                 access_log=None, shutdown_timeout=10)
 
@@ -42,14 +44,17 @@ def _run_worker(settings: Settings, sock: socket.socket) -> None:
 def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.index_url)  # once, before any worker opens the index
-    # Before forking, and for --workers 1 too, so every worker count exports the same way.
-    prepare_multiprocess_dir(multiprocess_dir(settings.data_dir), clean=True)
     sock = _bind(*settings.host_port)
+    # After the bind, so a server that cannot start leaves a running one's values alone;
+    # before forking, and for --workers 1 too, so every worker count exports the same way.
+    metrics_dir = InstanceMetricsDir(settings.data_dir, settings.metrics_dir)
+    prepare_multiprocess_dir(metrics_dir.path, clean=False)
+    metrics_dir.publish()
     workers = settings.worker_count
     log.info("listening on %s with %d worker(s), data in %s", settings.listen, workers,
              settings.data_dir)
     if workers == 1:
-        _run_worker(settings, sock)
+        _run_worker(settings, sock, metrics_dir.path)
         return
     children: list[int] = []
     for _ in range(workers):
@@ -57,7 +62,7 @@ def serve(settings: Settings) -> None:
         if pid == 0:
             code = 0
             try:
-                _run_worker(settings, sock)
+                _run_worker(settings, sock, metrics_dir.path)
             except GracefulExit:  # a second SIGTERM while shutting down: still a clean stop
                 pass
             except BaseException:
@@ -83,7 +88,14 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGINT, forward)
     status = 0
     for _ in children:
-        _pid, code = os.wait()
-        status = status or os.waitstatus_to_exitcode(code)
+        pid, code = os.wait()
+        exit_code = os.waitstatus_to_exitcode(code)
+        if exit_code < 0:  # killed by a signal (SIGBUS, OOM kill...): never a clean exit
+            log.error("worker %d killed by %s", pid, signal.Signals(-exit_code).name)
+            exit_code = 128 - exit_code
+        elif exit_code > 0 or not stopping:
+            log.error("worker %d exited with status %d", pid, exit_code)
+            exit_code = exit_code or 1  # a worker leaving unasked is a failure too
+        status = status or exit_code
         forward(signal.SIGTERM, None)  # one worker gone: stop the rest, let a supervisor restart
-    sys.exit(status if status > 0 else 0)
+    sys.exit(status)
