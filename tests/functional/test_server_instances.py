@@ -74,3 +74,31 @@ def test_a_killed_worker_is_not_a_clean_exit(server_factory: Callable[..., LiveS
     code = server.proc.wait(30)
     assert code == 128 + signal.SIGBUS, (code, server.log()[-2000:])
     assert f"worker {workers[0]} killed by SIGBUS" in server.log()
+
+
+def test_fresh_auth_servers_start_every_worker_on_one_key(tmp_path: Path) -> None:
+    """Both workers of a fresh `serve --auth` create the keys at once: every start must
+    leave both alive, agreeing on one token key and one checkpoint key."""
+    for round_ in range(15):  # bounded: each start is a second or two (the race: ~1 in 8)
+        data = tmp_path / f"round{round_}" / "data"
+        data.mkdir(parents=True)
+        server = LiveServer(data, "--auth", workers=2,
+                            env={"STABLEMIRROR_ADMIN_PASSWORD": "pw-for-the-race-test"})
+        server.start()
+        try:
+            assert server.proc is not None
+            jwks = {requests.get(f"{server.url}/.well-known/jwks.json",
+                                 headers={"Connection": "close"}, timeout=TIMEOUT).text
+                    for _ in range(20)}  # both workers answer some of these
+            assert len(jwks) == 1, jwks
+            deadline = time.monotonic() + 10
+            key = data / "audit-checkpoint.key"
+            while not key.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----"), round_
+            time.sleep(0.5)
+            assert server.proc.poll() is None, server.log()[-3000:]
+            assert len(_children(server.proc.pid)) == 2, server.log()[-3000:]
+            assert "Traceback" not in server.log(), server.log()[-3000:]
+        finally:
+            server.stop()
