@@ -27,6 +27,16 @@ class GcSettings(BaseModel):
                                           description="abandoned uploads older than this go")
 
 
+class ConnectionSettings(BaseModel):
+    """Slow and greedy clients (api/connections.py); 0 turns a guard off."""
+    header_timeout_seconds: float = Field(
+        default=15.0, ge=0, description="a request's headers must arrive within this")
+    body_idle_timeout_seconds: float = Field(
+        default=60.0, ge=0, description="a request body that stops this long ends with 408")
+    max_per_client: int = Field(
+        default=256, ge=0, description="open connections per client address, per worker")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STABLEMIRROR_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -41,6 +51,7 @@ class Settings(BaseSettings):
         None, description="where each server makes its private metrics dir; default: "
                           "/dev/shm, $XDG_RUNTIME_DIR or the temp dir, never the data disk")
     gc: GcSettings = Field(default_factory=GcSettings)
+    connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     admin_password: SecretStr | None = Field(

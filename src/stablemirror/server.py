@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import uvloop
-from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from stablemirror.app import build_app
+from stablemirror.app import build_app, run_guarded
 from stablemirror.config import Settings
 from stablemirror.index.migrate import upgrade
 from stablemirror.metrics import Metrics, prepare_multiprocess_dir
@@ -37,8 +36,8 @@ def _run_worker(settings: Settings, sock: socket.socket, metrics_dir: Path) -> N
     loop = uvloop.new_event_loop()
     # One Metrics per worker process, writing to the shared multiprocess directory.
     metrics = Metrics(multiprocess_dir=metrics_dir)
-    web.run_app(build_app(settings, metrics), sock=sock, loop=loop, print=None,
-                access_log=None, shutdown_timeout=10)
+    # web.run_app, with the connection guard in front of aiohttp (api/connections.py).
+    run_guarded(build_app(settings, metrics), sock, loop, shutdown_timeout=10)
 
 
 def serve(settings: Settings) -> None:
