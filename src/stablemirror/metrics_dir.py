@@ -75,8 +75,10 @@ class InstanceMetricsDir:
         base = _base_dir(data_dir, configured_base)
         _remove_abandoned(base)
         self.path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
-        self._lock_fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        # Locked before it takes its name: a server starting alongside never sees it free.
+        self._lock_fd = os.open(self.path / f"{LOCK}.new", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        os.rename(self.path / f"{LOCK}.new", self.path / LOCK)
         self._owner = os.getpid()
         self._pointer = data_dir / POINTER
         # Workers leave with os._exit, which skips atexit: only the master removes it.

@@ -28,6 +28,7 @@ from aiohttp.web_runner import GracefulExit
 
 from stablemirror.config import ConnectionSettings
 
+KEEPALIVE_TIMEOUT = 75.0  # web.run_app's default (aiohttp's own protocol default is an hour)
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
            b"Content-Length: 31\r\nConnection: close\r\n\r\n"
            b"too many connections from you\r\n")
@@ -200,6 +201,7 @@ def run_guarded(app: web.Application, sock: Any, loop: asyncio.AbstractEventLoop
 
     async def main() -> None:
         runner = web.AppRunner(app, handle_signals=True, access_log=None,
+                               keepalive_timeout=KEEPALIVE_TIMEOUT,
                                shutdown_timeout=shutdown_timeout)
         await runner.setup()
         try:
