@@ -154,3 +154,23 @@ def test_one_address_cannot_take_every_connection(
         opened[0].close()
         time.sleep(0.3)
         assert requests.get(f"{srv.url}/v2/", timeout=TIMEOUT).status_code == 200
+
+
+def test_a_stalled_token_request_body_ends_with_408(
+        server_factory: Callable[..., LiveServer]) -> None:
+    srv = server_factory("--auth", env={**_guards(header=10, body=2),
+                                        "STABLEMIRROR_ADMIN_PASSWORD": "pw-slow-body"})
+    with _sockets() as opened:
+        s = _connect(srv)
+        opened.append(s)
+        s.sendall(f"POST /token HTTP/1.1\r\nHost: {srv.host}\r\nContent-Length: 200\r\n"
+                  "Content-Type: application/x-www-form-urlencoded\r\n\r\ngrant_type=".encode())
+        t0 = time.monotonic()
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert 1.5 < time.monotonic() - t0 < 6
+    # and a token request sent whole still works
+    r = requests.post(f"{srv.url}/token", data={"grant_type": "password", "username": "admin",
+                                                "password": "pw-slow-body",
+                                                "service": "stablemirror"}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text

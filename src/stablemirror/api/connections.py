@@ -7,6 +7,8 @@
 - Body idle timeout: a request body that stops arriving for `body_idle_timeout_seconds` ends
   the request with 408 and the connection (`body_chunks`, used by api/body.py). Measured
   only while the handler waits for the client, so a slow disk never counts against it.
+  Bodies outside /v2/ (token endpoint, admin API: small, read whole) must arrive whole
+  within that time.
 - Per-client bound: at most `max_per_client` open connections from one IP address per
   worker process; more are answered 503 and closed at once, before anything is parsed.
 
@@ -150,13 +152,26 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     protocol = None
     if guard is not None and request.transport is not None:
         protocol = guard.by_transport.get(id(request.transport))
-    if protocol is None:  # served without the guard (in-process test clients)
+    if guard is None or protocol is None:  # served without the guard (in-process tests)
         return await handler(request)
     protocol.request_started()
     try:
+        if request.body_exists and not request.path.startswith("/v2/"):
+            # Token and admin bodies are small and read whole by their handlers (post(),
+            # json()): read them here, in time, and the handlers get the cached bytes.
+            await _read_whole(request, guard.settings.body_idle_timeout_seconds)
         return await handler(request)
     finally:
         protocol.request_finished()
+
+
+async def _read_whole(request: web.Request, idle_seconds: float) -> None:
+    try:
+        async with asyncio.timeout(idle_seconds or None):
+            await request.read()
+    except TimeoutError as e:
+        raise web.HTTPRequestTimeout(
+            text="request body stalled", headers={"Connection": "close"}) from e
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
