@@ -7,6 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from stablemirror import __version__
+from stablemirror.api.connections import (
+    CONNECTION_GUARD,
+    ConnectionGuard,
+    guard_middleware,
+    run_guarded,
+)
 from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
 from stablemirror.api.ops import add_ops_routes
@@ -24,6 +30,8 @@ from stablemirror.services.registry import HostedRegistry
 from stablemirror.services.scrub import ServiceHealer
 from stablemirror.store.filesystem import FilesystemBlobStore
 
+__all__ = ["build_app", "run_guarded"]  # run_guarded: server.py runs the app with it
+
 READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 
 
@@ -33,9 +41,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     store = FilesystemBlobStore(settings.data_dir)
     db = Database(settings.index_url)
     index = SqlIndex(db)
-    # telemetry first (outermost): it sees the final status and sends the body itself.
-    app = web.Application(middlewares=[telemetry, oci_errors],
+    # telemetry first (outermost but for the connection guard, which only marks when a
+    # request's headers were complete): it sees the final status and sends the body itself.
+    app = web.Application(middlewares=[guard_middleware, telemetry, oci_errors],
                           handler_args={"read_bufsize": READ_BUFSIZE})
+    app[CONNECTION_GUARD] = ConnectionGuard(settings.connections)
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
     mirror = build_mirror(settings, hosted, store, index, db, metrics)

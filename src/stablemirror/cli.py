@@ -125,11 +125,12 @@ def gc(
 
 def _record_gc(settings: Settings, freed: int) -> None:
     """Add to gc_freed_bytes_total of a server running on this data dir: its workers and
-    this process share the metrics directory (a stopped server's is cleaned at start)."""
-    from stablemirror.metrics import Metrics, multiprocess_dir, prepare_multiprocess_dir
+    this process share its metrics directory (metrics_dir.py)."""
+    from stablemirror.metrics import Metrics, prepare_multiprocess_dir
+    from stablemirror.metrics_dir import running_server_dir
 
-    directory = multiprocess_dir(settings.data_dir)
-    if freed <= 0 or not directory.is_dir():
+    directory = running_server_dir(settings.data_dir)
+    if freed <= 0 or directory is None:
         return
     try:
         prepare_multiprocess_dir(directory, clean=False)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from stablemirror.config import Settings
+from stablemirror.create_once import create_once
 from stablemirror.index.db import Database
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
@@ -27,20 +26,13 @@ from stablemirror.store.filesystem import FilesystemBlobStore
 
 
 def node_id(settings: Settings) -> str:
-    """This node's name in Via headers: configured, or made once and kept in the data dir.
-
-    Workers start together, so the first writer wins atomically (link(2) refuses to
-    replace) and every worker reads the same name back."""
+    """This node's name in Via headers: configured, or made once and kept in the data dir
+    (workers start together: one of them makes it, all read the same, create_once.py)."""
     if settings.mirror.node_id:
         return settings.mirror.node_id
-    path = settings.data_dir / "node-id"
-    if not path.exists():
-        tmp = path.with_name(f"node-id.{os.getpid()}.tmp")
-        tmp.write_text(f"stablemirror-{secrets.token_hex(4)}")
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        tmp.unlink()
-    return path.read_text().strip()
+    name = create_once(settings.data_dir / "node-id",
+                       lambda: f"stablemirror-{secrets.token_hex(4)}".encode(), mode=0o644)
+    return name.decode().strip()
 
 
 @dataclass

@@ -84,6 +84,16 @@ class GcSettings(BaseModel):
                                           description="abandoned uploads older than this go")
 
 
+class ConnectionSettings(BaseModel):
+    """Slow and greedy clients (api/connections.py); 0 turns a guard off."""
+    header_timeout_seconds: float = Field(
+        default=15.0, ge=0, description="a request's headers must arrive within this")
+    body_idle_timeout_seconds: float = Field(
+        default=60.0, ge=0, description="a request body that stops this long ends with 408")
+    max_per_client: int = Field(
+        default=256, ge=0, description="open connections per client address, per worker")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       extra="forbid")
@@ -96,7 +106,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="default: SQLite in the data dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    metrics_dir: Path | None = Field(
+        None, description="where each server makes its private metrics dir; default: "
+                          "/dev/shm, $XDG_RUNTIME_DIR or the temp dir, never the data disk")
     gc: GcSettings = Field(default_factory=GcSettings)
+    connections: ConnectionSettings = Field(default_factory=ConnectionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     admin_password: SecretStr | None = Field(

@@ -7,7 +7,8 @@ methods below rather than the metric objects, so every label value is checked ag
 bounded set: no digests, user names or free-form strings ever become label values.
 
 Several worker processes (server.py) use prometheus_client's multiprocess mode: each process
-writes its values to memory-mapped files in one directory, and a scrape in any worker merges
+writes its values to memory-mapped files in one directory (never on the data
+filesystem: metrics_dir.py), and a scrape in any worker merges
 them all (`MultiProcessCollector`). `--workers 1` runs the same way, so the output does not
 depend on the worker count. docs/metrics.md lists every series and who updates it.
 """
@@ -63,16 +64,12 @@ OTHER = "_other"  # namespaces beyond the per-process bound
 INVALID = "_invalid"  # not a repository name at all
 
 
-def multiprocess_dir(data_dir: Path) -> Path:
-    """Where a server on `data_dir` keeps its workers' metric values."""
-    return data_dir / "metrics"
-
-
 def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
     """Point prometheus_client at `path` for this process and the workers it forks.
 
-    `clean` removes values a previous server left behind (counters restart from zero with
-    the server, as Prometheus expects). Must run before any `Metrics(multiprocess_dir=...)`.
+    `clean` removes values left in it. A server's directory is its own (metrics_dir.py),
+    so counters restart from zero with the server, as Prometheus expects. Must run before
+    any `Metrics(multiprocess_dir=...)`.
     """
     path.mkdir(parents=True, exist_ok=True)
     if clean:

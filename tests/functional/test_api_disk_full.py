@@ -182,3 +182,40 @@ def test_small_disk_is_really_small(small_disk: tuple[Path, str, dict[str, str]]
     st = os.statvfs(d)
     assert st.f_blocks * st.f_frsize <= (SIZE_MIB + 1) * MiB, how
     assert os.path.ismount(d), how
+
+
+def test_full_disk_never_stops_reads(small_disk: tuple[Path, str, dict[str, str]],
+                                     server_factory: Callable[..., LiveServer]) -> None:
+    """A disk filled to the last byte: every read keeps working for many requests (each new
+    series a scrape must merge is a page of a memory-mapped file somewhere), writes answer
+    507, and no worker dies (a page fault on a full tmpfs is SIGBUS, not an error)."""
+    d, how, env = small_disk
+    srv = server_factory(data_dir=d, env=env, workers=2)
+    try:
+        api = Api(srv)
+        blob_data = random_bytes(50_000)
+        blob = api.push_blob("full/reads", blob_data)
+        manifest_digest, manifest_body = api.push_image("full/image", "v1")
+        filler = fill(d)
+        try:
+            for i in range(150):  # bounded; every namespace and status is a new series
+                assert api.blob("full/reads", blob).content == blob_data, i
+                assert api.manifest("full/image", "v1").content == manifest_body, i
+                assert api.manifest("full/image", manifest_digest).status_code == 200, i
+                assert api.blob(f"ns{i}/missing", digest_of(b"%d" % i)).status_code == 404
+                assert api.get(f"/v2/ns{i}/tags/list").status_code in (200, 404)
+            r = post_blob(srv, "full/push", random_bytes(MiB))
+            assert_storage_full(r, how)
+            metrics = api.get("/metrics")
+            assert metrics.status_code == 200
+            assert "stablemirror_pulls_total" in metrics.text
+            assert 'namespace="ns90"' in metrics.text  # within the namespace bound (100)
+            assert api.get("/healthz").status_code == 200
+        finally:
+            filler.unlink()
+        assert srv.proc is not None and srv.proc.poll() is None, srv.log()[-3000:]
+        log = srv.log()
+        assert "Traceback" not in log and "failed" not in log, log[-3000:]
+        assert api.blob("full/reads", blob).content == blob_data
+    finally:
+        srv.stop()

@@ -225,7 +225,9 @@ def test_two_workers_add_up(server_factory: Callable[..., LiveServer]) -> None:
                      reason="not_found") == n
         assert delta(before, after, "stablemirror_http_request_duration_seconds_count",
                      method="GET", route="manifest") == 2 * n
-    files = {p.name for p in (server.data_dir / "metrics").glob("counter_*.db")}
+    metrics_dir = Path((server.data_dir / "metrics-dir").read_text())
+    assert not metrics_dir.is_relative_to(server.data_dir)  # never on the data filesystem
+    files = {p.name for p in metrics_dir.glob("counter_*.db")}
     assert {f"counter_{pid}.db" for pid in pids} <= files, files
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from stablemirror.api.connections import body_chunks
 from stablemirror.oci.errors import ManifestTooLarge, SizeInvalid
 from stablemirror.oci.manifest import MAX_MANIFEST_BYTES
 
@@ -17,7 +18,7 @@ async def stream_body(request: web.Request) -> AsyncIterator[bytes]:
     expected = request.content_length
     received = 0
     buf = bytearray()
-    async for data in request.content.iter_any():
+    async for data in body_chunks(request):
         buf += data
         received += len(data)
         if len(buf) >= CHUNK:
@@ -39,7 +40,7 @@ async def read_manifest_body(request: web.Request) -> bytes:
     if (request.content_length or 0) > MAX_MANIFEST_BYTES:
         raise ManifestTooLarge(size=request.content_length, limit=MAX_MANIFEST_BYTES)
     buf = bytearray()
-    async for data in request.content.iter_any():
+    async for data in body_chunks(request):
         buf += data
         if len(buf) > MAX_MANIFEST_BYTES:
             raise ManifestTooLarge(size=f">{MAX_MANIFEST_BYTES}", limit=MAX_MANIFEST_BYTES)

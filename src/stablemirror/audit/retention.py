@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from sqlalchemy import Connection, delete, func, select
 
 from stablemirror.audit.chain import GENESIS, append
 from stablemirror.audit.events import AuditEvent, canonical, now
+from stablemirror.create_once import create_once
 from stablemirror.index.schema_auth import audit_checkpoints, audit_head, audit_log
 
 
@@ -41,20 +41,12 @@ class CheckpointKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> CheckpointKey:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption())
-            try:
-                # O_EXCL: when several workers start at once, exactly one key is made.
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(pem)
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        # Several workers start at once: exactly one key is made, and none of them reads
+        # it half-written (create_once.py).
+        pem = create_once(path, lambda: Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        private = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(private, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(private)

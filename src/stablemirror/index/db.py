@@ -37,6 +37,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    # No memory-mapped reads of the database file: a page fault is SIGBUS where a read()
+    # is an error (the -shm index is safe: SQLite allocates its pages before mapping them).
+    cur.execute("PRAGMA mmap_size=0")
     cur.close()
 
 

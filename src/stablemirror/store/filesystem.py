@@ -3,9 +3,14 @@
 Layout under the root:
     blobs/<algorithm>/<hex[:2]>/<hex>   committed, verified blobs (one copy per digest)
     uploads/<upload id>/data            staged bytes of an upload session
+    uploads/<upload id>/offset          how many of them were acknowledged (see below)
     trash/                              blobs GC is about to remove (see services/gc.py)
     quarantine/                         blobs that failed verification (services/scrub.py)
 Upload ids are validated by the HTTP layer (hex), so no path can leave the root.
+
+A PATCH is all-or-nothing, across crashes too: `offset` is replaced (atomically) only after a
+chunk was written whole, and bytes past it are from a chunk that never completed (a process
+killed mid-PATCH cannot truncate them), so they are cut off before the session is used again.
 """
 
 from __future__ import annotations
@@ -152,35 +157,53 @@ class FilesystemBlobStore:
 
     async def upload_create(self, upload_id: str) -> None:
         path = self._upload_file(upload_id)
+        made = False
         try:
             path.parent.mkdir()
+            made = True
             path.touch()
+            _record_offset(path, 0)
         except OSError as e:
+            if made:  # half made: the caller has no session to abort
+                shutil.rmtree(path.parent, ignore_errors=True)
             if _is_disk_full(e):
                 raise StorageFull() from e
             raise
         self._hashes[upload_id] = _HashState(new_hasher("sha256"), 0)
 
     async def upload_size(self, upload_id: str) -> int:
+        """The acknowledged size: never bytes of a chunk still arriving or interrupted."""
+        path = self._upload_file(upload_id)
         try:
-            return self._upload_file(upload_id).stat().st_size
+            return _acknowledged(path, path.stat().st_size)
         except FileNotFoundError as e:
             raise BlobUploadUnknown(upload=upload_id) from e
 
-    async def upload_append(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+    def _open_locked(self, upload_id: str, offset: int | None) -> tuple[BinaryIO, int]:
+        """The staged file, locked (one writer at a time per upload, across processes), and
+        its acknowledged size, with whatever an interrupted chunk left past it cut off."""
         path = self._upload_file(upload_id)
         try:
-            f = open(path, "r+b")  # noqa: ASYNC230, SIM115 - closed below
+            f = open(path, "r+b")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError as e:
             raise BlobUploadUnknown(upload=upload_id) from e
         try:
-            # One append at a time per upload (across processes), and only at its end.
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            size = os.fstat(f.fileno()).st_size
+            on_disk = os.fstat(f.fileno()).st_size
+            size = _acknowledged(path, on_disk)
+            if on_disk != size:
+                self._hashes.pop(upload_id, None)
+                f.truncate(size)
+                _record_offset(path, size)
         except OSError as e:
             f.close()
             raise UploadRangeInvalid(upload=upload_id, start=offset, reason="busy") from e
-        if size != offset:
+        return f, size
+
+    async def upload_append(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        path = self._upload_file(upload_id)
+        f, size = await asyncio.to_thread(self._open_locked, upload_id, offset)
+        if size != offset:  # only at its end
             f.close()
             raise UploadRangeInvalid(upload=upload_id, expected_start=size, start=offset)
         state = self._hashes.pop(upload_id, None)
@@ -195,6 +218,7 @@ class FilesystemBlobStore:
                 await asyncio.to_thread(_write_and_hash, f, chunk, state)
                 written += len(chunk)
             await asyncio.to_thread(f.flush)
+            await asyncio.to_thread(_record_offset, path, written)  # now acknowledged
         except OSError as e:
             await asyncio.to_thread(_truncate_close, f, offset)
             if _is_disk_full(e):
@@ -212,10 +236,8 @@ class FilesystemBlobStore:
 
     async def upload_verify(self, upload_id: str, digest: Digest) -> int:
         path = self._upload_file(upload_id)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError as e:
-            raise BlobUploadUnknown(upload=upload_id) from e
+        f, size = await asyncio.to_thread(self._open_locked, upload_id, None)
+        f.close()
         state = self._hashes.get(upload_id)
         if state is not None and state.offset == size and digest.algorithm == "sha256":
             actual = state.hasher.copy().hexdigest()
@@ -266,6 +288,27 @@ def _write_and_hash(f: BinaryIO, chunk: bytes, state: _HashState | None) -> None
     f.write(chunk)
     if state is not None:
         state.hasher.update(chunk)
+
+
+def _offset_file(staged: Path) -> Path:
+    return staged.with_name("offset")
+
+
+def _record_offset(staged: Path, offset: int) -> None:
+    """Acknowledge `offset` bytes (replace, so a crash leaves the old value or the new).
+    Not fsynced: it guards against a killed process; after a power loss the staged file may
+    be shorter, and then its size wins (see _acknowledged)."""
+    tmp = staged.with_name(f"offset.{os.getpid()}.tmp")
+    tmp.write_text(str(offset))
+    os.replace(tmp, _offset_file(staged))
+
+
+def _acknowledged(staged: Path, on_disk: int) -> int:
+    try:
+        recorded = int(_offset_file(staged).read_text())
+    except (FileNotFoundError, ValueError):
+        return on_disk  # a session staged before offsets were recorded
+    return min(recorded, on_disk)
 
 
 def _truncate_close(f: BinaryIO, offset: int) -> None:
