@@ -17,6 +17,7 @@ from pydantic_settings import (
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
 from stablemirror.mirror_config import MirrorSettings
+from stablemirror.releases.config import ReleaseSettings
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
 
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
     integrity: IntegritySettings = Field(default_factory=IntegritySettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+    releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,8 @@ def context(request: web.Request) -> RequestContext:
         request_id=request.headers.get("X-Request-ID") or uuid.uuid4().hex,
         via=request.headers.get("Via", ""),
         method=request.method,
+        client_id=request.headers.get("Stablemirror-Client-Id", ""),
+        forwarded_for=request.headers.get("X-Forwarded-For", ""),
     )
     request[CONTEXT_KEY] = ctx
     return ctx
