@@ -15,6 +15,7 @@ from stablemirror.audit_cli import audit_app
 from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
 from stablemirror.config import Settings, load_settings
 from stablemirror.logs import configure_logging
+from stablemirror.release_cli import release_app
 from stablemirror.scrub_cli import scrub as scrub_command
 from stablemirror.status_cli import status as status_command
 from stablemirror.trust_cli import key_app, trust_app
@@ -135,6 +136,8 @@ app.add_typer(role_app, name="role")
 app.add_typer(policy_app, name="policy")
 app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
+# Release channels (release_cli.py).
+app.add_typer(release_app, name="release")
 
 
 def main() -> None:
