@@ -37,6 +37,7 @@ class ReleaseParts:
 
     def wrap(self, registry: RegistryService, is_hosted: Callable[[str], bool]
              ) -> RegistryService:
+        self.service.is_hosted = is_hosted
         return ReleaseRegistry(registry, self.service, self.retention.index, is_hosted)
 
     def install(self, app: web.Application, interval: float) -> None:

@@ -64,6 +64,9 @@ class ReleaseService:
         self.metrics = metrics
         self.audit = audit
         self._pulls: dict[tuple[str, str], tuple[int, float]] = {}
+        # Set by the composition root on a mirror: channels of proxied repositories live
+        # upstream, so moves are refused here.
+        self.is_hosted: Callable[[str], bool] = lambda _repository: True
         self._flusher: asyncio.Task[None] | None = None
 
     def namespace(self, repository: str) -> ReleaseNamespace:
@@ -167,8 +170,7 @@ class ReleaseService:
     # -- channel moves ----------------------------------------------------------------------
     async def promote(self, ctx: RequestContext, repository: str, version: str,
                       channel: str, force: bool = False, reason: str = "") -> dict[str, Any]:
-        validate_name(repository)
-        validate_channel_name(channel)
+        self._hosted(repository, channel)
         v = _version(version)
         self._admit(repository, channel, v, force)
 
@@ -182,8 +184,7 @@ class ReleaseService:
     async def split(self, ctx: RequestContext, repository: str, channel: str,
                     weights: dict[str, object], force: bool = False, reason: str = ""
                     ) -> dict[str, Any]:
-        validate_name(repository)
-        validate_channel_name(channel)
+        self._hosted(repository, channel)
         parsed = parse_weights(weights)
         versions = {text: _version(text, "weights") for text in parsed}
         if len({v.tag for v in versions.values()}) != len(versions):
@@ -201,8 +202,7 @@ class ReleaseService:
 
     async def rollback(self, ctx: RequestContext, repository: str, channel: str,
                        to: str | None = None, reason: str = "") -> dict[str, Any]:
-        validate_name(repository)
-        validate_channel_name(channel)
+        self._hosted(repository, channel)
         target = _version(to, "to") if to else None
         if target is not None:
             self._admit(repository, channel, target, False)
@@ -230,6 +230,13 @@ class ReleaseService:
             return self._move(c, ctx, repository, rid, channel, action, after, reason, False)
 
         return (await self.db.write(run)).to_json()
+
+    def _hosted(self, repository: str, channel: str) -> None:
+        validate_name(repository)
+        validate_channel_name(channel)
+        if not self.is_hosted(repository):
+            raise ReleaseInvalid(field="repository", repository=repository,
+                                 reason="a proxied repository: move its channels upstream")
 
     def _admit(self, repository: str, channel: str, v: Version, force: bool) -> None:
         rule = rule_for(channel, self.namespace(repository).channels)
