@@ -5,7 +5,8 @@ history, the CLI, retention, and every bad input as a 400 with the OCI error bod
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,25 @@ def test_retention_dry_run_lists_what_would_go(registry: LiveServer, clients: Cl
     gone = requests.get(f"{registry.url}/v2/{repo}/manifests/{digests['1.0.2']}",
                         headers={"Accept": MANIFEST_ACCEPT}, timeout=30)
     assert gone.status_code == 404
+
+
+def test_the_periodic_retention_job_runs_per_namespace(server_factory: Callable[..., LiveServer],
+                                                       tmp_path: Path) -> None:
+    cfg = tmp_path / "retention.yml"
+    cfg.write_text(json.dumps({"releases": {"retention_interval_seconds": 0.5, "namespaces": [
+        {"prefix": "short/", "retention": {"enabled": True, "keep_per_line": 1,
+                                           "keep_days": 30}}]}}))
+    srv = server_factory("--config", str(cfg))
+    for repo in ("short/model", "long/model"):
+        for version in ("1.0.0", "1.0.1"):
+            push_image(srv.url, make_image(repo, None), tag=version)
+
+    def tags(repo: str) -> list[str]:
+        return list(requests.get(f"{srv.url}/v2/{repo}/tags/list", timeout=30).json()["tags"])
+
+    deadline = time.monotonic() + 20
+    while "1.0.0" in tags("short/model") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "1.0.0" not in tags("short/model"), srv.log()[-3000:]
+    assert "1.0.1" in tags("short/model")
+    assert {"1.0.0", "1.0.1"} <= set(tags("long/model"))  # no retention configured there
