@@ -27,6 +27,8 @@ class MirrorChannelTags:
         return await self.db.read(lambda c: c.execute(q).scalar())
 
     async def remember(self, repository: str, tag: str, identity: str, digest: str) -> None:
+        if await self.lookup(repository, tag, identity) == digest:
+            return  # unchanged: a read, not a write, on the common pull
         now = time.time()
         stmt = (self.db.insert(t)
                 .values(repository=repository, tag=tag, identity=identity, digest=digest,
