@@ -4,6 +4,8 @@ By digest: served locally when present, never revalidated. By tag: trusted for `
 then revalidated with a HEAD upstream; when every upstream fails, the local copy is served
 stale (stale-if-error) and marked so. Upstream 404s are remembered for `negative_ttl`.
 Blob misses go through BlobFetches: one upstream transfer per blob for all waiters.
+Release channels upstream (docs/releases.md) resolve per client identity: such a tag is
+revalidated on every pull with the identity we serve and never cached as one for all.
 """
 
 from __future__ import annotations
