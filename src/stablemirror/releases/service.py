@@ -115,8 +115,15 @@ class ReleaseService:
 
     async def flush_pulls(self) -> None:
         pending, self._pulls = self._pulls, {}
-        if pending:
+        if not pending:
+            return
+        try:
             await self.db.write(lambda c: store.add_pulls(c, self.db.insert, pending))
+        except BaseException:
+            for key, (n, last) in pending.items():  # kept for the next flush
+                m, later = self._pulls.get(key, (0, 0.0))
+                self._pulls[key] = (n + m, max(last, later))
+            raise
 
     async def start(self) -> None:
         async def loop() -> None:
