@@ -4,8 +4,8 @@ The center resolves a channel per identity: the authenticated subject (user or r
 else the `Stablemirror-Client-Id` header, which stablemirror mirrors send; else the client
 address (`X-Forwarded-For` counts only when the peer is a configured trusted proxy).
 
-A request that came through stablemirror mirrors (a Via header) and carries the header is
-spoken for by that chain: the mirror authenticates upstream with its own account, so its
+A request that came through stablemirror mirrors (their Via entries) and carries the header
+is spoken for by that chain: the mirror authenticates upstream with its own account, so its
 subject would put every node behind it into one cohort. There the header wins.
 
 A mirror forwards the identity it serves: its caller's subject, else the header it got,
@@ -27,8 +27,13 @@ def _clip(value: str) -> str:
     return value.strip()[:MAX_IDENTITY]
 
 
+def via_mirror(via: str) -> bool:
+    """Did the request come through a stablemirror mirror (its Via entry)?"""
+    return "(stablemirror)" in via
+
+
 def client_identity(actor: str | None, client_id: str, address: str, via: str) -> str:
-    if client_id and via:
+    if client_id and via_mirror(via):
         return _clip(client_id)
     if actor:
         return _clip(actor)

@@ -22,7 +22,7 @@ from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
 from stablemirror.oci.names import is_valid_tag, validate_name
 from stablemirror.releases import store
 from stablemirror.releases.config import ReleaseNamespace, ReleaseSettings
-from stablemirror.releases.identity import client_address, client_identity
+from stablemirror.releases.identity import client_address, client_identity, via_mirror
 from stablemirror.releases.rules import (
     Entry,
     admits,
@@ -106,7 +106,7 @@ class ReleaseService:
         self._pulls[(repository, version)] = (n + 1, time.time())
         if self.audit is None or channel is None:
             return
-        if ctx.method == "HEAD" and not ctx.via:
+        if ctx.method == "HEAD" and not via_mirror(ctx.via):
             return  # a client's HEAD reads nothing; a mirror's HEAD is how it pulls
         await self.audit(self._event(ctx, "manifest.pull", repository, channel, digest,
                                      channel=channel, version=version,

@@ -17,6 +17,8 @@ def test_center_identity_order() -> None:
     assert client_identity("robot+edge", "", "10.0.0.5",
                            "1.1 edge-1 (stablemirror)") == "robot+edge"
     assert len(client_identity(None, "x" * 1000, "", "")) == 255
+    # another kind of proxy in the Via header does not speak for its client
+    assert client_identity("alice", "node-1", "10.0.0.5", "1.1 squid") == "alice"
 
 
 def test_what_a_mirror_forwards() -> None:
