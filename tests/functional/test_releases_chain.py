@@ -87,6 +87,9 @@ def test_nodes_keep_their_cohort_through_the_chain(server_factory: ServerFactory
         assert r.headers["Docker-Content-Digest"] == old.digest
         assert r.headers["Stablemirror-Channel"] == "stable"
         assert get(edge_a.url, "stable", new_id).headers["Docker-Content-Digest"] == new.digest
+        # a mirror lists the channels it serves like tags
+        listed = requests.get(f"{edge_a.url}/v2/{REPO}/tags/list", timeout=30).json()["tags"]
+        assert "stable" in listed, listed
         # channels of a proxied repository are moved upstream, not on the mirror
         r = api(edge_a, REPO, "promote", {"version": "1.1.0", "channel": "stable"})
         assert r.status_code == 400 and "proxied repository" in r.text, r.text

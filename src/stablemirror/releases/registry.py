@@ -5,7 +5,8 @@ channels live upstream, see services/mirror.py).
 * GET/HEAD by tag: a channel resolves, per client identity, to one of its versions; the
   answer is that version's manifest with `Docker-Content-Digest` of it and a
   `Stablemirror-Channel` header (mirrors cache the resolution per identity, not per tag).
-* tag listing: channels are listed like tags.
+* tag listing: channels are listed like tags (in proxied repositories: the upstream
+  channels this mirror has served).
 * PUT: a release channel is never pushed; an immutable tag never moves; a release version
   moves the floating tags (`1.2`, `1`) it now heads, in the same index transaction.
 """
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestUnknown
+from stablemirror.releases.mirror_store import MirrorChannelTags
+from stablemirror.releases.rules import merge_tags
 from stablemirror.releases.semver import parse_version
 from stablemirror.releases.service import ReleaseService
 from stablemirror.services.forwarding import ForwardingRegistry
@@ -31,6 +34,8 @@ class ReleaseRegistry(ForwardingRegistry):
         self.releases = releases
         self.index = index
         self.is_hosted = is_hosted
+        # Proxied repositories list the upstream channels this mirror has served.
+        self.mirror_channels = MirrorChannelTags(releases.db)
 
     async def get_manifest(self, ctx: RequestContext, repository: str, reference: str
                            ) -> StoredManifest:
@@ -51,16 +56,12 @@ class ReleaseRegistry(ForwardingRegistry):
 
     async def list_tags(self, ctx: RequestContext, repository: str, n: int | None,
                         last: str | None) -> list[str]:
-        if not self.is_hosted(repository):
-            return await self.inner.list_tags(ctx, repository, n, last)
-        channels = await self.releases.channel_names(repository)
+        channels = (await self.releases.channel_names(repository) if self.is_hosted(repository)
+                    else await self.mirror_channels.channels(repository))
         if not channels:
             return await self.inner.list_tags(ctx, repository, n, last)
-        merged = sorted(set(await self.inner.list_tags(ctx, repository, None, None))
-                        | set(channels))
-        if last:
-            merged = [t for t in merged if t > last]
-        return merged if n is None else merged[:n]
+        tags = await self.inner.list_tags(ctx, repository, None, None)
+        return merge_tags(tags, channels, n, last)
 
     async def put_manifest(self, ctx: RequestContext, repository: str, reference: str,
                            body: bytes, content_type: str, extra_tags: list[str]

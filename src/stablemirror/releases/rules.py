@@ -144,3 +144,12 @@ def rollback_target(states: Sequence[tuple[str, tuple[Entry, ...]]]) -> tuple[En
         else:
             stack.append(to)
     return stack[-2] if len(stack) > 1 else None
+
+
+def merge_tags(tags: Sequence[str], channels: Sequence[str], n: int | None,
+               last: str | None) -> list[str]:
+    """A tag listing with channels in it, lexically ordered, paginated by `n`/`last`."""
+    merged = sorted(set(tags) | set(channels))
+    if last:
+        merged = [t for t in merged if t > last]
+    return merged if n is None else merged[:n]

@@ -11,6 +11,7 @@ from stablemirror.releases.rules import (
     admits,
     choose,
     cohort_point,
+    merge_tags,
     parse_weights,
     resolve,
     rollback_target,
@@ -127,3 +128,11 @@ def test_rollback_walks_back_through_the_history() -> None:
     assert rollback_target([*history, ("rollback", b)]) == a
     # a named rollback is a move like a promotion: rolling back undoes it
     assert rollback_target([*history, ("rollback_to", a)]) == c
+
+
+def test_tag_listing_with_channels() -> None:
+    tags, channels = ["1.0.0", "1.1.0", "latest"], ["stable", "beta", "latest"]
+    assert merge_tags(tags, channels, None, None) == ["1.0.0", "1.1.0", "beta", "latest",
+                                                      "stable"]
+    assert merge_tags(tags, channels, 2, "1.1.0") == ["beta", "latest"]
+    assert merge_tags(tags, [], 1, None) == ["1.0.0"]
