@@ -14,7 +14,15 @@ import requests
 
 from tests.clients import Clients
 from tests.live import LiveServer
-from tests.mirror_support import MANIFEST_ACCEPT, error_codes, make_image, push_image
+from tests.mirror_support import (
+    MANIFEST_ACCEPT,
+    OCI_MANIFEST,
+    error_codes,
+    make_image,
+    push_blob,
+    push_image,
+    sha256,
+)
 from tests.release_support import api, ok, push_versions, release_cli, resolve
 
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0-beta.1"]
@@ -299,3 +307,28 @@ def test_the_periodic_retention_job_runs_per_namespace(server_factory: Callable[
     assert "1.0.0" not in tags("short/model"), srv.log()[-3000:]
     assert "1.0.1" in tags("short/model")
     assert {"1.0.0", "1.0.1"} <= set(tags("long/model"))  # no retention configured there
+
+
+def test_promotion_keeps_signatures_and_referrers_attached(
+        registry: LiveServer, pushed: tuple[str, dict[str, str]]) -> None:
+    repo, digests = pushed
+    subject = requests.get(f"{registry.url}/v2/{repo}/manifests/1.1.0",
+                           headers={"Accept": MANIFEST_ACCEPT}, timeout=30)
+    config = b"{}"
+    push_blob(registry.url, repo, config)
+    signature = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": sha256(config), "size": len(config)},
+        "layers": [],
+        "subject": {"mediaType": subject.headers["Content-Type"], "digest": digests["1.1.0"],
+                    "size": len(subject.content)}}).encode()
+    r = requests.put(f"{registry.url}/v2/{repo}/manifests/{sha256(signature)}",
+                     data=signature, headers={"Content-Type": OCI_MANIFEST}, timeout=30)
+    assert r.status_code == 201, r.text
+    ok(api(registry, repo, "promote", {"version": "1.1.0", "channel": "stable"}))
+    served = channel_digest(registry, repo, "stable")
+    assert served == digests["1.1.0"]  # the very manifest pushed: nothing was re-pushed
+    referrers = requests.get(f"{registry.url}/v2/{repo}/referrers/{served}", timeout=30).json()
+    assert [m["digest"] for m in referrers["manifests"]] == [sha256(signature)]
