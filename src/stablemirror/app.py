@@ -20,6 +20,7 @@ from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose_auth import build_audit, install_access
 from stablemirror.compose_mirror import build_mirror
+from stablemirror.compose_releases import build_releases
 from stablemirror.compose_trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
@@ -49,7 +50,12 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
     mirror = build_mirror(settings, hosted, store, index, db, metrics)
-    registry = mirror.registry if mirror is not None else hosted
+    routed = mirror.registry if mirror is not None else hosted
+    # Release channels resolve per client in hosted namespaces (compose_releases.py).
+    releases = build_releases(settings, db, index, metrics,
+                              audit.record if audit is not None else None)
+    registry = releases.wrap(routed, (lambda r: not mirror.registry.is_proxied(r))
+                             if mirror is not None else (lambda _r: True))
     # Trust policies and verified reads wrap hosted and mirrored namespaces alike; with a
     # mirror, quarantined blobs heal from upstream (compose_trust.py).
     trust = build_trust(settings, registry, store, db, metrics,
@@ -77,6 +83,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
 
     app.on_cleanup.append(close_index)
     install_access(app, settings, db, audit)  # token endpoint, admin API, audit jobs
+    releases.install(app, settings.releases.retention_interval_seconds)
     add_routes(app)
     add_ops_routes(app)
     return app

@@ -21,6 +21,7 @@ from typer._click.exceptions import ClickException, UsageError
 from stablemirror.audit_cli import audit_app
 from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
 from stablemirror.config import Role, Settings, SettingsError, load_settings
+from stablemirror.release_cli import release_app
 from stablemirror.scrub_cli import scrub as scrub_command
 from stablemirror.startup import (
     StartupError,
@@ -153,6 +154,8 @@ app.add_typer(role_app, name="role")
 app.add_typer(policy_app, name="policy")
 app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
+# Release channels (release_cli.py).
+app.add_typer(release_app, name="release")
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -33,6 +33,7 @@ from pydantic_settings import (
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
 from stablemirror.mirror_config import MirrorSettings
+from stablemirror.releases.config import ReleaseSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
@@ -121,6 +122,7 @@ class Settings(BaseSettings):
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
     integrity: IntegritySettings = Field(default_factory=IntegritySettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+    releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
 
     @field_validator("listen")
     @classmethod

@@ -62,6 +62,7 @@ _CONFIG_UNSAFE = re.compile(r"[^A-Za-z0-9._:/-]")
 _NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 OTHER = "_other"  # namespaces beyond the per-process bound
 INVALID = "_invalid"  # not a repository name at all
+MAX_RELEASE_SERIES = 1000  # (repository, channel, version) per process; then `_other`
 
 
 def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
@@ -202,6 +203,13 @@ class Metrics:
         self.healed = Counter(
             f"{PREFIX}blobs_healed_total",
             "Quarantined or missing blobs fetched again and verified.", registry=r)
+        # Release channels (releases/service.py): resolutions of a channel tag and pulls of a
+        # version tag. Channel and version are tag-grammar strings, bounded per process.
+        self.release_pulls = Counter(
+            f"{PREFIX}release_pulls_total",
+            "Channel resolutions and version-tag pulls, by channel and version.",
+            ["repository", "channel", "version"], registry=r)
+        self._release_series: set[tuple[str, str, str]] = set()
         # Bounded label sets start at zero, so ratios and rate() work from the first scrape.
         for result in get_args(SignatureResult):
             self.signature_checks.labels(result)
@@ -300,6 +308,19 @@ class Metrics:
 
     def blob_healed(self) -> None:
         self.healed.inc()
+
+    # -- release channels ----------------------------------------------------------------------
+    def release_pull(self, repository: str, channel: str, version: str) -> None:
+        """A channel tag resolved to `version` (channel "none": the version tag itself).
+        Repositories, channels and versions exist only once pushed or promoted, and the
+        series are capped per process; past the cap they share `_other`."""
+        key = (repository[:255], channel[:128], version[:128])
+        if key not in self._release_series:
+            if len(self._release_series) >= MAX_RELEASE_SERIES:
+                key = (OTHER, OTHER, OTHER)
+            else:
+                self._release_series.add(key)
+        self._child(self.release_pulls, *key).inc()
 
     # -- reading back -----------------------------------------------------------------------
     def declared(self) -> Iterable[Counter | Gauge | Histogram]:

@@ -25,6 +25,8 @@ def context(request: web.Request) -> RequestContext:
         via=", ".join(request.headers.getall("Via", [])),
         method=request.method,
         ns=request.query.get("ns", ""),
+        client_id=request.headers.get("Stablemirror-Client-Id", ""),
+        forwarded_for=request.headers.get("X-Forwarded-For", ""),
     )
     request[CONTEXT_KEY] = ctx
     return ctx

@@ -19,6 +19,9 @@ async def get(request: web.Request, name: str, reference: str) -> web.StreamResp
     if found.stale:  # a mirror answered from cache because no upstream could confirm
         headers["Warning"] = '110 stablemirror "Response is Stale"'
         headers["X-Stablemirror-Cache"] = "stale"
+    if found.channel is not None:  # a release channel: this client's version (releases/)
+        headers["Stablemirror-Channel"] = found.channel
+        headers["Cache-Control"] = "no-cache"
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(found.content))
         return web.Response(headers=headers)

@@ -17,6 +17,9 @@ class StoredManifest:
     content: bytes
     # Set by a mirror that served this copy although no upstream could confirm it.
     stale: bool = False
+    # Set when a release channel was resolved for this client (releases/): the channel name,
+    # sent as Stablemirror-Channel so mirrors cache the resolution per identity.
+    channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,19 @@ class ManifestUnknown(OCIError):
     code, status, message = "MANIFEST_UNKNOWN", 404, "manifest unknown to registry"
 
 
+class TagInvalid(OCIError):
+    """A tag push refused by a tag rule (an immutable version, a release channel)."""
+
+    code, status, message = "TAG_INVALID", 400, "manifest tag did not match URI"
+
+
+class ReleaseInvalid(OCIError):
+    """A release request (promote, split, rollback) that names something wrong; the detail
+    says which field and why. Nothing changed."""
+
+    code, status, message = "RELEASE_INVALID", 400, "invalid release request"
+
+
 class NameInvalid(OCIError):
     code, status, message = "NAME_INVALID", 400, "invalid repository name"
 

@@ -5,6 +5,8 @@ upstream on every pull (concurrent pulls of a tag share one), or trusted for `ta
 a tier opts in; when every upstream fails, the local copy is served stale (stale-if-error)
 and marked so. Upstream 404s are remembered for `negative_ttl`.
 Blob misses go through BlobFetches: one upstream transfer per blob for all waiters.
+Release channels upstream (docs/releases.md) resolve per client identity: such a tag is
+revalidated on every pull with the identity we serve and never cached as one for all.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ from stablemirror.oci.errors import (
 )
 from stablemirror.oci.manifest import Manifest, parse_manifest
 from stablemirror.oci.names import is_valid_tag, validate_name
+from stablemirror.releases.identity import forwarded_identity
+from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.services.access import AccessRecorder
 from stablemirror.services.fetch import BlobFetches, FetchFailed
 from stablemirror.services.mirror_source import GroupBlobSource
 from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
 from stablemirror.services.registry import HostedRegistry
 from stablemirror.services.upstream import (
+    ManifestReply,
     NoUpstreamAvailable,
     Upstream,
     UpstreamAnswer,
@@ -68,8 +73,11 @@ class MirrorRegistry:
         self.metrics = metrics
         self.node_id = node_id
         self._revalidating: set[tuple[str, str]] = set()
-        self._revalidations: dict[tuple[str, str], asyncio.Task[StoredManifest]] = {}
+        # (repository, tag) -> the shared upstream request and the identity it asks for
+        self._revalidations: dict[tuple[str, str],
+                                  tuple[asyncio.Task[StoredManifest], str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.channel_tags = MirrorChannelTags(mirror_index.db)  # upstream release channels
 
     def upstream_repository(self, repository: str) -> str:
         if self.ns.strip_prefix and self.ns.prefix and repository.startswith(self.ns.prefix):
@@ -117,6 +125,8 @@ class MirrorRegistry:
         return StoredManifest(str(manifest.digest), manifest.media_type, manifest.raw)
 
     async def _by_tag(self, ctx: RequestContext, repository: str, tag: str) -> StoredManifest:
+        if await self.channel_tags.is_channel(repository, tag):
+            return await self._by_channel(ctx, repository, tag)
         local = await self.index.get_manifest(repository, tag)
         checked = (await self.mirror_index.tag_checked_at(repository, tag)
                    if self.ns.tag_ttl > 0 else None)
@@ -150,17 +160,23 @@ class MirrorRegistry:
         runs as its own task, so a client going away does not cancel it for the others."""
         self._check_loop(ctx)
         key = (repository, tag)
-        shared = self._revalidations.get(key)
+        identity = self.client_identity(ctx)
+        shared, leader = self._revalidations.get(key, (None, identity))
         if shared is None:
             shared = asyncio.get_running_loop().create_task(
                 self._ask_upstream(ctx, repository, tag, local))
-            self._revalidations[key] = shared
+            self._revalidations[key] = (shared, identity)
             shared.add_done_callback(lambda t: self._revalidation_done(key, t))
-        return await asyncio.shield(shared)
+        found = await asyncio.shield(shared)
+        if found.channel and leader != identity:
+            # the tag turned out to be a release channel: the shared answer was resolved
+            # for the leader's identity, ours needs its own
+            return await self._by_channel(ctx, repository, tag)
+        return found
 
     def _revalidation_done(self, key: tuple[str, str], task: asyncio.Task[StoredManifest]
                            ) -> None:
-        if self._revalidations.get(key) is task:
+        if self._revalidations.get(key, (None, ""))[0] is task:
             del self._revalidations[key]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone away
@@ -170,11 +186,21 @@ class MirrorRegistry:
         if local is not None:
             name, ns = self.upstream_reference(ctx, repository)
             head = await self._call(ctx, repository, tag,
-                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns))
+                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns,
+                                                         self.client_identity(ctx)))
+            if head.channel:  # the tag became a release channel upstream
+                return await self._channel_answer(ctx, repository, tag, head)
             if head.digest == local.digest:
                 await self._mark_checked(repository, tag)
                 return local
-        manifest = await self._fetch(ctx, repository, tag, expect=None)
+        replies: list[ManifestReply] = []
+        manifest = await self._fetch(ctx, repository, tag, expect=None, replies=replies)
+        if replies and replies[-1].channel:  # a release channel: never one tag for all
+            await self.index.put_manifest(repository, manifest, [], check_references=False)
+            await self.channel_tags.remember(repository, tag, self.client_identity(ctx),
+                                             str(manifest.digest))
+            return StoredManifest(str(manifest.digest), manifest.media_type, manifest.raw,
+                                  channel=tag)
         await self.index.put_manifest(repository, manifest, [tag], check_references=False)
         await self._mark_checked(repository, tag)
         return StoredManifest(str(manifest.digest), manifest.media_type, manifest.raw)
@@ -206,11 +232,15 @@ class MirrorRegistry:
         return ctx.via
 
     async def _fetch(self, ctx: RequestContext, repository: str, reference: str,
-                     expect: Digest | None) -> Manifest:
+                     expect: Digest | None, replies: list[ManifestReply] | None = None
+                     ) -> Manifest:
         name, ns = self.upstream_reference(ctx, repository)
 
         async def call(u: Upstream) -> Manifest:
-            reply = await u.manifest(name, reference, "GET", self._via(ctx), ns)
+            reply = await u.manifest(name, reference, "GET", self._via(ctx), ns,
+                                     self.client_identity(ctx))
+            if replies is not None:
+                replies.append(reply)
             algorithm = expect.algorithm if expect else "sha256"
             try:
                 manifest = parse_manifest(reply.body, reply.media_type, algorithm)
@@ -238,6 +268,46 @@ class MirrorRegistry:
             if e.status == 508:
                 raise LoopDetected(repository=repository, upstream=e.upstream) from e
             raise Denied(repository=repository, upstream=e.upstream, status=e.status) from e
+
+    # -- release channels upstream (releases/): resolved per client identity ----------------
+    # A channel tag is revalidated with a HEAD on every pull, carrying the identity we
+    # serve, and is never coalesced or cached across identities: each client's answer is
+    # its own. The per-identity record serves only when no upstream answers.
+    def client_identity(self, ctx: RequestContext) -> str:
+        return forwarded_identity(ctx.actor, ctx.client_id, ctx.client, self.node_id)
+
+    async def _by_channel(self, ctx: RequestContext, repository: str, tag: str
+                          ) -> StoredManifest:
+        identity = self.client_identity(ctx)
+        name, ns = self.upstream_reference(ctx, repository)
+        try:
+            self._check_loop(ctx)
+            head = await self._call(ctx, repository, tag,
+                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns,
+                                                         identity))
+        except (Unavailable, LoopDetected):
+            cached = await self.channel_tags.lookup(repository, tag, identity)
+            local = (await self.index.get_manifest(repository, Digest.parse(cached))
+                     if cached is not None and self.ns.stale_if_error else None)
+            if local is None:
+                raise
+            log.warning("serving stale channel %s:%s for %s: no upstream answered",
+                        repository, tag, identity)
+            self.metrics.cache("stale")
+            return dataclasses.replace(local, stale=True, channel=tag)
+        return await self._channel_answer(ctx, repository, tag, head)
+
+    async def _channel_answer(self, ctx: RequestContext, repository: str, tag: str,
+                              head: ManifestReply) -> StoredManifest:
+        if not head.digest:
+            raise Unavailable(repository=repository, reference=tag, reason="no digest")
+        found = await self._by_digest(ctx, repository, Digest.parse(head.digest))
+        if head.channel:
+            await self.channel_tags.remember(repository, tag, self.client_identity(ctx),
+                                             found.digest)
+            return dataclasses.replace(found, channel=tag)
+        await self.channel_tags.forget(repository, tag)  # no longer a channel upstream
+        return found
 
     async def _record_access(self, found: StoredManifest) -> None:
         """A manifest being pulled marks its blobs in use, so eviction leaves them alone."""

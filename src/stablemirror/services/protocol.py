@@ -24,6 +24,10 @@ class RequestContext:
     via: str = ""  # the incoming Via header: which proxies this request already passed
     ns: str = ""  # containerd's `?ns=<registry>`: the registry a mirror request is for
     method: str = ""  # HTTP method; a HEAD reads no content (trust policies check GETs)
+    # Release channels (releases/identity.py): the Stablemirror-Client-Id and
+    # X-Forwarded-For headers, from which a gray release finds the client's cohort.
+    client_id: str = ""
+    forwarded_for: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,9 @@ class ManifestReply:
     digest: str | None
     media_type: str
     body: bytes  # empty for HEAD
+    # Stablemirror-Channel: the tag is a release channel upstream, resolved for the
+    # identity we sent (releases/); such a tag is never cached as one digest for all.
+    channel: str | None = None
 
 
 HealthListener = Callable[[str, bool], None]
@@ -161,9 +164,14 @@ class Upstream:
         raise UpstreamAnswer(self.name, 401)
 
     async def manifest(self, repository: str, reference: str, method: str,
-                       via: str, ns: str = "") -> ManifestReply:
+                       via: str, ns: str = "", client_id: str = "") -> ManifestReply:
+        """`client_id`: the identity we serve, sent as Stablemirror-Client-Id so an
+        upstream release channel resolves for that client (releases/identity.py)."""
         path = with_ns(f"/v2/{self.repository(repository)}/manifests/{reference}", ns)
-        response = await self.request(method, path, {"Accept": MANIFEST_ACCEPT}, via)
+        headers = {"Accept": MANIFEST_ACCEPT}
+        if client_id:
+            headers["Stablemirror-Client-Id"] = client_id
+        response = await self.request(method, path, headers, via)
         try:
             body = await response.read() if method == "GET" else b""
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
@@ -172,7 +180,7 @@ class Upstream:
             response.release()
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return ManifestReply(self.name, response.headers.get("Docker-Content-Digest"),
-                             media_type, body)
+                             media_type, body, response.headers.get("Stablemirror-Channel"))
 
     async def _authenticate(self, challenge: str, scope_key: str) -> None:
         scheme, _, params_text = challenge.partition(" ")

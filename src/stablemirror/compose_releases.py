@@ -1,0 +1,79 @@
+"""Composition of release channels (called from app.py, the composition root).
+
+    ReleaseService   channels, history, pull counts (releases/service.py)
+      + ReleaseRegistry wrapping the registry service: channel tags, immutable versions
+      + the release admin API, the pull-count flusher and the periodic retention job
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from stablemirror.api.releases import RELEASES, RETENTION, add_release_routes
+from stablemirror.audit.events import AuditEvent
+from stablemirror.config import Settings
+from stablemirror.index.db import Database
+from stablemirror.index.protocol import RegistryIndex
+from stablemirror.metrics import Metrics
+from stablemirror.releases.registry import ReleaseRegistry
+from stablemirror.releases.retention_job import Retention
+from stablemirror.releases.service import ReleaseService
+from stablemirror.services.protocol import RegistryService, RequestContext
+
+log = logging.getLogger("stablemirror.releases")
+
+
+@dataclass
+class ReleaseParts:
+    service: ReleaseService
+    retention: Retention
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def wrap(self, registry: RegistryService, is_hosted: Callable[[str], bool]
+             ) -> RegistryService:
+        self.service.is_hosted = is_hosted
+        return ReleaseRegistry(registry, self.service, self.retention.index, is_hosted)
+
+    def install(self, app: web.Application, interval: float) -> None:
+        app[RELEASES] = self.service
+        app[RETENTION] = self.retention
+        add_release_routes(app)
+
+        async def start(_app: web.Application) -> None:
+            await self.service.start()
+            if any(ns.retention.enabled for ns in self.service.settings.namespaces):
+                self.tasks.append(asyncio.get_running_loop().create_task(
+                    self._retention_loop(interval)))
+
+        async def stop(_app: web.Application) -> None:
+            for task in self.tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.service.stop()  # before on_cleanup closes the database
+
+        app.on_startup.append(start)
+        app.on_shutdown.append(stop)
+
+    async def _retention_loop(self, interval: float) -> None:
+        ctx = RequestContext(actor="retention", client="local", user_agent="stablemirror")
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.retention.run(ctx, dry_run=False)
+                if removed:
+                    log.info("retention removed %d versions", len(removed))
+            except Exception:  # the job runs again next interval
+                log.exception("release retention failed")
+
+
+def build_releases(settings: Settings, db: Database, index: RegistryIndex, metrics: Metrics,
+                   audit: Callable[[AuditEvent], Awaitable[None]] | None) -> ReleaseParts:
+    service = ReleaseService(db, settings.releases, metrics, audit)
+    return ReleaseParts(service, Retention(service, index))
