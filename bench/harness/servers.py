@@ -39,7 +39,9 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
 
-    def start(self, sampler: RssSampler, timeout: float) -> None:
+    def start(self, sampler: RssSampler | None, timeout: float) -> None:
+        """Start the server and wait until `GET /v2/` answers 200; `sampler` (if any)
+        follows the memory of its process tree from then on."""
         log(f"starting {self.name}: {shlex.join(self.argv)}")
         logf = self.log_path.open("ab")  # a restart keeps the failed start's lines
         t0 = time.monotonic()
@@ -53,7 +55,8 @@ class Server:
             start_new_session=True,  # own process group, so the whole tree can be stopped
         )
         logf.close()
-        sampler.add(self.name, self.proc.pid)
+        if sampler is not None:
+            sampler.add(self.name, self.proc.pid)
         deadline = t0 + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -128,14 +131,16 @@ def stablemirror_server(
     upstream: str = "",
     code_src: Path | None = None,
     env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
 ) -> Server:
     """`stablemirror serve`, hosted or (with `upstream`) a mirror of that URL.  `template`
     has the placeholders {python} {listen} {data_dir} {workers}; `log_level` None keeps the
     server's default (info, with access log lines); `code_src` is a copy of src/ to run
-    instead of the installed one; `env` is added to the server's environment."""
+    instead of the installed one; `env` is added to the server's environment; `data_dir`
+    (default: a new `<name>-data` in `work`) may be one that an earlier server used."""
     port = free_port()
-    data = work / f"{name}-data"
-    data.mkdir()
+    data = data_dir or work / f"{name}-data"
+    data.mkdir(exist_ok=data_dir is not None)
     argv = [
         part.format(python=python, listen=f"{HOST}:{port}", data_dir=data, workers=workers)
         for part in shlex.split(template)
