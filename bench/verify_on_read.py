@@ -26,7 +26,7 @@ from harness.client import expect, http, with_digest
 from harness.common import REPO_ROOT, RESULTS_MD, MiB
 from harness.data import Blob, make_random_file
 from harness.procfs import tree_cpu_seconds
-from harness.results import command_line, machine_info, update_results_file
+from harness.results import command_line, machine_info, table_head, update_results_file
 from harness.servers import Server, stablemirror_server
 from harness.session import work_dir
 from harness.transfers import get_blob_curl
@@ -135,8 +135,7 @@ def render(
         "(best and median shown); "
         "stablemirror --workers 1",
         "",
-        "| Mode | best MB/s | median MB/s | vs never | server CPU s/GiB (median) |",
-        "|---|---|---|---|---|",
+        *table_head("Mode", "best MB/s", "median MB/s", "vs never", "server CPU s/GiB (median)"),
     ]
     for name, mbps, cpu in rows:
         lines.append(

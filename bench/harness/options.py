@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness.common import REPO_ROOT
+from harness.common import REPO_ROOT, RESULTS_MD
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,14 @@ def add_output_args(p: argparse.ArgumentParser, results: Path, deadline: float) 
     p.add_argument("--startup-timeout", type=float, default=60.0)
     p.add_argument("--deadline", type=float, default=deadline, help="abort the run after N s")
     p.add_argument("--fail-on-target", action="store_true", help="exit 1 when a target is missed")
+
+
+def add_run_args(p: argparse.ArgumentParser, *, retry_budget: float, deadline: float) -> None:
+    """Everything a side-by-side benchmark shares: how stablemirror runs, the quiet-machine
+    rules (with this --retry-budget default), where results go and the --deadline default."""
+    add_server_args(p)
+    add_quiet_machine_args(p, retry_budget)
+    add_output_args(p, RESULTS_MD, deadline)
 
 
 def parse_subset(

@@ -9,18 +9,22 @@ import resource
 import threading
 
 
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (state) on, or None for a process that is gone.  The
+    command name (field 2) is skipped whole: it may hold spaces and parentheses."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
 def _children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        kids.setdefault(int(fields[1]), []).append(int(entry.name))
+        if entry.name.isdigit() and (fields := _stat_fields(entry.name)) is not None:
+            kids.setdefault(int(fields[1]), []).append(int(entry.name))
     return kids
 
 
@@ -56,12 +60,9 @@ def tree_cpu_seconds(root: int) -> float:
     """utime+stime of every live process in the tree, plus reaped children of the root."""
     total = 0
     for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+        fields = _stat_fields(pid)
+        if fields is None:
             continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
         # fields[0] is field 3 (state); utime/stime are fields 14/15, cutime/cstime 16/17
         total += int(fields[11]) + int(fields[12])
         if pid == root:

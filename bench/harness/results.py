@@ -23,6 +23,15 @@ Throughput is in MB/s = 10^6 bytes per second.
 """
 
 
+def table_row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_head(*columns: str) -> list[str]:
+    """A markdown table's header row and the separator row under it."""
+    return [table_row(*columns), "|" + "---|" * len(columns)]
+
+
 def update_results_file(path: Path, mode: str, section: str) -> None:
     """Replace only this mode's section of RESULTS.md; a new "...full" section goes above
     its "...quick" counterpart (full above quick, mirror-full above mirror-quick)."""

@@ -7,6 +7,7 @@ than --max-other-load cores is thrown away and measured again (bounded in count 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -115,7 +116,7 @@ class NoiseGuard:
             prepared = prepare(attempt)
             settle()
             t0 = time.monotonic()
-            value, win = self.metered(phase, pids(), lambda p=prepared: run(p))
+            value, win = self.metered(phase, pids(), functools.partial(run, prepared))
             noisy = timed and win.other > args.max_other_load
             budget_left = args.retry_budget - self.retry_spent.get(kind, 0.0)
             if noisy and attempt < args.noisy_retries and budget_left > 0:

@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.common import REF, RESULTS_MD, SM
-from harness.options import (
-    add_output_args,
-    add_quiet_machine_args,
-    add_server_args,
-    parse_subset,
-    require_positive,
-)
+from harness.common import REF, SM
+from harness.options import add_run_args, parse_subset, require_positive
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +34,6 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
                    help="the stablemirror source the servers run: worktree = a copy of src/ "
                    "taken at the start (edits during the run cannot mix versions; default), "
                    "HEAD = the last commit's src/, live = src/ as on disk at each server start")
-    add_server_args(p)
-    add_quiet_machine_args(p, retry_budget=120.0)
     p.add_argument("--profile", metavar="DIR",
                    help="after the timed cold rounds, one extra cold pull through each mirror "
                    "under py-spy (raw collapsed stacks per thread) into DIR")
@@ -49,7 +41,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--profile-idle", action="store_true",
                    help="py-spy --idle: also sample threads that wait (off: CPU only)")
     p.add_argument("--notes", help="a file whose text is added under 'Notes:' in RESULTS.md")
-    add_output_args(p, RESULTS_MD, deadline=2400.0)
+    add_run_args(p, retry_budget=120.0, deadline=2400.0)
     args = p.parse_args(argv)
     if args.size_mib is None:
         args.size_mib = 256 if args.quick else 1024

@@ -4,9 +4,10 @@ the targets, the details, and notes worked out from the run's own figures."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from harness.common import REF, REPO_ROOT, SM, MiB
-from harness.results import command_line, curl_version
+from harness.results import command_line, curl_version, table_head, table_row
 
 from mirror_bench.bench import Bench
 from mirror_bench.targets import KIND_LABEL, MIRROR_LABEL, cold_label, cold_summary, target_rows
@@ -55,125 +56,18 @@ def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: 
     if other_errors:
         out += ["**Errors** (these parts are missing below):", ""]
         out += [f"- `{e.splitlines()[0][:300]}`" for e in other_errors] + [""]
-    cold = data.get("cold", {})
-    if cold:
-        out += [
-            f"Cold pull of a {size} MiB blob, mirror vs. direct from the upstream (curl, "
-            "`-o /dev/null`):",
-            "",
-            "| Upstream | direct s | mirror s | mirror / direct | direct MB/s | mirror MB/s "
-            "| direct TTFB ms | mirror TTFB ms | TTFB delta |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for kind, cr in cold.items():
-            s = cold_summary(cr)
-            if s is None:
-                out.append(f"| {cold_label(kind)} | ERROR | | | | | | | |")
-                continue
-            nd = " (noisy)" if s["direct_noisy"] else ""
-            nm = " (noisy)" if s["mirror_noisy"] else ""
-            out.append(
-                f"| {cold_label(kind)} | {s['direct_s']:.3f}{nd} | {s['mirror_s']:.3f}{nm} | "
-                f"{s['ratio']:.2f}x | {s['direct_mbps']:,.0f} | {s['mirror_mbps']:,.0f} | "
-                f"{s['direct_ttfb_ms']:.1f} | {s['mirror_ttfb_ms']:.1f} | "
-                f"{s['ttfb_delta_ms']:+.1f} ms |")
-        out.append("")
-    warm = data.get("warm")
-    if warm and warm.get(SM) and warm.get(REF):
-        sm_best, ref_best = max(warm[SM]), max(warm[REF])
-        out += [
-            f"Warm (cached) pull of the same {size} MiB blob (curl, best of "
-            f"{args.warm_rounds}):",
-            "",
-            "| docker-registry proxy MB/s | stablemirror mirror MB/s | stablemirror / "
-            "docker-registry |",
-            "|---|---|---|",
-            f"| {ref_best:,.0f} | {sm_best:,.0f} | {sm_best / ref_best:.2f}x |",
-            "",
-        ]
-    conc = data.get("concurrent", {})
-    if conc:
-        out += [
-            f"Concurrent cold pulls of one never-seen {size} MiB blob (upstream bytes counted "
-            "by a proxy between each mirror and the upstream):",
-            "",
-            "| Clients | Mirror | upstream bytes / blob | upstream blob GETs | wall s | "
-            "client median s | client max s | TTFB median ms | correct clients | mirror CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for n in [1, *args.clients]:
-            row = conc.get(str(n), {})
-            for name in (SM, REF):
-                r = row.get(name)
-                if r is None:
-                    continue
-                def f(v: float | None, scale: float = 1.0, p: int = 2) -> str:
-                    return "—" if v is None else f"{v * scale:.{p}f}"
-                out.append(
-                    f"| {n} | {MIRROR_LABEL[name]} | {r['upstream_ratio']:.2f}x | "
-                    f"{r['upstream_blob_gets']} | {f(r['wall'])}"
-                    f"{' (noisy)' if r['noisy'] else ''} | {f(r['client_median'])} | "
-                    f"{f(r['client_max'])} | {f(r['ttfb_median'], 1000, 1)} | "
-                    f"{r['ok']}/{n} | {r['mirror_cpu']:.1f} |")
-        out.append("")
+    out += cold_table(data.get("cold", {}), size)
+    out += warm_table(data.get("warm"), size, args.warm_rounds)
+    out += concurrent_table(data.get("concurrent", {}), size, args.clients)
     rows = target_rows(data, args.clients)
     if rows:
-        out += ["Targets:", "", "| Target | Measured | Result |", "|---|---|---|"]
-        out += [f"| {t} | {m} | {v} |" for t, m, v in rows]
+        out += ["Targets:", "", *table_head("Target", "Measured", "Result")]
+        out += [table_row(t, m, v) for t, m, v in rows]
         out.append("")
     out += ["<details><summary>Details</summary>", ""]
-    for kind, cr in cold.items():
-        for via in ("direct", "mirror"):
-            rs = cr.get(via) or []
-            if rs:
-                out.append(
-                    f"- cold, upstream {cold_label(kind)}, {via}: " + "; ".join(
-                        f"{x['total']:.3f} s / TTFB {x['ttfb'] * 1000:.1f} ms"
-                        + (" (noisy)" if cr["noisy"][via][i] else "")
-                        for i, x in enumerate(rs)))
-        s = cold_summary(cr)
-        if s:
-            out.append(f"- cold, upstream {cold_label(kind)}: mirror / direct per round "
-                       + ", ".join(f"{x:.2f}x" for x in s["paired_ratios"]))
-        cpu = cr.get("cpu_s", {})
-        gib = len(cr.get("mirror") or []) * size / 1024
-        if cpu and gib:
-            bits = [f"{n} {c / gib:.2f}" for n, c in sorted(cpu.get("mirror", {}).items())]
-            out.append(f"- cold, upstream {cold_label(kind)}: CPU s/GiB during mirror pulls: "
-                       + ", ".join(bits))
-            bits = [f"{n} {c / gib:.2f}" for n, c in sorted(cpu.get("direct", {}).items())]
-            out.append(f"- cold, upstream {cold_label(kind)}: CPU s/GiB during direct pulls: "
-                       + ", ".join(bits))
-        prof = cr.get("profile")
-        if prof and "summary" in prof:
-            out.append(f"- cold, upstream {cold_label(kind)}: one more (untimed) mirror pull "
-                       f"under py-spy took {prof['total']:.3f} s; stacks in `{prof['file']}`, "
-                       f"summary in `{prof['summary']}`")
-    if warm:
-        for name in (SM, REF):
-            if warm.get(name):
-                out.append(f"- warm via {MIRROR_LABEL[name]}: " + ", ".join(
-                    f"{v:,.0f}" + (" (noisy)" if warm["noisy"][name][i] else "")
-                    for i, v in enumerate(warm[name])) + " MB/s")
-        if "upstream_blob_gets" in warm:
-            out.append(f"- warm: upstream blob GETs during the warm pulls (stablemirror / "
-                       f"docker-registry): {warm['upstream_blob_gets'].get(SM)} / "
-                       f"{warm['upstream_blob_gets'].get(REF)}; all upstream bytes (health "
-                       f"checks included): {warm['upstream_bytes'].get(SM)} / "
-                       f"{warm['upstream_bytes'].get(REF)}")
-    for n in [1, *args.clients]:
-        for name in (SM, REF):
-            r = conc.get(str(n), {}).get(name)
-            if r:
-                out.append(
-                    f"- {n} client{'s' if n > 1 else ''} via {MIRROR_LABEL[name]}: "
-                    f"{r['upstream_bytes']:,} upstream "
-                    f"bytes, {r['upstream_requests']} upstream requests, Range headers "
-                    f"{r['upstream_ranges'] or 'none'}, TTFB max "
-                    f"{(r['ttfb_max'] or 0) * 1000:.1f} ms, CPU s mirror "
-                    f"{r['mirror_cpu']:.1f} / upstream {r['upstream_cpu']:.1f} / counting proxy "
-                    f"{r['proxy_cpu']:.1f}, other load {r['other_load']:.2f} cores"
-                    + (f", errors {r['errors']}" if r["errors"] else ""))
+    out += cold_details(data.get("cold", {}), size)
+    out += warm_details(data.get("warm"))
+    out += concurrent_details(data.get("concurrent", {}), args.clients)
     rss = data.get("mirror_peak_rss_mib")
     if rss:
         out.append(f"- peak RSS (process tree) of the mirrors in the warm/concurrent phases: "
@@ -225,3 +119,139 @@ def auto_notes(b: Bench) -> list[str]:
                "every timed pull.")
     return out
 
+
+
+def cold_table(cold: dict[str, Any], size: int) -> list[str]:
+    if not cold:
+        return []
+    out = [
+        f"Cold pull of a {size} MiB blob, mirror vs. direct from the upstream (curl, "
+        "`-o /dev/null`):",
+        "",
+        *table_head("Upstream", "direct s", "mirror s", "mirror / direct", "direct MB/s",
+                    "mirror MB/s", "direct TTFB ms", "mirror TTFB ms", "TTFB delta"),
+    ]
+    for kind, cr in cold.items():
+        s = cold_summary(cr)
+        if s is None:
+            out.append(f"| {cold_label(kind)} | ERROR | | | | | | | |")
+            continue
+        nd = " (noisy)" if s["direct_noisy"] else ""
+        nm = " (noisy)" if s["mirror_noisy"] else ""
+        out.append(
+            f"| {cold_label(kind)} | {s['direct_s']:.3f}{nd} | {s['mirror_s']:.3f}{nm} | "
+            f"{s['ratio']:.2f}x | {s['direct_mbps']:,.0f} | {s['mirror_mbps']:,.0f} | "
+            f"{s['direct_ttfb_ms']:.1f} | {s['mirror_ttfb_ms']:.1f} | "
+            f"{s['ttfb_delta_ms']:+.1f} ms |")
+    return [*out, ""]
+
+
+def warm_table(warm: dict[str, Any] | None, size: int, rounds: int) -> list[str]:
+    if not (warm and warm.get(SM) and warm.get(REF)):
+        return []
+    sm_best, ref_best = max(warm[SM]), max(warm[REF])
+    return [
+        f"Warm (cached) pull of the same {size} MiB blob (curl, best of {rounds}):",
+        "",
+        *table_head("docker-registry proxy MB/s", "stablemirror mirror MB/s",
+                    "stablemirror / docker-registry"),
+        f"| {ref_best:,.0f} | {sm_best:,.0f} | {sm_best / ref_best:.2f}x |",
+        "",
+    ]
+
+
+def concurrent_table(conc: dict[str, Any], size: int, clients: list[int]) -> list[str]:
+    if not conc:
+        return []
+
+    def f(v: float | None, scale: float = 1.0, p: int = 2) -> str:
+        return "—" if v is None else f"{v * scale:.{p}f}"
+
+    out = [
+        f"Concurrent cold pulls of one never-seen {size} MiB blob (upstream bytes counted "
+        "by a proxy between each mirror and the upstream):",
+        "",
+        *table_head("Clients", "Mirror", "upstream bytes / blob", "upstream blob GETs",
+                    "wall s", "client median s", "client max s", "TTFB median ms",
+                    "correct clients", "mirror CPU s"),
+    ]
+    for n in [1, *clients]:
+        for name in (SM, REF):
+            r = conc.get(str(n), {}).get(name)
+            if r is None:
+                continue
+            out.append(
+                f"| {n} | {MIRROR_LABEL[name]} | {r['upstream_ratio']:.2f}x | "
+                f"{r['upstream_blob_gets']} | {f(r['wall'])}"
+                f"{' (noisy)' if r['noisy'] else ''} | {f(r['client_median'])} | "
+                f"{f(r['client_max'])} | {f(r['ttfb_median'], 1000, 1)} | "
+                f"{r['ok']}/{n} | {r['mirror_cpu']:.1f} |")
+    return [*out, ""]
+
+
+def cold_details(cold: dict[str, Any], size: int) -> list[str]:
+    out: list[str] = []
+    for kind, cr in cold.items():
+        for via in ("direct", "mirror"):
+            rs = cr.get(via) or []
+            if rs:
+                out.append(
+                    f"- cold, upstream {cold_label(kind)}, {via}: " + "; ".join(
+                        f"{x['total']:.3f} s / TTFB {x['ttfb'] * 1000:.1f} ms"
+                        + (" (noisy)" if cr["noisy"][via][i] else "")
+                        for i, x in enumerate(rs)))
+        s = cold_summary(cr)
+        if s:
+            out.append(f"- cold, upstream {cold_label(kind)}: mirror / direct per round "
+                       + ", ".join(f"{x:.2f}x" for x in s["paired_ratios"]))
+        cpu = cr.get("cpu_s", {})
+        gib = len(cr.get("mirror") or []) * size / 1024
+        if cpu and gib:
+            bits = [f"{n} {c / gib:.2f}" for n, c in sorted(cpu.get("mirror", {}).items())]
+            out.append(f"- cold, upstream {cold_label(kind)}: CPU s/GiB during mirror pulls: "
+                       + ", ".join(bits))
+            bits = [f"{n} {c / gib:.2f}" for n, c in sorted(cpu.get("direct", {}).items())]
+            out.append(f"- cold, upstream {cold_label(kind)}: CPU s/GiB during direct pulls: "
+                       + ", ".join(bits))
+        prof = cr.get("profile")
+        if prof and "summary" in prof:
+            out.append(f"- cold, upstream {cold_label(kind)}: one more (untimed) mirror pull "
+                       f"under py-spy took {prof['total']:.3f} s; stacks in `{prof['file']}`, "
+                       f"summary in `{prof['summary']}`")
+    return out
+
+
+def warm_details(warm: dict[str, Any] | None) -> list[str]:
+    if not warm:
+        return []
+    out: list[str] = []
+    for name in (SM, REF):
+        if warm.get(name):
+            out.append(f"- warm via {MIRROR_LABEL[name]}: " + ", ".join(
+                f"{v:,.0f}" + (" (noisy)" if warm["noisy"][name][i] else "")
+                for i, v in enumerate(warm[name])) + " MB/s")
+    if "upstream_blob_gets" in warm:
+        out.append(f"- warm: upstream blob GETs during the warm pulls (stablemirror / "
+                   f"docker-registry): {warm['upstream_blob_gets'].get(SM)} / "
+                   f"{warm['upstream_blob_gets'].get(REF)}; all upstream bytes (health "
+                   f"checks included): {warm['upstream_bytes'].get(SM)} / "
+                   f"{warm['upstream_bytes'].get(REF)}")
+    return out
+
+
+def concurrent_details(conc: dict[str, Any], clients: list[int]) -> list[str]:
+    out: list[str] = []
+    for n in [1, *clients]:
+        for name in (SM, REF):
+            r = conc.get(str(n), {}).get(name)
+            if r:
+                out.append(
+                    f"- {n} client{'s' if n > 1 else ''} via {MIRROR_LABEL[name]}: "
+                    f"{r['upstream_bytes']:,} upstream "
+                    f"bytes, {r['upstream_requests']} upstream requests, Range headers "
+                    f"{r['upstream_ranges'] or 'none'}, TTFB max "
+                    f"{(r['ttfb_max'] or 0) * 1000:.1f} ms, CPU s mirror "
+                    f"{r['mirror_cpu']:.1f} / upstream {r['upstream_cpu']:.1f} / counting proxy "
+                    f"{r['proxy_cpu']:.1f}, other load {r['other_load']:.2f} cores"
+                    + (f", errors {r['errors']}" if r["errors"] else ""))
+    return out

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from harness.common import REF, RESULTS_MD, SM
-from harness.options import (
-    add_output_args,
-    add_quiet_machine_args,
-    add_server_args,
-    parse_subset,
-    require_positive,
-)
+from harness.common import REF, SM
+from harness.options import add_run_args, parse_subset, require_positive
 from harness.servers import SM_COMMAND
 
 
@@ -37,7 +31,6 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     )
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-conns", type=int, default=32)
-    add_server_args(p)
     p.add_argument(
         "--stablemirror-cmd",
         default=SM_COMMAND,
@@ -51,8 +44,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         help="quiet: both servers log errors only (default); default: info level and "
         "access logs on both",
     )
-    add_quiet_machine_args(p, retry_budget=90.0)
-    add_output_args(p, RESULTS_MD, deadline=1800.0)
+    add_run_args(p, retry_budget=90.0, deadline=1800.0)
     args = p.parse_args(argv)
     if args.size_mib is None:
         args.size_mib = 256 if args.quick else 1024

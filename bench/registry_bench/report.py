@@ -8,7 +8,7 @@ import argparse
 import datetime as dt
 
 from harness.common import REF, REPO_ROOT, SM
-from harness.results import command_line
+from harness.results import command_line, table_head, table_row
 from harness.servers import SM_COMMAND
 
 from registry_bench.measure import Results
@@ -53,7 +53,7 @@ def table_lines(res: Results, servers: list[str]) -> list[str]:
     head = ["Metric", "Unit", *servers]
     if REF in servers and SM in servers:
         head.append("stablemirror / docker-registry")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines = table_head(*head)
     for key, label, unit, higher in METRICS:
         row = [label, unit]
         for s in servers:
@@ -66,7 +66,7 @@ def table_lines(res: Results, servers: list[str]) -> list[str]:
         if len(head) > len(row):
             r = res.ratio(key)
             row.append("—" if r is None else f"{r:.2f}x" + ("" if higher else " (lower is better)"))
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append(table_row(*row))
     return lines
 
 
@@ -165,12 +165,11 @@ def report_markdown(
         out += [
             "Targets (ratio stablemirror / docker-registry):",
             "",
-            "| Target | Metric | Measured | Result |",
-            "|---|---|---|---|",
+            *table_head("Target", "Metric", "Measured", "Result"),
         ]
         for label, mlabel, need, r, verdict in target_rows(res):
             meas = "—" if r is None else f"{r:.2f}x"
-            out.append(f"| {label} ≥ {need:.1f}x | {mlabel} | {meas} | {verdict} |")
+            out.append(table_row(f"{label} ≥ {need:.1f}x", mlabel, meas, verdict))
         out.append("")
     out += ["<details><summary>Details</summary>", ""]
     out += ["All rounds (the table shows the best):", ""]
@@ -214,10 +213,11 @@ def report_markdown(
         "Server CPU cost (whole process tree, timed runs only), peak tree RSS, and CPU used by"
         " other processes while that server was measured (in cores, averaged), per phase:",
         "",
-        "| Phase | Cost unit | "
-        + " | ".join(f"{s} cost | {s} RSS MiB | other load" for s in servers)
-        + " |",
-        "|---|---|" + "---|---|---|" * len(servers),
+        *table_head(
+            "Phase",
+            "Cost unit",
+            *(col for s in servers for col in (f"{s} cost", f"{s} RSS MiB", "other load")),
+        ),
     ]
     for ph, label, _, cost_unit in PHASES:
         cells = []
@@ -230,7 +230,7 @@ def report_markdown(
                 "—" if rss is None else f"{rss:.0f}",
                 "—" if other is None else f"{other:.2f}",
             ]
-        out.append(f"| {label} | {cost_unit} | " + " | ".join(cells) + " |")
+        out.append(table_row(label, cost_unit, *cells))
     errs = [(m, s, e) for m, d in res.errors.items() for s, e in d.items()]
     if errs:
         out += ["", "Errors:", ""]
