@@ -104,12 +104,13 @@ class NoiseGuard:
         prepare: Callable[[int], Any],
         run: Callable[[Any], Any],
         timed: bool = True,
+        label: str | None = None,
     ) -> tuple[Any, Window, bool]:
         """prepare(attempt) (untimed: push a fresh blob, say), settle, then run(prepared)
         metered.  A timed result taken while other processes used more than --max-other-load
         cores is thrown away and measured again, up to --noisy-retries times and while this
         kind of measurement has lost less than --retry-budget seconds; after that it is kept
-        and returned as noisy."""
+        and returned as noisy.  `label` names the measurement in the log (default: phase)."""
         args = self.args
         for attempt in range(args.noisy_retries + 1):
             self.check_deadline()
@@ -120,7 +121,7 @@ class NoiseGuard:
             noisy = timed and win.other > args.max_other_load
             budget_left = args.retry_budget - self.retry_spent.get(kind, 0.0)
             if noisy and attempt < args.noisy_retries and budget_left > 0:
-                log(f"{phase}: other processes used {win.other:.2f} cores; "
+                log(f"{label or phase}: other processes used {win.other:.2f} cores; "
                     "discarding this result and measuring again")
                 self.discarded += 1
                 wait_for_quiet(min(20.0, budget_left), args.max_other_load)

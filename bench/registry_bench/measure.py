@@ -128,7 +128,9 @@ class RegistryRun:
                 return fn(sname, srv, prepared)
 
             try:
-                outcome, win, noisy = self.guard.measure(name, name, pids, prep, run, timed)
+                outcome, win, noisy = self.guard.measure(
+                    name, name, pids, prep, run, timed, label=f"{sname:13s} {name}"
+                )
             except ServerGone as exc:
                 if metric:
                     res.err(metric, sname, str(exc))
