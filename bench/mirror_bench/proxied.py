@@ -1,0 +1,152 @@
+"""Warm pulls and concurrent cold pulls: a stablemirror mirror and docker-registry in proxy
+mode, each behind its own counting proxy, in front of one upstream."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from harness.common import REF, SM, BenchError, log
+from harness.data import Blob
+from harness.proxies import CountProxy, blob_gets, settle_counter
+from harness.servers import Server, docker_registry_blob_path, docker_registry_server
+from harness.transfers import get_blob_curl, push_monolithic, verify_blob_get
+
+from mirror_bench.bench import Bench, ServerSet
+from mirror_bench.clients import concurrent_pulls, warm_up
+from mirror_bench.targets import MIRROR_LABEL, REPO
+
+
+def run_proxy_phases(b: Bench) -> None:
+    """Warm pulls and concurrent cold pulls: a stablemirror mirror and docker-registry in
+    proxy mode, each behind its own counting proxy, in front of one upstream."""
+    args = b.args
+    kind = args.proxy_upstream
+    ss = ServerSet(b)
+    b.data["proxy_upstream"] = kind
+    try:
+        up = ss.start(b.upstream_server(kind, "proxied-upstream"))
+        counters = {SM: ss.proxy("count-sm", up.port), REF: ss.proxy("count-ref", up.port)}
+        mirrors = {
+            SM: ss.start(b.sm_server("sm-mirror", upstream=counters[SM].url)),
+            REF: ss.start(docker_registry_server(b.work, "ref-proxy", proxy=counters[REF].url)),
+        }
+        warm_up(up.port, [mirrors[SM].port, mirrors[REF].port])
+        order = [SM, REF]
+        conc: dict[str, Any] = b.data.setdefault("concurrent", {})
+
+        def cold_concurrent(n: int, blob: Blob, rnd: int) -> None:
+            row: dict[str, Any] = {}
+            conc[str(n)] = row
+            for name in order if rnd % 2 == 0 else order[::-1]:
+                def prep(attempt: int, name: str = name) -> Blob:
+                    if attempt == 0:
+                        counters[name].reset()
+                        return blob
+                    # a repeat: this mirror has seen `blob`; let a background fetch of the
+                    # discarded attempt finish before counting again
+                    settle_counter(counters[name], quiet_s=2.0, limit_s=b.xfer_timeout)
+                    fresh = b.pool.take("proxied")
+                    push_monolithic(up.port, REPO, fresh, b.xfer_timeout)
+                    counters[name].reset()
+                    return fresh
+
+                def go(bl: Blob, name: str = name) -> dict[str, Any]:
+                    res = concurrent_pulls(mirrors[name].port, bl, n, b.xfer_timeout)
+                    res["blob"] = bl
+                    return res
+
+                res, win, noisy = b.measure(f"concurrent-{n}", f"{n} clients via {name}",
+                                            ss.pids, prep, go)
+                bl = res.pop("blob")
+                # docker-registry keeps fetching in the background (its local copy):
+                # wait for the upstream bytes to stop moving before reading them
+                st = settle_counter(counters[name], quiet_s=2.0, limit_s=b.xfer_timeout)
+                gets = blob_gets(st, bl.digest)
+                res.update({
+                    "upstream_bytes": st["down"],
+                    "upstream_ratio": st["down"] / bl.size,
+                    "upstream_blob_gets": len(gets),
+                    "upstream_ranges": sorted({g[2] for g in gets if g[2]}),
+                    "upstream_requests": len(st["requests"]),
+                    "other_load": win.other,
+                    "noisy": noisy,
+                    "mirror_cpu": win.cpu.get(mirrors[name].name, 0.0),
+                    "upstream_cpu": win.cpu.get(up.name, 0.0),
+                    "proxy_cpu": win.cpu.get(counters[name].name, 0.0),
+                })
+                row[name] = res
+                log(f"{n:3d} clients via {MIRROR_LABEL[name]:22s}: wall {res['wall']:.2f}s, "
+                    f"{res['ok']}/{n} correct, upstream sent {res['upstream_ratio']:.2f}x "
+                    f"the blob in {len(gets)} blob GETs" + (" (noisy)" if noisy else "")
+                    + (f"; errors: {res['errors']}" if res["errors"] else ""))
+            ss.check_alive()
+
+        # 1 client: the cold pull that caches the blob for the warm phase
+        warm_blob = b.pool.take("proxied")
+        push_monolithic(up.port, REPO, warm_blob, b.xfer_timeout)
+        cold_concurrent(1, warm_blob, 0)
+        # the blob the warm phase reads must be the one both mirrors cached
+        for name in (SM, REF):
+            if conc["1"][name]["ok"] != 1:
+                raise BenchError(f"the single cold pull via {name} failed: "
+                                 f"{conc['1'][name]['errors']}")
+        wait_ref_stored(b, "ref-proxy", warm_blob)
+        if "warm" in args.phases:
+            run_warm(b, ss, mirrors, counters, warm_blob)
+        if "concurrent" in args.phases:
+            for i, n in enumerate(args.clients):
+                blob = b.pool.take("proxied")
+                push_monolithic(up.port, REPO, blob, b.xfer_timeout)
+                cold_concurrent(n, blob, i + 1)
+        b.data["mirror_peak_rss_mib"] = {
+            name: b.sampler.peak_tree_kib.get(mirrors[name].name, 0) / 1024 for name in mirrors}
+    finally:
+        ss.stop()
+
+
+
+def wait_ref_stored(b: Bench, name: str, blob: Blob) -> None:
+    """docker-registry's proxy stores its copy in the background; wait until it is there."""
+    path = docker_registry_blob_path(b.work, name, blob.digest)
+    deadline = time.monotonic() + b.xfer_timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == blob.size:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"docker-registry proxy never stored {blob.digest} ({path})")
+
+
+def run_warm(b: Bench, ss: ServerSet, mirrors: dict[str, Server],
+             counters: dict[str, CountProxy], blob: Blob) -> None:
+    args = b.args
+    out: dict[str, Any] = {SM: [], REF: [], "noisy": {SM: [], REF: []}, "upstream_bytes": {}}
+    b.data["warm"] = out
+    for name in (SM, REF):
+        counters[name].reset()
+    order = [SM, REF]
+    for r in range(args.warm_rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            def same(attempt: int) -> Blob:
+                return blob
+
+            def get(bl: Blob, name: str = name) -> float:
+                return get_blob_curl(mirrors[name].port, REPO, bl, b.xfer_timeout)
+
+            mbps, _win, noisy = b.measure("warm", f"warm via {name}", ss.pids, same, get)
+            out[name].append(mbps)
+            out["noisy"][name].append(noisy)
+            log(f"warm via {MIRROR_LABEL[name]:22s}: {mbps:8.1f} MB/s"
+                + (" (noisy)" if noisy else ""))
+    out["verify"] = {name: verify_blob_get(mirrors[name].port, REPO, blob, b.xfer_timeout)
+                     for name in (SM, REF)}
+    for name in (SM, REF):
+        st = counters[name].stats()
+        out["upstream_bytes"][name] = st["down"]
+        out.setdefault("upstream_blob_gets", {})[name] = len(blob_gets(st, blob.digest))
+    log(f"warm: sha256 checks {out['verify']}; upstream bytes during warm pulls "
+        f"{out['upstream_bytes']}")
+    ss.check_alive()
+

@@ -1,0 +1,1 @@
+"""bench/run.py's measurements: stablemirror vs. docker-registry as hosted registries."""
