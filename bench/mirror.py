@@ -11,9 +11,10 @@ Three measurements, every server on 127.0.0.1 with throw-away storage in one tem
 1. cold: a never-seen blob pulled through `stablemirror serve --upstream U` vs. directly
    from U, for U = a stablemirror hosted registry and U = Debian's docker-registry
    (curl: total time and time to first byte);
-2. warm: the same blob once cached, stablemirror mirror vs. docker-registry in proxy mode;
-3. concurrent cold: N clients pulling one never-seen blob at once through each mirror, with
-   a byte-counting proxy (bench/countproxy.py) between each mirror and the upstream.
+2. warm: the same blob once cached, stablemirror mirror vs. its peers, docker-registry in
+   proxy mode and nginx proxy_cache (issue 17);
+3. concurrent cold: 1, N clients pulling one never-seen blob at once through each mirror,
+   with a byte-counting proxy (bench/countproxy.py) between each mirror and the upstream.
 
 The measurements live in bench/mirror_bench/, the harness they share with bench/run.py
 (servers, pushes, quiet-machine handling) in bench/harness/. Writes its own sections of
@@ -69,7 +70,7 @@ def run_parts(b: Bench) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__.split("\n\n")[0], argv)
-    if not tools_present("curl", "docker-registry"):
+    if not tools_present("curl", "docker-registry", "nginx"):
         return 2
     started = dt.datetime.now().astimezone()
     t_start = time.monotonic()

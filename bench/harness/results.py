@@ -64,20 +64,9 @@ def machine_info() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    try:
-        ref_ver = subprocess.run(
-            ["docker-registry", "--version"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        ref_ver = "?"
-    try:
-        wrk_ver = (
-            subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
-            .stdout.split("Copyright")[0]
-            .strip()
-        )
-    except (OSError, subprocess.SubprocessError, IndexError):
-        wrk_ver = "?"
+    ref_ver = tool_output("docker-registry", "--version")
+    wrk_ver = tool_output("wrk", "--version").split("Copyright")[0].strip()
+    nginx_ver = tool_output("nginx", "-v").rpartition("/")[2]  # "nginx version: nginx/1.22.1"
     return {
         "nproc": str(os.cpu_count()),
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
@@ -85,8 +74,18 @@ def machine_info() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "reference": ref_ver,
-        "wrk": wrk_ver,
+        "wrk": wrk_ver or "?",
+        "nginx": nginx_ver or "?",
     }
+
+
+def tool_output(*argv: str) -> str:
+    """What a tool prints (stdout, else stderr) when asked for its version; "?" if absent."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (proc.stdout or proc.stderr).strip() or "?"
 
 
 def command_line() -> str:

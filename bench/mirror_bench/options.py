@@ -30,6 +30,10 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--proxy-upstream", choices=[SM, REF], default=REF,
                    help="the upstream behind both mirrors in the warm and concurrent phases "
                    "(default: reference, i.e. docker-registry)")
+    p.add_argument("--client-verify", action="store_true",
+                   help="the raw-socket clients of the single and concurrent cold pulls hash "
+                   "what they receive (default off, so the clients are not the bottleneck; one "
+                   "untimed hashed download per mirror and pull checks the bytes instead)")
     p.add_argument("--code", choices=["worktree", "HEAD", "live"], default="worktree",
                    help="the stablemirror source the servers run: worktree = a copy of src/ "
                    "taken at the start (edits during the run cannot mix versions; default), "

@@ -1,5 +1,6 @@
-"""Warm pulls and concurrent cold pulls: a stablemirror mirror and docker-registry in proxy
-mode, each behind its own counting proxy, in front of one upstream."""
+"""Warm pulls and concurrent cold pulls: a stablemirror mirror and its peers (docker-registry
+in proxy mode, nginx proxy_cache), each behind its own counting proxy, in front of one
+upstream."""
 
 from __future__ import annotations
 
@@ -9,37 +10,51 @@ from typing import Any
 
 from harness.common import REF, SM, BenchError, log
 from harness.data import Blob
+from harness.nginx import NGINX, nginx_proxy_cache_server
+from harness.procfs import tree_cpu_seconds
 from harness.proxies import CountProxy, blob_gets, settle_counter
 from harness.servers import Server, docker_registry_blob_path, docker_registry_server
 from harness.transfers import get_blob_curl, push_monolithic, verify_blob_get
 
 from mirror_bench.bench import Bench, ServerSet
 from mirror_bench.clients import concurrent_pulls, warm_up
-from mirror_bench.targets import MIRROR_LABEL, REPO
+from mirror_bench.targets import MIRROR_LABEL, MIRRORS, REPO
+
+
+def start_mirrors(b: Bench, ss: ServerSet, up: Server
+                  ) -> tuple[dict[str, Server], dict[str, CountProxy]]:
+    """Each mirror behind its own counting proxy to `up`."""
+    counters = {name: ss.proxy(f"count-{name}", up.port) for name in MIRRORS}
+    # a cap, never reached: room for every blob of the run
+    cache_mib = max(4096, 64 * b.args.size_mib)
+    mirrors = {
+        SM: ss.start(b.sm_server("sm-mirror", upstream=counters[SM].url)),
+        REF: ss.start(docker_registry_server(b.work, "ref-proxy", proxy=counters[REF].url)),
+        NGINX: ss.start(nginx_proxy_cache_server(b.work, "nginx-cache", counters[NGINX].url,
+                                                 b.args.workers, cache_mib)),
+    }
+    return mirrors, counters
 
 
 def run_proxy_phases(b: Bench) -> None:
-    """Warm pulls and concurrent cold pulls: a stablemirror mirror and docker-registry in
-    proxy mode, each behind its own counting proxy, in front of one upstream."""
+    """Warm pulls and concurrent cold pulls: a stablemirror mirror and its peers, each
+    behind its own counting proxy, in front of one upstream."""
     args = b.args
     kind = args.proxy_upstream
     ss = ServerSet(b)
     b.data["proxy_upstream"] = kind
+    b.data["client_verify"] = args.client_verify
     try:
         up = ss.start(b.upstream_server(kind, "proxied-upstream"))
-        counters = {SM: ss.proxy("count-sm", up.port), REF: ss.proxy("count-ref", up.port)}
-        mirrors = {
-            SM: ss.start(b.sm_server("sm-mirror", upstream=counters[SM].url)),
-            REF: ss.start(docker_registry_server(b.work, "ref-proxy", proxy=counters[REF].url)),
-        }
-        warm_up(up.port, [mirrors[SM].port, mirrors[REF].port])
-        order = [SM, REF]
+        mirrors, counters = start_mirrors(b, ss, up)
+        warm_up(up.port, [m.port for m in mirrors.values()])
+        order = list(MIRRORS)
         conc: dict[str, Any] = b.data.setdefault("concurrent", {})
 
         def cold_concurrent(n: int, blob: Blob, rnd: int) -> None:
             row: dict[str, Any] = {}
             conc[str(n)] = row
-            for name in order if rnd % 2 == 0 else order[::-1]:
+            for name in order[rnd % len(order):] + order[:rnd % len(order)]:
                 def prep(attempt: int, name: str = name) -> Blob:
                     if attempt == 0:
                         counters[name].reset()
@@ -53,16 +68,20 @@ def run_proxy_phases(b: Bench) -> None:
                     return fresh
 
                 def go(bl: Blob, name: str = name) -> dict[str, Any]:
-                    res = concurrent_pulls(mirrors[name].port, bl, n, b.xfer_timeout)
-                    res["blob"] = bl
+                    cpu0 = tree_cpu_seconds(mirrors[name].pid)
+                    res = concurrent_pulls(mirrors[name].port, bl, n, b.xfer_timeout,
+                                           args.client_verify)
+                    res.update(blob=bl, cpu0=cpu0)
                     return res
 
                 res, win, noisy = b.measure(f"concurrent-{n}", f"{n} clients via {name}",
                                             ss.pids, prep, go)
-                bl = res.pop("blob")
+                bl, cpu0 = res.pop("blob"), res.pop("cpu0")
                 # docker-registry keeps fetching in the background (its local copy):
                 # wait for the upstream bytes to stop moving before reading them
                 st = settle_counter(counters[name], quiet_s=2.0, limit_s=b.xfer_timeout)
+                # CPU of the pull and of whatever the mirror still did for it afterwards
+                res["mirror_cpu_settled"] = tree_cpu_seconds(mirrors[name].pid) - cpu0
                 gets = blob_gets(st, bl.digest)
                 res.update({
                     "upstream_bytes": st["down"],
@@ -75,6 +94,9 @@ def run_proxy_phases(b: Bench) -> None:
                     "mirror_cpu": win.cpu.get(mirrors[name].name, 0.0),
                     "upstream_cpu": win.cpu.get(up.name, 0.0),
                     "proxy_cpu": win.cpu.get(counters[name].name, 0.0),
+                    # the clients only counted bytes: one untimed hashed download instead
+                    "verify": "clients" if args.client_verify else verify_blob_get(
+                        mirrors[name].port, REPO, bl, b.xfer_timeout),
                 })
                 row[name] = res
                 log(f"{n:3d} clients via {MIRROR_LABEL[name]:22s}: wall {res['wall']:.2f}s, "
@@ -87,8 +109,8 @@ def run_proxy_phases(b: Bench) -> None:
         warm_blob = b.pool.take("proxied")
         push_monolithic(up.port, REPO, warm_blob, b.xfer_timeout)
         cold_concurrent(1, warm_blob, 0)
-        # the blob the warm phase reads must be the one both mirrors cached
-        for name in (SM, REF):
+        # the blob the warm phase reads must be the one every mirror cached
+        for name in MIRRORS:
             if conc["1"][name]["ok"] != 1:
                 raise BenchError(f"the single cold pull via {name} failed: "
                                  f"{conc['1'][name]['errors']}")
@@ -122,13 +144,14 @@ def wait_ref_stored(b: Bench, name: str, blob: Blob) -> None:
 def run_warm(b: Bench, ss: ServerSet, mirrors: dict[str, Server],
              counters: dict[str, CountProxy], blob: Blob) -> None:
     args = b.args
-    out: dict[str, Any] = {SM: [], REF: [], "noisy": {SM: [], REF: []}, "upstream_bytes": {}}
+    out: dict[str, Any] = {name: [] for name in MIRRORS}
+    out.update(noisy={name: [] for name in MIRRORS}, upstream_bytes={})
     b.data["warm"] = out
-    for name in (SM, REF):
+    for name in MIRRORS:
         counters[name].reset()
-    order = [SM, REF]
+    order = list(MIRRORS)
     for r in range(args.warm_rounds):
-        for name in order if r % 2 == 0 else order[::-1]:
+        for name in order[r % len(order):] + order[:r % len(order)]:
             def same(attempt: int) -> Blob:
                 return blob
 
@@ -141,8 +164,8 @@ def run_warm(b: Bench, ss: ServerSet, mirrors: dict[str, Server],
             log(f"warm via {MIRROR_LABEL[name]:22s}: {mbps:8.1f} MB/s"
                 + (" (noisy)" if noisy else ""))
     out["verify"] = {name: verify_blob_get(mirrors[name].port, REPO, blob, b.xfer_timeout)
-                     for name in (SM, REF)}
-    for name in (SM, REF):
+                     for name in MIRRORS}
+    for name in MIRRORS:
         st = counters[name].stats()
         out["upstream_bytes"][name] = st["down"]
         out.setdefault("upstream_blob_gets", {})[name] = len(blob_gets(st, blob.digest))

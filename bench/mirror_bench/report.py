@@ -6,11 +6,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from harness.common import REF, REPO_ROOT, SM, MiB
+from harness.common import REF, REPO_ROOT, MiB
 from harness.results import command_line, curl_version, table_head, table_row
 
 from mirror_bench.bench import Bench
-from mirror_bench.targets import KIND_LABEL, MIRROR_LABEL, cold_label, cold_summary, target_rows
+from mirror_bench.peers import cold_cpu_per_gib, peers_table, warm_table
+from mirror_bench.targets import (
+    KIND_LABEL,
+    MIRROR_LABEL,
+    MIRRORS,
+    PEERS,
+    cold_label,
+    cold_summary,
+    target_rows,
+)
 
 
 def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: float,
@@ -28,13 +37,18 @@ def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: 
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, "
         f"Linux {info['kernel']}, Python {info['python']}",
         f"- Reference: `{info['reference']}` (filesystem storage); clients: curl "
-        f"({curl_version()}) for single pulls, threads on raw sockets hashing with sha256 "
-        "for concurrent pulls",
+        f"({curl_version()}) for single pulls, threads on raw sockets "
+        + ("hashing with sha256" if data.get("client_verify") else "counting bytes (not "
+           "hashing; one untimed hashed curl download per mirror and pull checks the bytes)")
+        + " for the proxied single and concurrent cold pulls",
         f"- Command: `cd {REPO_ROOT} && {command_line()}`",
         f"- stablemirror code: {data.get('code', '?')}",
         f"- Servers: stablemirror `serve --workers {args.workers}` (hosted upstream, and "
         "mirrors with `--upstream URL`), STABLEMIRROR_LOG_LEVEL=error; docker-registry "
-        "log level error, access log off, filesystem storage (proxy mode: `proxy: remoteurl:`)",
+        "log level error, access log off, filesystem storage (proxy mode: `proxy: remoteurl:`); "
+        f"nginx {info.get('nginx', '?')} `proxy_cache` (keys_zone ai_mirror, "
+        "`proxy_cache_valid 200 7d`, `proxy_cache_key $uri`, `proxy_cache_lock on`, buffering "
+        f"on, `worker_processes {args.workers}`, access log off)",
         f"- Load average before / after: {data.get('load_before', '?')} / "
         f"{data.get('load_after', '?')}; CPU used by other processes during the timed "
         f"measurements: mean {mean:.2f} cores, worst {worst[0]:.2f} ({worst[1]}); results "
@@ -59,6 +73,7 @@ def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: 
     out += cold_table(data.get("cold", {}), size)
     out += warm_table(data.get("warm"), size, args.warm_rounds)
     out += concurrent_table(data.get("concurrent", {}), size, args.clients)
+    out += peers_table(data, size, args.clients, args.warm_rounds)
     rows = target_rows(data, args.clients)
     if rows:
         out += ["Targets:", "", *table_head("Target", "Measured", "Result")]
@@ -67,12 +82,12 @@ def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: 
     out += ["<details><summary>Details</summary>", ""]
     out += cold_details(data.get("cold", {}), size)
     out += warm_details(data.get("warm"))
-    out += concurrent_details(data.get("concurrent", {}), args.clients)
+    out += concurrent_details(data.get("concurrent", {}), args.clients, size)
     rss = data.get("mirror_peak_rss_mib")
     if rss:
-        out.append(f"- peak RSS (process tree) of the mirrors in the warm/concurrent phases: "
-                   f"stablemirror {rss.get(SM, 0):.0f} MiB, docker-registry proxy "
-                   f"{rss.get(REF, 0):.0f} MiB")
+        out.append("- peak RSS (process tree) of the mirrors in the warm/concurrent phases: "
+                   + ", ".join(f"{MIRROR_LABEL[m]} {rss[m]:.0f} MiB" for m in MIRRORS
+                               if m in rss))
     out += ["", "</details>", ""]
     out += ["Notes:", "", *auto_notes(b)]
     if args.notes_text:
@@ -103,17 +118,25 @@ def auto_notes(b: Bench) -> list[str]:
             + " for the loopback cold-pull ratio (direct pulls are sendfile(2) on loopback). "
             "The paced-link rows show where a link, not the CPU, is the limit.")
     conc = data.get("concurrent", {})
-    fetched = [(n, conc[str(n)][REF]) for n in [1, *args.clients]
-               if REF in conc.get(str(n), {})]
-    if fetched:
-        out.append("- docker-registry's proxy fetched the blob " + ", ".join(
-            f"{r['upstream_ratio']:.2f} times for {n} client{'s' if n > 1 else ''}"
-            for n, r in fetched) + " (one upstream stream per client, plus one to store its "
-            "own copy); stablemirror's mirror fetched it once in every case (table above).")
+    for peer in PEERS:
+        fetched = [(n, conc[str(n)][peer]) for n in [1, *args.clients]
+                   if peer in conc.get(str(n), {})]
+        if fetched:
+            out.append(f"- {MIRROR_LABEL[peer]} fetched the blob " + ", ".join(
+                f"{r['upstream_ratio']:.2f} times for {n} client{'s' if n > 1 else ''}"
+                for n, r in fetched) + ".")
+    if conc.get("1", {}).get(REF):
+        out.append("- docker-registry's proxy opens one upstream stream per client, plus one to "
+                   "store its own copy; nginx with `proxy_cache_lock on` lets one request fill "
+                   "the cache and holds the others until it is complete (their TTFB is at least "
+                   "the whole fetch, rounded up to nginx's 500 ms cache-lock re-check timer).")
     if any(str(n) in conc for n in args.clients):
-        out.append("- Concurrent pulls: every client thread hashes all it receives, on the same "
-                   "2 cores as the servers, so wall times include the clients' SHA-256 work "
-                   "(N x the blob) for both mirrors alike.")
+        out.append("- Concurrent pulls: " + (
+            "every client thread hashes all it receives, on the same 2 cores as the servers, "
+            "so wall times include the clients' SHA-256 work (N x the blob) for all mirrors "
+            "alike." if data.get("client_verify") else
+            "the client threads only count bytes (`--client-verify` makes them hash), so the "
+            "wall times are the mirrors' and the kernel's copying, not the clients' SHA-256."))
     out.append("- Each cold pull gets a blob its mirror has never seen (pushed to the upstream "
                "just before); the upstream has it in the page cache, and `sync` runs before "
                "every timed pull.")
@@ -146,20 +169,6 @@ def cold_table(cold: dict[str, Any], size: int) -> list[str]:
     return [*out, ""]
 
 
-def warm_table(warm: dict[str, Any] | None, size: int, rounds: int) -> list[str]:
-    if not (warm and warm.get(SM) and warm.get(REF)):
-        return []
-    sm_best, ref_best = max(warm[SM]), max(warm[REF])
-    return [
-        f"Warm (cached) pull of the same {size} MiB blob (curl, best of {rounds}):",
-        "",
-        *table_head("docker-registry proxy MB/s", "stablemirror mirror MB/s",
-                    "stablemirror / docker-registry"),
-        f"| {ref_best:,.0f} | {sm_best:,.0f} | {sm_best / ref_best:.2f}x |",
-        "",
-    ]
-
-
 def concurrent_table(conc: dict[str, Any], size: int, clients: list[int]) -> list[str]:
     if not conc:
         return []
@@ -173,10 +182,10 @@ def concurrent_table(conc: dict[str, Any], size: int, clients: list[int]) -> lis
         "",
         *table_head("Clients", "Mirror", "upstream bytes / blob", "upstream blob GETs",
                     "wall s", "client median s", "client max s", "TTFB median ms",
-                    "correct clients", "mirror CPU s"),
+                    "correct clients", "mirror CPU s", "sha256 check"),
     ]
     for n in [1, *clients]:
-        for name in (SM, REF):
+        for name in MIRRORS:
             r = conc.get(str(n), {}).get(name)
             if r is None:
                 continue
@@ -185,7 +194,7 @@ def concurrent_table(conc: dict[str, Any], size: int, clients: list[int]) -> lis
                 f"{r['upstream_blob_gets']} | {f(r['wall'])}"
                 f"{' (noisy)' if r['noisy'] else ''} | {f(r['client_median'])} | "
                 f"{f(r['client_max'])} | {f(r['ttfb_median'], 1000, 1)} | "
-                f"{r['ok']}/{n} | {r['mirror_cpu']:.1f} |")
+                f"{r['ok']}/{n} | {r['mirror_cpu']:.1f} | {r.get('verify', '?')} |")
     return [*out, ""]
 
 
@@ -225,24 +234,25 @@ def warm_details(warm: dict[str, Any] | None) -> list[str]:
     if not warm:
         return []
     out: list[str] = []
-    for name in (SM, REF):
+    for name in MIRRORS:
         if warm.get(name):
             out.append(f"- warm via {MIRROR_LABEL[name]}: " + ", ".join(
                 f"{v:,.0f}" + (" (noisy)" if warm["noisy"][name][i] else "")
                 for i, v in enumerate(warm[name])) + " MB/s")
     if "upstream_blob_gets" in warm:
-        out.append(f"- warm: upstream blob GETs during the warm pulls (stablemirror / "
-                   f"docker-registry): {warm['upstream_blob_gets'].get(SM)} / "
-                   f"{warm['upstream_blob_gets'].get(REF)}; all upstream bytes (health "
-                   f"checks included): {warm['upstream_bytes'].get(SM)} / "
-                   f"{warm['upstream_bytes'].get(REF)}")
+        names = [m for m in MIRRORS if m in warm["upstream_blob_gets"]]
+        out.append("- warm: upstream blob GETs during the warm pulls ("
+                   + " / ".join(MIRROR_LABEL[m] for m in names) + "): "
+                   + " / ".join(str(warm["upstream_blob_gets"][m]) for m in names)
+                   + "; all upstream bytes (health checks included): "
+                   + " / ".join(str(warm["upstream_bytes"].get(m)) for m in names))
     return out
 
 
-def concurrent_details(conc: dict[str, Any], clients: list[int]) -> list[str]:
+def concurrent_details(conc: dict[str, Any], clients: list[int], size: int) -> list[str]:
     out: list[str] = []
     for n in [1, *clients]:
-        for name in (SM, REF):
+        for name in MIRRORS:
             r = conc.get(str(n), {}).get(name)
             if r:
                 out.append(
@@ -252,6 +262,9 @@ def concurrent_details(conc: dict[str, Any], clients: list[int]) -> list[str]:
                     f"{r['upstream_ranges'] or 'none'}, TTFB max "
                     f"{(r['ttfb_max'] or 0) * 1000:.1f} ms, CPU s mirror "
                     f"{r['mirror_cpu']:.1f} / upstream {r['upstream_cpu']:.1f} / counting proxy "
-                    f"{r['proxy_cpu']:.1f}, other load {r['other_load']:.2f} cores"
+                    f"{r['proxy_cpu']:.1f}, mirror CPU until the upstream went quiet "
+                    f"{r.get('mirror_cpu_settled', 0):.2f} s"
+                    + (f" ({cold_cpu_per_gib(r, size):.2f} s/GiB)" if n == 1 else "")
+                    + f", other load {r['other_load']:.2f} cores"
                     + (f", errors {r['errors']}" if r["errors"] else ""))
     return out

@@ -7,10 +7,14 @@ import statistics
 from typing import Any
 
 from harness.common import REF, SM
+from harness.nginx import NGINX
 
 REPO = "bench/mirror"  # the repository every blob of the mirror benchmarks is pushed to
 KIND_LABEL = {SM: "stablemirror (hosted)", REF: "docker-registry"}
-MIRROR_LABEL = {SM: "stablemirror mirror", REF: "docker-registry proxy"}
+MIRROR_LABEL = {SM: "stablemirror mirror", REF: "docker-registry proxy",
+                NGINX: "nginx proxy_cache"}
+PEERS = (REF, NGINX)  # the mirrors stablemirror's is compared with, in table order
+MIRRORS = (SM, *PEERS)
 
 COLD_TIME_TARGET = 1.10  # mirror total time / direct total time, at most
 TTFB_TARGET_MS = 50.0  # mirror TTFB - direct TTFB, at most
@@ -76,7 +80,8 @@ def target_rows(data: dict[str, Any], clients: list[int]) -> list[tuple[str, str
         gets = warm.get("upstream_blob_gets", {})
         rows.append(("warm: sha256 of a full download; no upstream blob GET",
                      ", ".join(f"{k}: {v}" for k, v in checks.items())
-                     + f"; upstream blob GETs {gets.get(SM, '?')} / {gets.get(REF, '?')}",
+                     + "; upstream blob GETs " + " / ".join(
+                         str(gets.get(name, "?")) for name in MIRRORS if name in warm),
                      verdict(all(v == "ok" for v in checks.values())
                              and not any(gets.values()))))
     conc = data.get("concurrent", {})
@@ -105,10 +110,11 @@ def print_summary(data: dict[str, Any], clients: list[int]) -> None:
                   f"({s['ttfb_delta_ms']:+.1f} ms)")
     warm = data.get("warm")
     if warm and warm.get(SM) and warm.get(REF):
-        print(f"  warm: stablemirror {max(warm[SM]):,.0f} MB/s, docker-registry proxy "
-              f"{max(warm[REF]):,.0f} MB/s ({max(warm[SM]) / max(warm[REF]):.2f}x)")
+        print(f"  warm: stablemirror {max(warm[SM]):,.0f} MB/s" + "".join(
+            f", {MIRROR_LABEL[p]} {max(warm[p]):,.0f} MB/s ({max(warm[SM]) / max(warm[p]):.2f}x)"
+            for p in PEERS if warm.get(p)))
     for n in [1, *clients]:
-        for name in (SM, REF):
+        for name in MIRRORS:
             r = data.get("concurrent", {}).get(str(n), {}).get(name)
             if r:
                 print(f"  {n:3d} clients via {MIRROR_LABEL[name]:22s}: upstream "
