@@ -41,7 +41,7 @@ SERVERS = (REF, SM)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__.split("\n\n")[0], argv)
-    if not tools_present("curl", "wrk"):
+    if not tools_present("curl", "wrk", *(["nginx"] if args.nginx else [])):
         return 2
     names = [args.only] if args.only else list(SERVERS)
     started = dt.datetime.now().astimezone()
@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = target_rows(res) if both else []
     if rows:
         print()
-        for label, mlabel, need, r, verdict in rows:
+        for target, mlabel, _, r, verdict in rows:
             meas = "n/a" if r is None else f"{r:.2f}x"
-            print(f"  target {label:13s} >= {need:.1f}x  {mlabel:32s} {meas:>7s}  {verdict}")
+            print(f"  target {target.replace('≥', '>='):23s}  {mlabel:32s} {meas:>7s}  {verdict}")
     for m, d in res.errors.items():
         for s, e in d.items():
             print(f"  error: {s} / {m}: {e.splitlines()[0][:300]}")

@@ -15,8 +15,9 @@ from typing import Any
 
 from harness.common import REF, SM, BenchError, MiB, log
 from harness.data import Blob, make_random_file
+from harness.nginx import NGINX, nginx_static_server
 from harness.procfs import RssSampler
-from harness.servers import Server
+from harness.servers import Server, docker_registry_blob_path
 from harness.timing import NoiseGuard, loadavg, wait_for_quiet
 from harness.transfers import (
     get_blob_curl,
@@ -60,10 +61,11 @@ class Results:
     def err(self, metric: str, server: str, msg: str) -> None:
         self.errors.setdefault(metric, {})[server] = msg
 
-    def ratio(self, metric: str) -> float | None:
+    def ratio(self, metric: str, peer: str = REF) -> float | None:
+        """stablemirror / `peer` (docker-registry, or nginx for the blob GET)."""
         v = self.values.get(metric, {})
-        if v.get(REF) and SM in v:
-            return v[SM] / v[REF]
+        if v.get(peer) and SM in v:
+            return v[SM] / v[peer]
         return None
 
 
@@ -257,9 +259,40 @@ class RegistryRun:
             log(f"{sname:13s} full GET digest check: {content}; Range GET check: {rng}")
             return Outcome()
 
-        for r in range(self.args.get_rounds):
-            self.phase("blob_get", get, "blob_get", r)
-        self.phase("blob_checks", checks, "blob_get", timed=False)
+        nginx = self.start_nginx(blob) if self.args.nginx else None
+        try:
+            for r in range(self.args.get_rounds):
+                self.phase("blob_get", get, "blob_get", r)
+            self.phase("blob_checks", checks, "blob_get", timed=False)
+        finally:
+            if nginx:  # it serves blob GETs only: the later phases do not see it
+                self.drop_nginx(nginx)
+
+    def drop_nginx(self, srv: Server) -> None:
+        srv.stop()
+        self.sampler.forget(NGINX)
+        del self.servers[NGINX]
+        self.order.remove(NGINX)
+
+    def start_nginx(self, blob: Blob) -> Server | None:
+        """nginx serving the blob's file on disk by sendfile (the physical limit of a blob
+        GET): docker-registry's copy when it runs, else the test blob itself (same bytes).
+        It takes its turn in the GET rounds beside the registries; None if it fails."""
+        on_ref = REF in self.servers
+        file = docker_registry_blob_path(self.work, REF, blob.digest) if on_ref else blob.path
+        srv = nginx_static_server(self.work, NGINX, f"/v2/bench/mono/blobs/{blob.digest}",
+                                  file, self.args.workers)
+        self.servers[NGINX] = srv  # before start: run.py stops it, whatever happens
+        self.order.append(NGINX)
+        self.res.extra["nginx_file"] = "docker-registry's blob file" if on_ref else "the test blob"
+        try:
+            srv.start(self.sampler, self.args.startup_timeout)
+        except BenchError as exc:
+            log(f"nginx: FAILED {exc}")
+            self.res.err("blob_get", NGINX, str(exc))
+            self.drop_nginx(srv)
+            return None
+        return srv
 
     def manifest_path(self, sname: str, kind: str) -> str:
         if sname not in self.images:

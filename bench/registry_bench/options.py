@@ -44,6 +44,12 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         help="quiet: both servers log errors only (default); default: info level and "
         "access logs on both",
     )
+    p.add_argument(
+        "--no-nginx",
+        dest="nginx",
+        action="store_false",
+        help="leave out nginx serving the blob file by sendfile (the blob GET's physical limit)",
+    )
     add_run_args(p, retry_budget=90.0, deadline=1800.0)
     args = p.parse_args(argv)
     if args.size_mib is None:
