@@ -53,6 +53,13 @@ def _status_kib(pid: int) -> dict[str, int]:
     return vals
 
 
+def tree_memory_kib(root: int) -> tuple[int, int, int]:
+    """RSS, PSS (shared pages split between the processes) and process count of a tree."""
+    pids = tree_pids(root)
+    rss = sum(_status_kib(pid).get("VmRSS", 0) for pid in pids)
+    return rss, sum(_pss_kib(pid) for pid in pids), len(pids)
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -38,6 +38,7 @@ class Server:
     env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
+    poll_s: float = 0.1  # between readiness checks: the resolution of startup_s
 
     def start(self, sampler: RssSampler | None, timeout: float) -> None:
         """Start the server and wait until `GET /v2/` answers 200; `sampler` (if any)
@@ -74,7 +75,7 @@ class Server:
                 last = f"HTTP {resp.status}"
             except (OSError, BenchError) as exc:
                 last = str(exc)
-            time.sleep(0.1)
+            time.sleep(self.poll_s)
         raise BenchError(f"{self.name} not ready after {timeout}s ({last}):\n" + self.log_tail())
 
     def log_tail(self, n: int = 30) -> str:

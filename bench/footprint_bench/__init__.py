@@ -1,0 +1,1 @@
+"""bench/footprint.py: idle memory, start-up time and streaming memory per placement."""
