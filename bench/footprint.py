@@ -25,7 +25,13 @@ from pathlib import Path
 from footprint_bench.measure import FootprintRun
 from footprint_bench.report import report_markdown, summary_lines, target_rows
 from harness.common import BenchError, log
-from harness.options import add_run_args, require_positive, tools_present
+from harness.options import (
+    add_code_arg,
+    add_run_args,
+    quick_defaults,
+    require_positive,
+    tools_present,
+)
 from harness.procfs import RssSampler
 from harness.results import machine_info, update_results_file
 from harness.session import interrupt_on_sigterm, work_dir, write_json
@@ -40,14 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size-mib", type=int, help="streaming blob size (default 1024; quick 256)")
     p.add_argument("--idle-wait", type=float, default=2.0,
                    help="seconds after /v2/ answers before the idle memory is read")
-    p.add_argument("--code", choices=["worktree", "HEAD", "live"], default="worktree",
-                   help="the stablemirror source the servers run (as bench/mirror.py --code)")
+    add_code_arg(p)
     add_run_args(p, retry_budget=0.0, deadline=1800.0)
     args = p.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 3 if args.quick else 5
-    if args.size_mib is None:
-        args.size_mib = 256 if args.quick else 1024
+    quick_defaults(args, rounds=(5, 3), size_mib=(1024, 256))
     require_positive(p, args, "rounds", "size_mib", "workers")
     return args
 

@@ -101,7 +101,9 @@ def report_markdown(run: Any, info: dict[str, str], started: dt.datetime, wall: 
         "serves it). Cells: median (best) of the rounds; targets are judged on the median.",
         f"- CPU used by other processes during start-ups and GETs: mean "
         f"{statistics.mean(loads) if loads else 0:.2f} cores, worst "
-        f"{max(loads) if loads else 0:.2f}",
+        f"{max(loads) if loads else 0:.2f}; start-ups or GETs above --max-other-load "
+        f"({args.max_other_load:g} cores): {sum(x > args.max_other_load for x in loads)} of "
+        f"{len(loads)} (kept: the median of the rounds stands for them)",
         "",
     ]
     if fatal:

@@ -6,6 +6,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness.common import REPO_ROOT, RESULTS_MD
 
@@ -66,6 +67,21 @@ def add_run_args(p: argparse.ArgumentParser, *, retry_budget: float, deadline: f
     add_server_args(p)
     add_quiet_machine_args(p, retry_budget)
     add_output_args(p, RESULTS_MD, deadline)
+
+
+def add_code_arg(p: argparse.ArgumentParser) -> None:
+    """--code: which stablemirror source the servers run (harness.source.snapshot_code)."""
+    p.add_argument("--code", choices=["worktree", "HEAD", "live"], default="worktree",
+                   help="the stablemirror source the servers run: worktree = a copy of src/ "
+                   "taken at the start (edits during the run cannot mix versions; default), "
+                   "HEAD = the last commit's src/, live = src/ as on disk at each server start")
+
+
+def quick_defaults(args: argparse.Namespace, **defaults: tuple[Any, Any]) -> None:
+    """Options left unset get their (full run, --quick run) default."""
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
 
 
 def parse_subset(

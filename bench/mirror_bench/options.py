@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from harness.common import REF, SM
-from harness.options import add_run_args, parse_subset, require_positive
+from harness.options import (
+    add_code_arg,
+    add_run_args,
+    parse_subset,
+    quick_defaults,
+    require_positive,
+)
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,10 +40,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
                    help="the raw-socket clients of the single and concurrent cold pulls hash "
                    "what they receive (default off, so the clients are not the bottleneck; one "
                    "untimed hashed download per mirror and pull checks the bytes instead)")
-    p.add_argument("--code", choices=["worktree", "HEAD", "live"], default="worktree",
-                   help="the stablemirror source the servers run: worktree = a copy of src/ "
-                   "taken at the start (edits during the run cannot mix versions; default), "
-                   "HEAD = the last commit's src/, live = src/ as on disk at each server start")
+    add_code_arg(p)
     p.add_argument("--profile", metavar="DIR",
                    help="after the timed cold rounds, one extra cold pull through each mirror "
                    "under py-spy (raw collapsed stacks per thread) into DIR")
@@ -47,14 +50,8 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--notes", help="a file whose text is added under 'Notes:' in RESULTS.md")
     add_run_args(p, retry_budget=120.0, deadline=2400.0)
     args = p.parse_args(argv)
-    if args.size_mib is None:
-        args.size_mib = 256 if args.quick else 1024
-    if args.cold_rounds is None:
-        args.cold_rounds = 2 if args.quick else 3
-    if args.warm_rounds is None:
-        args.warm_rounds = 3 if args.quick else 5
-    if args.clients is None:
-        args.clients = "8" if args.quick else "8,32"
+    quick_defaults(args, size_mib=(1024, 256), cold_rounds=(3, 2), warm_rounds=(5, 3),
+                   clients=("8,32", "8"))
     try:
         args.clients = [int(x) for x in args.clients.split(",") if x.strip()]
     except ValueError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.common import REF, SM
-from harness.options import add_run_args, parse_subset, require_positive
+from harness.options import add_run_args, parse_subset, quick_defaults, require_positive
 from harness.servers import SM_COMMAND
 
 
@@ -52,13 +52,8 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     )
     add_run_args(p, retry_budget=90.0, deadline=1800.0)
     args = p.parse_args(argv)
-    if args.size_mib is None:
-        args.size_mib = 256 if args.quick else 1024
+    quick_defaults(args, size_mib=(1024, 256), wrk_rounds=(3, 2), wrk_duration=(10, 3))
     args.phases = parse_subset(p, args.phases, "--phases", ("push", "get", "manifest"))
-    if args.wrk_rounds is None:
-        args.wrk_rounds = 2 if args.quick else 3
-    if args.wrk_duration is None:
-        args.wrk_duration = 3 if args.quick else 10
     require_positive(
         p, args, "size_mib", "chunk_mib", "get_rounds", "wrk_duration", "wrk_threads",
         "wrk_conns", "workers",
