@@ -1,0 +1,246 @@
+"""Which analyzer a file gets: by its content (magic bytes), never by its name alone.
+
+Containers are opened and every member analyzed in turn, nested to `MAX_DEPTH`: zip
+(PyTorch checkpoints, `.keras`, `.npz`), tar (ModelPack and image layers), gzip. A name
+whose extension promises one format while the content is another is itself a finding (a
+pickle called `model.safetensors`), and the content is analyzed for what it is. Any error
+an analyzer hits on hostile input is a finding, not a crash and not a pass.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import io
+import shutil
+import struct
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from typing import IO, cast
+
+from stablemirror.scanning.allowlist import Allowlist
+from stablemirror.scanning.findings import Finding, Findings
+from stablemirror.scanning.gguf_scan import MAGIC as GGUF_MAGIC
+from stablemirror.scanning.gguf_scan import scan_gguf
+from stablemirror.scanning.keras_scan import scan_h5, scan_keras_json
+from stablemirror.scanning.onnx_scan import scan_onnx
+from stablemirror.scanning.pickle_scan import HIGHEST_PROTOCOL, scan_pickle_stream
+from stablemirror.scanning.safetensors_scan import looks_like_safetensors, scan_safetensors
+
+MAX_DEPTH = 6
+MAX_MEMBERS = 100_000
+SPOOL_IN_MEMORY = 64 << 20
+PICKLE_EXTENSIONS = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".joblib", ".dat",
+                     ".mar", ".model", ".sav", ".p")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# extension -> the content kinds it may hold
+EXPECTED = {".safetensors": {"safetensors"}, ".gguf": {"gguf"}, ".npy": {"npy"},
+            ".npz": {"zip"}, ".h5": {"hdf5"}, ".hdf5": {"hdf5"}, ".keras": {"zip"},
+            ".pt": {"zip", "pickle"}, ".pth": {"zip", "pickle"}, ".pkl": {"pickle"},
+            ".pickle": {"pickle"}, ".ckpt": {"zip", "pickle"}}
+TORCH_STORAGE_DIRS = ("data/", ".data/")
+
+
+def _sniff(head: bytes, name: str) -> str | None:
+    if head.startswith(ZIP_MAGICS):
+        return "zip"
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if head.startswith(GGUF_MAGIC):
+        return "gguf"
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= HIGHEST_PROTOCOL + 10:
+        return "pickle"  # PROTO n; a protocol above 5 is reported by the walker
+    if looks_like_safetensors(head):
+        return "safetensors"
+    lower = name.lower()
+    if lower.endswith(".onnx"):
+        return "onnx"
+    if lower.endswith(PICKLE_EXTENSIONS) and head[:1] in (b"(", b"c", b"]", b"}", b"l",
+                                                           b"d", b"I", b"N", b"S", b"V"):
+        return "pickle"  # protocol 0/1 pickles have no magic; the extension is the hint
+    return None
+
+
+def _extension(name: str) -> str:
+    base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1].lower()
+    return base[base.rfind("."):] if "." in base else ""
+
+
+class Analyzer:
+    def __init__(self, allow: Allowlist) -> None:
+        self.allow = allow
+
+    def analyze(self, stream: IO[bytes], name: str) -> list[Finding]:
+        out: list[Finding] = []
+        self._analyze(stream, name, 0, out)
+        return out
+
+    def _analyze(self, stream: IO[bytes], name: str, depth: int, out: list[Finding]) -> None:
+        found = Findings(name)
+        try:
+            self._dispatch(stream, name, depth, found, out)
+        except Exception as e:  # hostile input: whatever broke, the file is not cleared
+            found.add("unsafe_code", "unanalyzable",
+                      f"analysis failed ({type(e).__name__}: {e})")
+        out.extend(found.items)
+
+    def _dispatch(self, stream: IO[bytes], name: str, depth: int, found: Findings,
+                  out: list[Finding]) -> None:
+        if depth > MAX_DEPTH:
+            found.add("unsafe_code", "unanalyzable", f"archives nested deeper than {MAX_DEPTH}")
+            return
+        start = stream.tell()
+        head = stream.read(512)
+        stream.seek(start)
+        kind = _sniff(head, name)
+        ext = _extension(name)
+        expected = EXPECTED.get(ext)
+        if expected is not None and kind not in expected:
+            found.add("malformed", "format_mismatch",
+                      f"named {ext} but the content is {kind or 'not a known model format'}")
+            if kind is None:
+                kind = next(iter(sorted(expected)))
+        if kind == "pickle":
+            several = head[:3] == b"\x80\x02\x8a"  # legacy torch.save: magic number first
+            scan_pickle_stream(stream, self.allow, found, several=several)
+        elif kind == "safetensors":
+            scan_safetensors(stream, found)
+        elif kind == "gguf":
+            scan_gguf(stream, found)
+        elif kind == "hdf5":
+            scan_h5(stream, found)
+        elif kind == "onnx":
+            scan_onnx(stream, found)
+        elif kind == "npy":
+            self._npy(stream, found)
+        elif kind == "zip":
+            self._zip(stream, name, depth, found, out)
+        elif kind == "tar":
+            self._tar(stream, name, depth, found, out)
+        elif kind == "gzip":
+            with gzip.GzipFile(fileobj=stream) as unzipped, \
+                    _spooled(cast(IO[bytes], unzipped)) as copy:
+                base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+                inner = f"{name}!{base[:-3] if base.endswith('.gz') else base + '.gunzip'}"
+                self._analyze(copy, inner, depth + 1, out)
+        elif kind is None:
+            scan_pickle_stream(stream, self.allow, found, speculative=True)
+        elif kind == "zstd":
+            found.add("unsafe_code", "unanalyzable",
+                      "zstd-compressed content cannot be inspected here")
+
+    def _npy(self, stream: IO[bytes], found: Findings) -> None:
+        magic = stream.read(8)
+        major = magic[6]
+        if major == 1:
+            n = struct.unpack("<H", stream.read(2))[0]
+        elif major in (2, 3):
+            n = struct.unpack("<I", stream.read(4))[0]
+        else:
+            found.add("malformed", "npy", f"unknown .npy version {major}")
+            return
+        if n > 1 << 20:
+            found.add("malformed", "npy", f".npy header of {n} bytes")
+            return
+        header = ast.literal_eval(stream.read(n).decode("latin-1"))
+        if not isinstance(header, dict) or "descr" not in header:
+            found.add("malformed", "npy", ".npy header is not a dict with descr")
+            return
+        if "O" in repr(header["descr"]):  # object arrays are pickles after the header
+            scan_pickle_stream(stream, self.allow, found)
+
+    def _zip(self, stream: IO[bytes], name: str, depth: int, found: Findings,
+             out: list[Finding]) -> None:
+        try:
+            archive = zipfile.ZipFile(stream)
+        except zipfile.BadZipFile as e:
+            found.add("malformed", "zip", f"not a readable zip archive: {e}")
+            return
+        with archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) > MAX_MEMBERS:
+                found.add("unsafe_code", "unanalyzable", f"{len(members)} archive members")
+                return
+            names = {m.filename for m in members}
+            torch_roots = {n[:-len("data.pkl")] for n in names
+                           if n == "data.pkl" or n.endswith("/data.pkl")}
+            keras = _extension(name) == ".keras" or (
+                "metadata.json" in names
+                and b"keras_version" in archive.read("metadata.json")[:1 << 16])
+            for member in members:
+                path = f"{name}!{member.filename}"
+                if _is_torch_storage(member.filename, torch_roots):
+                    continue  # raw tensor bytes, read by torch as data, never unpickled
+                if keras and member.filename == "config.json":
+                    sub = Findings(path)
+                    scan_keras_json(archive.read(member), sub)
+                    out.extend(sub.items)
+                    continue
+                with archive.open(member) as inner:
+                    self._analyze(inner, path, depth + 1, out)
+
+    def _tar(self, stream: IO[bytes], name: str, depth: int, found: Findings,
+             out: list[Finding]) -> None:
+        try:
+            archive = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115 (with below)
+        except tarfile.TarError as e:
+            found.add("malformed", "tar", f"not a readable tar archive: {e}")
+            return
+        with archive:
+            for count, member in enumerate(_members(archive)):
+                if count >= MAX_MEMBERS:
+                    found.add("unsafe_code", "unanalyzable", "too many tar members")
+                    return
+                if not member.isfile():
+                    continue
+                inner = archive.extractfile(member)
+                if inner is not None:
+                    with inner:
+                        self._analyze(inner, f"{name}!{member.name}", depth + 1,
+                                      out)
+
+
+def _members(archive: tarfile.TarFile) -> Iterable[tarfile.TarInfo]:
+    member = archive.next()
+    while member is not None:
+        yield member
+        member = archive.next()
+
+
+def _is_torch_storage(member: str, roots: set[str]) -> bool:
+    for root in roots:
+        rest = member[len(root):] if member.startswith(root) else None
+        if rest is not None and rest.startswith(TORCH_STORAGE_DIRS):
+            leaf = rest.split("/", 1)[1]
+            if leaf.isdigit() or rest.startswith(".data/"):
+                return True
+        if rest in ("version", "byteorder", ".format_version", ".storage_alignment"):
+            return True
+    return False
+
+
+def _spooled(source: IO[bytes]) -> tempfile.SpooledTemporaryFile[bytes]:
+    """A seekable copy of a stream that can only be read forward (gzip)."""
+    copy: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+        max_size=SPOOL_IN_MEMORY)
+    shutil.copyfileobj(source, copy, 1 << 20)
+    copy.seek(0)
+    return copy
+
+
+def analyze_bytes(data: bytes, name: str, allow: Allowlist | None = None) -> list[Finding]:
+    return Analyzer(allow or Allowlist()).analyze(io.BytesIO(data), name)

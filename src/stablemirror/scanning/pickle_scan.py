@@ -1,0 +1,372 @@
+"""Pickle analysis: walk the opcode stream, simulate the stack, never unpickle.
+
+Every global the stream can import (GLOBAL, INST, STACK_GLOBAL) must be on the allowlist;
+STACK_GLOBAL must take its module and name from string constants (pushed, or fetched from
+the memo); every call (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ) must call an imported global, not a
+value computed at load time (a `getattr` result, a call result); container mutations and
+BUILD must not target an imported global; the copyreg extension registry (EXT1/2/4) is
+refused. Whatever the simulation cannot follow (unknown opcode, protocol above 5, stack or
+memo underflow, truncation, an over-long line) is a finding too: unknown is not safe.
+Large byte payloads are skipped, not read, so a multi-GB pickle is walked in one pass.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import pickletools
+import struct
+from dataclasses import dataclass
+from typing import IO
+
+from stablemirror.scanning.allowlist import Allowlist
+from stablemirror.scanning.findings import Findings
+
+MAX_LINE = 64 << 20  # protocol 0 text lines (strings, numbers)
+KEEP_STRING = 1 << 16  # longer strings become opaque values (never a resolvable name)
+READ_CHUNK = 1 << 20
+SPECULATIVE_CHUNK = 4096
+HIGHEST_PROTOCOL = 5
+
+
+class Unfollowable(Exception):
+    """The stream cannot be followed to its STOP; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Global:
+    module: str
+    name: str
+
+
+class _Mark:
+    pass
+
+
+MARK = _Mark()
+OPAQUE = object()  # any value whose content the analysis does not need
+_OPS = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+               "BINSTRING", "SHORT_BINSTRING"}
+_LENGTH = {"bytes1": ("<B", 1), "string1": ("<B", 1), "unicodestring1": ("<B", 1),
+           "bytes4": ("<I", 4), "string4": ("<i", 4), "unicodestring4": ("<I", 4),
+           "bytes8": ("<Q", 8), "bytearray8": ("<Q", 8), "unicodestring8": ("<Q", 8),
+           "long1": ("<B", 1), "long4": ("<i", 4)}
+_FIXED = {"uint1": ("<B", 1), "uint2": ("<H", 2), "uint4": ("<I", 4), "uint8": ("<Q", 8),
+          "int4": ("<i", 4), "float8": (">d", 8)}
+
+
+class _Reader:
+    """Buffered reads that know their offset and skip large payloads without keeping them."""
+
+    def __init__(self, stream: IO[bytes], chunk: int = READ_CHUNK) -> None:
+        self.stream = stream
+        self.chunk = chunk
+        self.pos = 0
+        self._buf = b""
+        self._at = 0
+        try:
+            self._seekable = stream.seekable()
+        except (AttributeError, OSError):
+            self._seekable = False
+
+    def _fill(self, n: int) -> bool:
+        if len(self._buf) - self._at >= n:
+            return True
+        chunk = self.stream.read(max(self.chunk, n - (len(self._buf) - self._at)))
+        self._buf = self._buf[self._at:] + (chunk or b"")
+        self._at = 0
+        return len(self._buf) >= n
+
+    def read(self, n: int) -> bytes:
+        if not self._fill(n):
+            raise Unfollowable(f"truncated: needs {n} more bytes at byte {self.pos}")
+        out = self._buf[self._at:self._at + n]
+        self._at += n
+        self.pos += n
+        return out
+
+    def peek_byte(self) -> int | None:
+        if not self._fill(1):
+            return None
+        return self._buf[self._at]
+
+    def skip(self, n: int) -> None:
+        have = len(self._buf) - self._at
+        if n <= have:
+            self._at += n
+            self.pos += n
+            return
+        n_left = n - have
+        self._buf, self._at = b"", 0
+        self.pos += have
+        if self._seekable:
+            here = self.stream.tell()
+            end = self.stream.seek(0, io.SEEK_END)
+            if here + n_left > end:
+                raise Unfollowable(f"truncated: a {n}-byte payload runs past the end")
+            self.stream.seek(here + n_left)
+            self.pos += n_left
+            return
+        while n_left:
+            chunk = self.stream.read(min(READ_CHUNK, n_left))
+            if not chunk:
+                raise Unfollowable(f"truncated: a {n}-byte payload runs past the end")
+            n_left -= len(chunk)
+            self.pos += len(chunk)
+
+    def line(self) -> bytes:
+        parts = []
+        total = 0
+        while True:
+            if not self._fill(1):
+                raise Unfollowable(f"truncated line at byte {self.pos}")
+            nl = self._buf.find(b"\n", self._at)
+            if nl >= 0:
+                part = self._buf[self._at:nl + 1]
+                self._at = nl + 1
+                self.pos += len(part)
+                parts.append(part)
+                return b"".join(parts)
+            part = self._buf[self._at:]
+            self._at = len(self._buf)
+            self.pos += len(part)
+            parts.append(part)
+            total += len(part)
+            if total > MAX_LINE:
+                raise Unfollowable(f"text line longer than {MAX_LINE} bytes at byte {self.pos}")
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Unfollowable(f"{what} is not UTF-8") from e
+
+
+class PickleWalker:
+    """One pickle, from PROTO (or the first opcode) to STOP."""
+
+    def __init__(self, reader: _Reader, allow: Allowlist, out: Findings) -> None:
+        self.r = reader
+        self.allow = allow
+        self.out = out
+        self.stack: list[object] = []
+        self.memo: dict[int, object] = {}
+        self.proto = 0
+
+    # -- the value an opcode's argument carries -------------------------------------------
+    def _arg(self, op: pickletools.OpcodeInfo) -> object:
+        arg = op.arg
+        if arg is None:
+            return None
+        name = arg.name
+        if name in _FIXED:
+            fmt, n = _FIXED[name]
+            return struct.unpack(fmt, self.r.read(n))[0]
+        if name in _LENGTH:
+            fmt, n = _LENGTH[name]
+            length = struct.unpack(fmt, self.r.read(n))[0]
+            if length < 0:
+                raise Unfollowable(f"{op.name}: negative length")
+            if name.startswith("long") or (length <= KEEP_STRING and name.startswith(
+                    ("unicodestring", "string"))):
+                data = self.r.read(length)
+                if name.startswith("unicodestring"):
+                    try:
+                        return data.decode("utf-8", "surrogatepass")
+                    except UnicodeDecodeError as e:
+                        raise Unfollowable(f"{op.name}: not UTF-8") from e
+                if name.startswith("string"):
+                    return data.decode("latin-1")
+                return OPAQUE
+            self.r.skip(length)
+            return OPAQUE
+        if name == "stringnl_noescape_pair":
+            module = _text(self.r.line()[:-1], f"{op.name} module")
+            qualname = _text(self.r.line()[:-1], f"{op.name} name")
+            return (module, qualname)
+        line = self.r.line()
+        if name == "stringnl_noescape":
+            return OPAQUE
+        try:
+            value = getattr(pickletools, f"read_{name}")(io.BytesIO(line))
+        except (ValueError, SyntaxError, UnicodeDecodeError) as e:
+            raise Unfollowable(f"{op.name}: bad argument ({e})") from e
+        if name == "stringnl" and isinstance(value, bytes | str):
+            value = value.decode("latin-1") if isinstance(value, bytes) else value
+        return value
+
+    # -- the stack ------------------------------------------------------------------------
+    def _pop(self, what: str) -> object:
+        if not self.stack or self.stack[-1] is MARK:
+            raise Unfollowable(f"{what}: stack underflow")
+        return self.stack.pop()
+
+    def _pop_mark(self, what: str) -> list[object]:
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i] is MARK:
+                items = self.stack[i + 1:]
+                del self.stack[i:]
+                return items
+        raise Unfollowable(f"{what}: no MARK on the stack")
+
+    def _check_global(self, module: str, name: str, offset: int) -> Global:
+        if self.proto < 3:  # what the unpickler's fix_imports does with Python 2 names
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if not self.allow.allows(module, name):
+            self.out.add("unsafe_code", "global",
+                         f"imports {module}.{name}, which is not on the allowlist",
+                         offset, module, name)
+        return Global(module, name)
+
+    def _callable(self, value: object, opname: str, offset: int) -> None:
+        if not isinstance(value, Global):
+            self.out.add("unsafe_code", "indirect_call",
+                         f"{opname} calls a value computed while loading, not an imported "
+                         "global (getattr chains and similar)", offset)
+
+    def _target(self, value: object, opname: str, offset: int) -> None:
+        if isinstance(value, Global):
+            self.out.add("unsafe_code", "global_target",
+                         f"{opname} modifies the imported global {value.module}.{value.name}",
+                         offset, value.module, value.name)
+
+    # -- one opcode -----------------------------------------------------------------------
+    def walk(self) -> None:
+        while True:
+            offset = self.r.pos
+            code = self.r.read(1)[0]
+            op = _OPS.get(code)
+            if op is None:
+                raise Unfollowable(f"unknown opcode 0x{code:02x} at byte {offset}")
+            arg = self._arg(op)
+            if op.name == "STOP":
+                self._pop("STOP")
+                return
+            self._step(op, arg, offset)
+
+    def _step(self, op: pickletools.OpcodeInfo, arg: object, offset: int) -> None:
+        name = op.name
+        if name == "PROTO":
+            assert isinstance(arg, int)
+            if arg > HIGHEST_PROTOCOL:
+                raise Unfollowable(f"pickle protocol {arg} (newest known: 5)")
+            self.proto = arg
+        elif name in _STRING_OPS:
+            self.stack.append(arg if isinstance(arg, str) else OPAQUE)
+        elif name == "GLOBAL":
+            assert isinstance(arg, tuple)
+            self.stack.append(self._check_global(arg[0], arg[1], offset))
+        elif name == "STACK_GLOBAL":
+            qualname, module = self._pop(name), self._pop(name)
+            if isinstance(module, str) and isinstance(qualname, str):
+                self.stack.append(self._check_global(module, qualname, offset))
+            else:
+                self.out.add("unsafe_code", "unresolved_global",
+                             "STACK_GLOBAL imports a name computed while loading", offset)
+                self.stack.append(Global("?", "?"))
+        elif name == "INST":
+            assert isinstance(arg, tuple)
+            self._check_global(arg[0], arg[1], offset)
+            self._pop_mark(name)
+            self.stack.append(OPAQUE)
+        elif name == "OBJ":
+            items = self._pop_mark(name)
+            if not items:
+                raise Unfollowable("OBJ without a class")
+            self._callable(items[0], name, offset)
+            self.stack.append(OPAQUE)
+        elif name == "REDUCE":
+            self._pop(name)
+            self._callable(self._pop(name), name, offset)
+            self.stack.append(OPAQUE)
+        elif name in ("NEWOBJ", "NEWOBJ_EX"):
+            self._pop(name)
+            if name == "NEWOBJ_EX":
+                self._pop(name)
+            self._callable(self._pop(name), name, offset)
+            self.stack.append(OPAQUE)
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            self.out.add("unsafe_code", "extension_registry",
+                         f"{name} imports global #{arg} of the copyreg extension registry",
+                         offset)
+            self.stack.append(Global("?", "?"))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if not self.stack or self.stack[-1] is MARK:
+                raise Unfollowable(f"{name}: nothing to memoize")
+            index = len(self.memo) if name == "MEMOIZE" else arg
+            assert isinstance(index, int)
+            self.memo[index] = self.stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            assert isinstance(arg, int)
+            if arg not in self.memo:
+                raise Unfollowable(f"{name} of memo entry {arg}, never stored")
+            self.stack.append(self.memo[arg])
+        elif name == "DUP":
+            if not self.stack:
+                raise Unfollowable("DUP: empty stack")
+            self.stack.append(self.stack[-1])
+        elif name == "MARK":
+            self.stack.append(MARK)
+        elif name == "POP":
+            if self.stack and self.stack[-1] is MARK:
+                self.stack.pop()  # the unpickler's POP drops a bare mark too
+            else:
+                self._pop(name)
+        elif name == "POP_MARK":
+            self._pop_mark(name)
+        elif name in ("BUILD", "APPEND", "SETITEM"):
+            for _ in range(2 if name == "SETITEM" else 1):
+                self._pop(name)
+            target = self._pop(name)
+            self._target(target, name, offset)
+            self.stack.append(target if name != "BUILD" else OPAQUE)
+        elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+            self._pop_mark(name)
+            target = self._pop(name)
+            self._target(target, name, offset)
+            self.stack.append(target)
+        else:
+            self._generic(op)
+
+    def _generic(self, op: pickletools.OpcodeInfo) -> None:
+        before = [s.name for s in op.stack_before]
+        if "mark" in before:
+            self._pop_mark(op.name)
+            for _ in range(before.index("mark")):
+                self._pop(op.name)
+        else:
+            for _ in before:
+                self._pop(op.name)
+        for s in op.stack_after:
+            self.stack.append(MARK if s.name == "mark" else OPAQUE)
+
+
+def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
+                       several: bool = False, speculative: bool = False) -> int:
+    """Walk the pickle(s) at the stream's position; returns the bytes consumed.
+
+    `several`: walk further pickles while the next byte starts one (PROTO), as a legacy
+    `torch.save` file holds several in a row before its raw storage bytes.
+    `speculative`: for content of no known format (a protocol 0 pickle has no magic): what
+    the walk found before it broke stands, but breaking is not a finding, since every way
+    the walk breaks (unknown opcode, underflow, missing memo entry, truncation) also stops
+    the real unpickler there, before it could import or call anything further."""
+    reader = _Reader(stream, SPECULATIVE_CHUNK if speculative else READ_CHUNK)
+    count = 0
+    while True:
+        try:
+            PickleWalker(reader, allow, out).walk()
+        except Unfollowable as e:
+            if not speculative:
+                out.add("unsafe_code", "unanalyzable",
+                        f"pickle cannot be followed: {e}", reader.pos)
+            return reader.pos
+        count += 1
+        if not several or reader.peek_byte() != 0x80:
+            return reader.pos
+        if count >= 64:
+            out.add("unsafe_code", "unanalyzable", "more than 64 pickles in a row", reader.pos)
+            return reader.pos
