@@ -30,6 +30,7 @@ from stablemirror.scanning.pickle_scan import HIGHEST_PROTOCOL, scan_pickle_stre
 from stablemirror.scanning.safetensors_scan import looks_like_safetensors, scan_safetensors
 
 MAX_DEPTH = 6
+ANALYZER_VERSION = "1"  # bump when findings can change: cached results are redone
 MAX_MEMBERS = 100_000
 SPOOL_IN_MEMORY = 64 << 20
 PICKLE_EXTENSIONS = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".joblib", ".dat",
