@@ -46,6 +46,7 @@ EXPECTED = {".safetensors": {"safetensors"}, ".gguf": {"gguf"}, ".npy": {"npy"},
             ".pt": {"zip", "pickle"}, ".pth": {"zip", "pickle"}, ".pkl": {"pickle"},
             ".pickle": {"pickle"}, ".ckpt": {"zip", "pickle"}}
 TORCH_STORAGE_DIRS = ("data/", ".data/")
+WRAPPERS = ("tar", "gzip", "zstd")
 
 
 def _sniff(head: bytes, name: str) -> str | None:
@@ -110,7 +111,8 @@ class Analyzer:
         kind = _sniff(head, name)
         ext = _extension(name)
         expected = EXPECTED.get(ext)
-        if expected is not None and kind not in expected:
+        # tar and gzip wrap the file a layer is named after (ModelPack packs files as tar)
+        if expected is not None and kind not in expected and kind not in WRAPPERS:
             found.add("malformed", "format_mismatch",
                       f"named {ext} but the content is {kind or 'not a known model format'}")
             if kind is None:

@@ -34,3 +34,13 @@ def _expected_category(name: str) -> str:
 def test_malicious_file_has_a_finding_of_its_category(name: str) -> None:
     categories = {f.category for f in analyze_bytes(MALICIOUS[name], name)}
     assert _expected_category(name) in categories
+
+
+def test_a_tar_layer_may_carry_the_name_of_the_file_it_packs() -> None:
+    from tests.scanning_corpus import malicious_pickle, safetensors, tar_of
+    assert analyze_bytes(tar_of({"w/model.safetensors": safetensors()}),
+                         "w/model.safetensors") == []
+    found = analyze_bytes(tar_of({"w/model.safetensors": malicious_pickle()}),
+                          "w/model.safetensors")
+    assert {f.file for f in found} == {"w/model.safetensors!w/model.safetensors"}
+    assert {f.kind for f in found} == {"global", "format_mismatch"}
