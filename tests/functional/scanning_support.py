@@ -6,15 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 
-from tests.functional.trust_support import (
-    OCI_MANIFEST,
-    TIMEOUT,
-    push_blob,
-    push_manifest,
-)
+from tests.functional.trust_support import OCI_MANIFEST, TIMEOUT, push_manifest, sha256
 from tests.scanning_corpus import tar_of
 
 MODEL_TYPE = "application/vnd.cncf.model.manifest.v1+json"
@@ -22,6 +18,19 @@ MODEL_CONFIG = "application/vnd.cncf.model.config.v1+json"
 WEIGHT_TAR = "application/vnd.cncf.model.weight.v1.tar"
 EMPTY = "application/vnd.oci.empty.v1+json"
 REPORT_TYPE = "application/vnd.stablemirror.scan.report.v1+json"
+
+
+def push_blob(base: str, repo: str, data: bytes) -> str:
+    """POST then PUT: what every registry takes (docker-registry has no monolithic POST)."""
+    digest = sha256(data)
+    r = requests.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
+    assert r.status_code == 202, r.text
+    location = urljoin(f"{base}/", r.headers["Location"])
+    sep = "&" if "?" in location else "?"
+    r = requests.put(f"{location}{sep}digest={digest}", data=data, timeout=TIMEOUT,
+                     headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    return digest
 
 
 def model_manifest(base: str, repo: str, files: dict[str, bytes], modelpack: bool = False
