@@ -382,6 +382,11 @@ def malicious_files() -> dict[str, bytes]:
         "object.npy": npy("|O", evil),
         "object.npz": zip_of({"arr_0.npy": npy("|O", evil)}),
         "modelpack.tar": tar_of({"weights/model.bin": evil}),
+        "torchscript.pt": torch_zip(torch_pickle(state_dict), extra={
+            "archive/code/__torch__/model.py": b"def forward(self, x):\n  return x\n",
+            "archive/constants.pkl": pickle.dumps((), 2)}),
+        "zip_behind_pickle.pkl": pickle.dumps({"a": 1}, 2) + zip_of({"data.pkl": evil}),
+        "second_pickle.pkl": pickle.dumps({"a": 1}, 2) + evil,
         "layer.tar.gz": tar_of({"app/model.pkl": evil}, gz=True),
     })
     return files

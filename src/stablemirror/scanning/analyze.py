@@ -118,8 +118,8 @@ class Analyzer:
             if kind is None:
                 kind = next(iter(sorted(expected)))
         if kind == "pickle":
-            several = head[:3] == b"\x80\x02\x8a"  # legacy torch.save: magic number first
-            scan_pickle_stream(stream, self.allow, found, several=several)
+            legacy = head[:3] == b"\x80\x02\x8a"  # legacy torch.save: magic number first
+            scan_pickle_stream(stream, self.allow, found, legacy_torch=legacy)
         elif kind == "safetensors":
             scan_safetensors(stream, found)
         elif kind == "gguf":
@@ -142,6 +142,11 @@ class Analyzer:
                 self._analyze(copy, inner, depth + 1, out)
         elif kind is None:
             scan_pickle_stream(stream, self.allow, found, speculative=True)
+        if kind in ("pickle", None) and depth < MAX_DEPTH:
+            stream.seek(start)
+            if zipfile.is_zipfile(stream):  # a zip behind other bytes: zipfile reads it
+                stream.seek(start)
+                self._zip(stream, name, depth, found, out)
         elif kind == "zstd":
             found.add("unsafe_code", "unanalyzable",
                       "zstd-compressed content cannot be inspected here")
@@ -184,6 +189,10 @@ class Analyzer:
             keras = _extension(name) == ".keras" or (
                 "metadata.json" in names
                 and b"keras_version" in archive.read("metadata.json")[:1 << 16])
+            for script in sorted(n for n in names if _is_torchscript(n)):
+                found.add("unsafe_code", "torchscript",
+                          f"TorchScript program {script}: code that runs when loaded")
+                break
             for member in members:
                 path = f"{name}!{member.filename}"
                 if _is_torch_storage(member.filename, torch_roots):
@@ -222,6 +231,12 @@ def _members(archive: tarfile.TarFile) -> Iterable[tarfile.TarInfo]:
     while member is not None:
         yield member
         member = archive.next()
+
+
+def _is_torchscript(member: str) -> bool:
+    """`<root>/code/...py` (with `constants.pkl` beside): a torch.jit archive."""
+    parts = member.split("/")
+    return len(parts) >= 3 and parts[1] == "code" and member.endswith(".py")
 
 
 def _is_torch_storage(member: str, roots: set[str]) -> bool:

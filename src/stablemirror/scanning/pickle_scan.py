@@ -27,6 +27,7 @@ KEEP_STRING = 1 << 16  # longer strings become opaque values (never a resolvable
 READ_CHUNK = 1 << 20
 SPECULATIVE_CHUNK = 4096
 HIGHEST_PROTOCOL = 5
+LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, storage keys
 
 
 class Unfollowable(Exception):
@@ -305,8 +306,8 @@ class PickleWalker:
                 raise Unfollowable(f"{name} of memo entry {arg}, never stored")
             self.stack.append(self.memo[arg])
         elif name == "DUP":
-            if not self.stack:
-                raise Unfollowable("DUP: empty stack")
+            if not self.stack or self.stack[-1] is MARK:
+                raise Unfollowable("DUP: empty stack")  # the unpickler keeps marks apart
             self.stack.append(self.stack[-1])
         elif name == "MARK":
             self.stack.append(MARK)
@@ -345,11 +346,12 @@ class PickleWalker:
 
 
 def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
-                       several: bool = False, speculative: bool = False) -> int:
+                       legacy_torch: bool = False, speculative: bool = False) -> int:
     """Walk the pickle(s) at the stream's position; returns the bytes consumed.
 
-    `several`: walk further pickles while the next byte starts one (PROTO), as a legacy
-    `torch.save` file holds several in a row before its raw storage bytes.
+    After the first pickle, further ones are walked while the next byte starts one (PROTO):
+    a loader calling `load` again would run them. `legacy_torch`: the file is a legacy
+    `torch.save` (five pickles, then raw storage bytes that are never unpickled).
     `speculative`: for content of no known format (a protocol 0 pickle has no magic): what
     the walk found before it broke stands, but breaking is not a finding, since every way
     the walk breaks (unknown opcode, underflow, missing memo entry, truncation) also stops
@@ -360,12 +362,15 @@ def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
         try:
             PickleWalker(reader, allow, out).walk()
         except Unfollowable as e:
-            if not speculative:
+            # pickles after the first (but a legacy torch file's five) are only a guess
+            if not speculative and (count == 0 or (legacy_torch and count < LEGACY_PICKLES)):
                 out.add("unsafe_code", "unanalyzable",
                         f"pickle cannot be followed: {e}", reader.pos)
             return reader.pos
         count += 1
-        if not several or reader.peek_byte() != 0x80:
+        if legacy_torch and count == LEGACY_PICKLES:
+            return reader.pos
+        if reader.peek_byte() != 0x80:
             return reader.pos
         if count >= 64:
             out.add("unsafe_code", "unanalyzable", "more than 64 pickles in a row", reader.pos)
