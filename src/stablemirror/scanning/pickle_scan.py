@@ -17,7 +17,7 @@ import io
 import pickletools
 import struct
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from stablemirror.scanning.allowlist import Allowlist
 from stablemirror.scanning.findings import Findings
@@ -47,6 +47,11 @@ class _Mark:
 MARK = _Mark()
 OPAQUE = object()  # any value whose content the analysis does not need
 _OPS = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+# opcodes that push one data value and pop nothing
+_PLAIN_PUSH = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
+                         "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "NONE",
+                         "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT", "EMPTY_LIST",
+                         "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET", "NEXT_BUFFER"})
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
                "BINSTRING", "SHORT_BINSTRING"}
 _LENGTH = {"bytes1": ("<B", 1), "string1": ("<B", 1), "unicodestring1": ("<B", 1),
@@ -55,6 +60,7 @@ _LENGTH = {"bytes1": ("<B", 1), "string1": ("<B", 1), "unicodestring1": ("<B", 1
            "long1": ("<B", 1), "long4": ("<i", 4)}
 _FIXED = {"uint1": ("<B", 1), "uint2": ("<H", 2), "uint4": ("<I", 4), "uint8": ("<Q", 8),
           "int4": ("<i", 4), "float8": (">d", 8)}
+_STRUCTS = {name: struct.Struct(fmt) for name, (fmt, _n) in {**_FIXED, **_LENGTH}.items()}
 
 
 class _Reader:
@@ -79,8 +85,25 @@ class _Reader:
         self._at = 0
         return len(self._buf) >= n
 
+    def unpack(self, unpacker: struct.Struct) -> Any:
+        n = unpacker.size
+        if len(self._buf) - self._at < n and not self._fill(n):
+            raise Unfollowable(f"truncated: needs {n} more bytes at byte {self.pos}")
+        value = unpacker.unpack_from(self._buf, self._at)[0]
+        self._at += n
+        self.pos += n
+        return value
+
+    def opcode(self) -> int:
+        if self._at >= len(self._buf) and not self._fill(1):
+            raise Unfollowable(f"truncated: no STOP before byte {self.pos}")
+        code = self._buf[self._at]
+        self._at += 1
+        self.pos += 1
+        return code
+
     def read(self, n: int) -> bytes:
-        if not self._fill(n):
+        if len(self._buf) - self._at < n and not self._fill(n):
             raise Unfollowable(f"truncated: needs {n} more bytes at byte {self.pos}")
         out = self._buf[self._at:self._at + n]
         self._at += n
@@ -163,11 +186,9 @@ class PickleWalker:
             return None
         name = arg.name
         if name in _FIXED:
-            fmt, n = _FIXED[name]
-            return struct.unpack(fmt, self.r.read(n))[0]
+            return self.r.unpack(_STRUCTS[name])
         if name in _LENGTH:
-            fmt, n = _LENGTH[name]
-            length = struct.unpack(fmt, self.r.read(n))[0]
+            length = self.r.unpack(_STRUCTS[name])
             if length < 0:
                 raise Unfollowable(f"{op.name}: negative length")
             if name.startswith("long") or (length <= KEEP_STRING and name.startswith(
@@ -238,7 +259,7 @@ class PickleWalker:
     def walk(self) -> None:
         while True:
             offset = self.r.pos
-            code = self.r.read(1)[0]
+            code = self.r.opcode()
             op = _OPS.get(code)
             if op is None:
                 raise Unfollowable(f"unknown opcode 0x{code:02x} at byte {offset}")
@@ -250,7 +271,15 @@ class PickleWalker:
 
     def _step(self, op: pickletools.OpcodeInfo, arg: object, offset: int) -> None:
         name = op.name
-        if name == "PROTO":
+        if name in _PLAIN_PUSH:
+            self.stack.append(OPAQUE)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if not self.stack or self.stack[-1] is MARK:
+                raise Unfollowable(f"{name}: nothing to memoize")
+            index = len(self.memo) if name == "MEMOIZE" else arg
+            assert isinstance(index, int)
+            self.memo[index] = self.stack[-1]
+        elif name == "PROTO":
             assert isinstance(arg, int)
             if arg > HIGHEST_PROTOCOL:
                 raise Unfollowable(f"pickle protocol {arg} (newest known: 5)")
@@ -294,12 +323,6 @@ class PickleWalker:
                          f"{name} imports global #{arg} of the copyreg extension registry",
                          offset)
             self.stack.append(Global("?", "?"))
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            if not self.stack or self.stack[-1] is MARK:
-                raise Unfollowable(f"{name}: nothing to memoize")
-            index = len(self.memo) if name == "MEMOIZE" else arg
-            assert isinstance(index, int)
-            self.memo[index] = self.stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             assert isinstance(arg, int)
             if arg not in self.memo:
@@ -333,16 +356,23 @@ class PickleWalker:
             self._generic(op)
 
     def _generic(self, op: pickletools.OpcodeInfo) -> None:
-        before = [s.name for s in op.stack_before]
-        if "mark" in before:
+        below_mark, pops, after = _GENERIC[op.name]
+        if below_mark is not None:
             self._pop_mark(op.name)
-            for _ in range(before.index("mark")):
-                self._pop(op.name)
-        else:
-            for _ in before:
-                self._pop(op.name)
-        for s in op.stack_after:
-            self.stack.append(MARK if s.name == "mark" else OPAQUE)
+            pops = below_mark
+        for _ in range(pops):
+            self._pop(op.name)
+        self.stack.extend(after)
+
+
+def _plan(op: pickletools.OpcodeInfo) -> tuple[int | None, int, tuple[object, ...]]:
+    """(items under the mark to pop, or None without a mark; items to pop; what to push)"""
+    before = [s.name for s in op.stack_before]
+    after = tuple(MARK if s.name == "mark" else OPAQUE for s in op.stack_after)
+    return (before.index("mark") if "mark" in before else None), len(before), after
+
+
+_GENERIC = {op.name: _plan(op) for op in pickletools.opcodes}
 
 
 def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
