@@ -53,7 +53,8 @@ def build_scanning(settings: Settings, front: RegistryService, backend: Registry
     jobs = ScanJobs(backend, scans, store, settings.data_dir / "scanning" / "spool", metrics,
                     referrers=hosted, is_hosted=is_hosted, concurrency=scanning.concurrency)
     trivy = trivy_scanner(scanning.trivy, scanning.trivy_timeout_seconds, backend, store,
-                          settings.data_dir / "scanning" / "spool")
+                          settings.data_dir / "scanning" / "spool",
+                          scanning.trivy_db_repository)
     if trivy is not None:
         jobs.extra.append(trivy)
     keys = [read_role_key("exemption", spec).key for spec in scanning.exemption_keys]

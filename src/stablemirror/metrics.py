@@ -220,7 +220,8 @@ class Metrics:
                                      "Findings of finished scans, by category.", ["category"],
                                      registry=r)
         self.scan_bytes = Counter(f"{PREFIX}scan_bytes_total",
-                                  "Bytes of the blobs the model-file analyzers analyzed (sizes, not reads).", registry=r)
+                                  "Sizes of the blobs the model-file analyzers analyzed.",
+                                  registry=r)
         self.scan_pulls = Counter(
             f"{PREFIX}scan_blocked_pulls_total",
             "Manifest GETs refused (or served under warn) by a scanning policy, by reason.",

@@ -245,3 +245,36 @@ def test_cli_scan_file_and_image(server: LiveServer, tmp_path: Path) -> None:
     push_model(server.url, "other/cli", "v1", {"weights.bin": malicious_pickle()})
     remote = cli("scan", f"{server.host}/other/cli:v1", check=False)
     assert remote.returncode == 1 and "weights.bin" in remote.stdout, remote.stdout
+
+
+AWS_KEY = (b"aws_access_key_id = AKIA2E0A8F3B244C9986\n"
+           b"aws_secret_access_key = 7oN2zl1xJzRJdmY8Ht/JdzOPfqt6FlmP4hl4TjqK\n")
+
+
+def test_trivy_secret_scan_and_sbom_of_an_image(server: LiveServer, tmp_path: Path) -> None:
+    import subprocess
+    for name, files in (("leaky", {"app/creds.txt": AWS_KEY}),
+                        ("clean", {"etc/os-release": b"ID=alpine\nVERSION_ID=3.19.0\n",
+                                   "lib/apk/db/installed": b"P:musl\nV:1.2.4-r2\nA:x86_64\n\n"})):
+        src = _oci_layout(tmp_path / name, files)
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", src,
+                        f"docker://{server.host}/models/trivy-{name}:v1"],
+                       check=True, capture_output=True, timeout=120)
+    r = get_manifest(server.url, "models/trivy-leaky", "v1")
+    assert r.status_code == 403, r.text
+    message = str(error(r)["message"])
+    assert "app/creds.txt" in message and "AWS" in message, message
+    r = get_manifest(server.url, "models/trivy-clean", "v1")
+    assert r.status_code == 200, r.text
+    digest = r.headers["Docker-Content-Digest"]
+    deadline = time.monotonic() + 20
+    while not (sboms := [m for m in referrers(server.url, "models/trivy-clean", digest)
+                         if m.get("artifactType") == "application/vnd.cyclonedx+json"]):
+        assert time.monotonic() < deadline, "no SBOM among the referrers"
+        time.sleep(0.2)
+    manifest = requests.get(f"{server.url}/v2/models/trivy-clean/manifests/{sboms[0]['digest']}",
+                            headers={"Accept": ACCEPT}, timeout=TIMEOUT).json()
+    sbom = requests.get(f"{server.url}/v2/models/trivy-clean/blobs/"
+                        f"{manifest['layers'][0]['digest']}", timeout=TIMEOUT).json()
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert any(c.get("name") == "musl" for c in sbom.get("components", [])), sbom

@@ -58,6 +58,9 @@ class ScanningSettings(BaseModel):
         default=None, description="path of the trivy binary for image SBOM and secret "
                                   "scans; default: `trivy` on PATH, if any")
     trivy_timeout_seconds: float = Field(default=600.0, gt=0)
+    trivy_db_repository: str | None = Field(
+        default=None, description="Trivy vulnerability database (OCI artifact), e.g. "
+                                  "mirrored through stablemirror; unset: no vuln scan")
     exemption_keys: list[str] = Field(
         default_factory=list,
         description="public keys (PEM paths or inline) whose signed exemptions are honoured")

@@ -19,13 +19,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from stablemirror.metrics import Metrics, ScanCategory
 from stablemirror.oci.manifest import Descriptor, parse_manifest
 from stablemirror.scanning.allowlist import Allowlist
 from stablemirror.scanning.analyze import ANALYZER_VERSION, Analyzer
 from stablemirror.scanning.findings import Finding
-from stablemirror.scanning.report import MANIFEST_MEDIA_TYPE, report_referrer
+from stablemirror.scanning.report import MANIFEST_MEDIA_TYPE, referrer, report_referrer
 from stablemirror.scanning.store import DONE, FAILED, PENDING, ManifestScan, ScanStore
 from stablemirror.services.protocol import BlobSource, RegistryService, RequestContext
 from stablemirror.store.protocol import BlobStore
@@ -40,7 +41,13 @@ MAX_INDEX_DEPTH = 2
 TITLE_ANNOTATIONS = ("org.opencontainers.image.title", "org.cncf.model.filepath")
 
 # Extra per-manifest scanners (Trivy): (repository, manifest digest, media type, content)
-ExtraScanner = Callable[[str, str, str, bytes], Awaitable[list[Finding]]]
+# -> findings, plus documents to attach as referrers (artifactType, bytes)
+ExtraScanner = Callable[[str, str, str, bytes], Awaitable["ExtraResult"]]
+
+
+class ExtraResult(Protocol):
+    findings: list[Finding]
+    attachments: list[tuple[str, bytes]]
 
 
 def layer_name(d: Descriptor) -> str:
@@ -85,6 +92,7 @@ class ScanJobs:
         self.extra: list[ExtraScanner] = []
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None
+        self._attachments: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
 
     async def start(self) -> None:
         for repository, digest in await self.scans.pending():
@@ -142,8 +150,9 @@ class ScanJobs:
             await self.scans.finish(repository, digest, FAILED, [failure], error=str(e))
             self._count("failed", [])
             return
+        attachments = self._attachments.pop((repository, digest), [])
         try:
-            await self._attach(repository, digest, media_type, size, findings)
+            await self._attach(repository, digest, media_type, size, findings, attachments)
         except Exception:
             log.exception("could not attach the scan report to %s@%s", repository, digest)
 
@@ -176,7 +185,11 @@ class ScanJobs:
         for blob in manifest.blobs:
             findings += await self._scan_blob(repository, blob)
         for scanner in self.extra:
-            findings += await scanner(repository, digest, stored.media_type, stored.content)
+            extra = await scanner(repository, digest, stored.media_type, stored.content)
+            findings += extra.findings
+            if depth == 0:
+                self._attachments.setdefault((repository, digest), []).extend(
+                    extra.attachments)
         return findings, stored.media_type, len(stored.content)
 
     async def _scan_blob(self, repository: str, d: Descriptor) -> list[Finding]:
@@ -212,15 +225,19 @@ class ScanJobs:
         return Path(name)
 
     async def _attach(self, repository: str, digest: str, media_type: str, size: int,
-                      findings: Sequence[Finding]) -> None:
+                      findings: Sequence[Finding],
+                      attachments: Sequence[tuple[str, bytes]] = ()) -> None:
         if self.referrers is None or not self.is_hosted(repository):
             return  # proxied: the result is kept in the index; upstream owns referrers
-        ref = report_referrer(digest, media_type, size, ANALYZER_VERSION, findings,
-                              time.time())
-        for blob_digest, content in ref.blobs:
-            await self.referrers.upload_monolithic(SCAN_CTX, repository, str(blob_digest),
-                                                   _one(content))
-        await self.referrers.put_manifest(SCAN_CTX, repository, str(ref.digest), ref.manifest,
-                                          MANIFEST_MEDIA_TYPE, [])
-        await self.scans.set_referrer(repository, digest, str(ref.digest))
+        report = report_referrer(digest, media_type, size, ANALYZER_VERSION, findings,
+                                 time.time())
+        others = [referrer(digest, media_type, size, doc, artifact_type, {})
+                  for artifact_type, doc in attachments]
+        for ref in (*others, report):
+            for blob_digest, content in ref.blobs:
+                await self.referrers.upload_monolithic(SCAN_CTX, repository,
+                                                       str(blob_digest), _one(content))
+            await self.referrers.put_manifest(SCAN_CTX, repository, str(ref.digest),
+                                              ref.manifest, MANIFEST_MEDIA_TYPE, [])
+        await self.scans.set_referrer(repository, digest, str(report.digest))
 
