@@ -83,8 +83,9 @@ def _extension(name: str) -> str:
 
 
 class Analyzer:
-    def __init__(self, allow: Allowlist) -> None:
+    def __init__(self, allow: Allowlist, spool_dir: str | None = None) -> None:
         self.allow = allow
+        self.spool_dir = spool_dir  # where decompressed gzip content goes (None: the temp dir)
 
     def analyze(self, stream: IO[bytes], name: str) -> list[Finding]:
         out: list[Finding] = []
@@ -136,7 +137,7 @@ class Analyzer:
             self._tar(stream, name, depth, found, out)
         elif kind == "gzip":
             with gzip.GzipFile(fileobj=stream) as unzipped, \
-                    _spooled(cast(IO[bytes], unzipped)) as copy:
+                    _spooled(cast(IO[bytes], unzipped), self.spool_dir) as copy:
                 base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
                 inner = f"{name}!{base[:-3] if base.endswith('.gz') else base + '.gunzip'}"
                 self._analyze(copy, inner, depth + 1, out)
@@ -251,10 +252,10 @@ def _is_torch_storage(member: str, roots: set[str]) -> bool:
     return False
 
 
-def _spooled(source: IO[bytes]) -> tempfile.SpooledTemporaryFile[bytes]:
+def _spooled(source: IO[bytes], directory: str | None) -> tempfile.SpooledTemporaryFile[bytes]:
     """A seekable copy of a stream that can only be read forward (gzip)."""
     copy: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-        max_size=SPOOL_IN_MEMORY)
+        max_size=SPOOL_IN_MEMORY, dir=directory)
     shutil.copyfileobj(source, copy, 1 << 20)
     copy.seek(0)
     return copy

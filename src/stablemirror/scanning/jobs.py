@@ -65,10 +65,11 @@ def renamed(findings: Sequence[Finding], old: str, new: str) -> list[Finding]:
             for f in findings]
 
 
-def analyze_path(path: Path, name: str) -> tuple[list[Finding], int]:
+def analyze_path(path: Path, name: str, spool_dir: Path) -> tuple[list[Finding], int]:
+    spool_dir.mkdir(parents=True, exist_ok=True)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        return Analyzer(Allowlist()).analyze(f, name), size
+        return Analyzer(Allowlist(), str(spool_dir)).analyze(f, name), size
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -206,7 +207,8 @@ class ScanJobs:
                     path = source.path
                 else:
                     path = spooled = await self._spool(source)
-            findings, size = await asyncio.to_thread(analyze_path, path, name)
+            findings, size = await asyncio.to_thread(analyze_path, path, name,
+                                                     self.spool_dir)
         finally:
             if spooled is not None:
                 spooled.unlink(missing_ok=True)
