@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import zstandard
+
 
 # -- stand-ins for torch and numpy ------------------------------------------------------------
 class _Storage:
@@ -388,6 +390,7 @@ def malicious_files() -> dict[str, bytes]:
         "zip_behind_pickle.pkl": pickle.dumps({"a": 1}, 2) + zip_of({"data.pkl": evil}),
         "second_pickle.pkl": pickle.dumps({"a": 1}, 2) + evil,
         "layer.tar.gz": tar_of({"app/model.pkl": evil}, gz=True),
+        "layer.tar.zst": zstandard.ZstdCompressor().compress(tar_of({"w/model.bin": evil})),
     })
     return files
 
@@ -420,5 +423,7 @@ def benign_files() -> dict[str, bytes]:
         "tokenizer.model": b"\x0a\x05hello" + os.urandom(64),
         "modelpack.tar": tar_of({"weights/model.safetensors": safetensors(),
                                  "config.json": b"{}"}),
+        "modelpack.tar.zst": zstandard.ZstdCompressor().compress(
+            tar_of({"weights/model.safetensors": safetensors()})),
     })
     return files

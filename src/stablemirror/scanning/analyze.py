@@ -1,7 +1,7 @@
 """Which analyzer a file gets: by its content (magic bytes), never by its name alone.
 
 Containers are opened and every member analyzed in turn, nested to `MAX_DEPTH`: zip
-(PyTorch checkpoints, `.keras`, `.npz`), tar (ModelPack and image layers), gzip. A name
+(PyTorch checkpoints, `.keras`, `.npz`), tar (ModelPack and image layers), gzip, zstd. A name
 whose extension promises one format while the content is another is itself a finding (a
 pickle called `model.safetensors`), and the content is analyzed for what it is. Any error
 an analyzer hits on hostile input is a finding, not a crash and not a pass.
@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from collections.abc import Iterable
 from typing import IO, cast
+
+import zstandard
 
 from stablemirror.scanning.allowlist import Allowlist
 from stablemirror.scanning.findings import Finding, Findings
@@ -149,8 +151,11 @@ class Analyzer:
                 stream.seek(start)
                 self._zip(stream, name, depth, found, out)
         elif kind == "zstd":
-            found.add("unsafe_code", "unanalyzable",
-                      "zstd-compressed content cannot be inspected here")
+            with zstandard.ZstdDecompressor().stream_reader(stream) as unzstd, \
+                    _spooled(cast(IO[bytes], unzstd), self.spool_dir) as copy:
+                base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+                inner = f"{name}!{base[:-4] if base.endswith('.zst') else base + '.unzstd'}"
+                self._analyze(copy, inner, depth + 1, out)
 
     def _npy(self, stream: IO[bytes], found: Findings) -> None:
         magic = stream.read(8)
