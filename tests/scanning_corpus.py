@@ -356,6 +356,7 @@ def malicious_files() -> dict[str, bytes]:
         "pickle_as.safetensors": evil,
         "pickle_as_config.json": evil,
         "proto0_as.txt": b"cos\nsystem\n(S'true'\ntR.",
+        "proto0_then_garbage.txt": b"cos\nsystem\n(S'true'\ntR\xff garbage",
         "header_too_long.safetensors": safetensors(length=1 << 40),
         "header_not_json.safetensors": safetensors(header=b"{not json"),
         "offsets_outside.safetensors": safetensors(
@@ -420,6 +421,8 @@ def benign_files() -> dict[str, bytes]:
         "arrays.npz": zip_of({"a.npy": npy("<f4", b"\x00" * 8)}),
         "config.json": json.dumps({"architectures": ["Llama"], "hidden_size": 8}).encode(),
         "README.md": b"# a model\ncontains no code\n",
+        "notes.txt": b"cat\ndog\nbird and more text that is not a pickle\n",
+        "train.py": b"import os\nprint(os.getcwd())\n",
         "tokenizer.model": b"\x0a\x05hello" + os.urandom(64),
         "modelpack.tar": tar_of({"weights/model.safetensors": safetensors(),
                                  "config.json": b"{}"}),

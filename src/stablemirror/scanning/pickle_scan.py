@@ -178,6 +178,7 @@ class PickleWalker:
         self.stack: list[object] = []
         self.memo: dict[int, object] = {}
         self.proto = 0
+        self.calls = 0  # opcodes that call or instantiate (what makes an import matter)
 
     # -- the value an opcode's argument carries -------------------------------------------
     def _arg(self, op: pickletools.OpcodeInfo) -> object:
@@ -301,22 +302,26 @@ class PickleWalker:
             assert isinstance(arg, tuple)
             self._check_global(arg[0], arg[1], offset)
             self._pop_mark(name)
+            self.calls += 1
             self.stack.append(OPAQUE)
         elif name == "OBJ":
             items = self._pop_mark(name)
             if not items:
                 raise Unfollowable("OBJ without a class")
             self._callable(items[0], name, offset)
+            self.calls += 1
             self.stack.append(OPAQUE)
         elif name == "REDUCE":
             self._pop(name)
             self._callable(self._pop(name), name, offset)
+            self.calls += 1
             self.stack.append(OPAQUE)
         elif name in ("NEWOBJ", "NEWOBJ_EX"):
             self._pop(name)
             if name == "NEWOBJ_EX":
                 self._pop(name)
             self._callable(self._pop(name), name, offset)
+            self.calls += 1
             self.stack.append(OPAQUE)
         elif name in ("EXT1", "EXT2", "EXT4"):
             self.out.add("unsafe_code", "extension_registry",
@@ -382,20 +387,27 @@ def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
     After the first pickle, further ones are walked while the next byte starts one (PROTO):
     a loader calling `load` again would run them. `legacy_torch`: the file is a legacy
     `torch.save` (five pickles, then raw storage bytes that are never unpickled).
-    `speculative`: for content of no known format (a protocol 0 pickle has no magic): what
-    the walk found before it broke stands, but breaking is not a finding, since every way
-    the walk breaks (unknown opcode, underflow, missing memo entry, truncation) also stops
-    the real unpickler there, before it could import or call anything further."""
+    `speculative`: for content of no known format (a protocol 0 pickle has no magic):
+    breaking off is not a finding, since every way the walk breaks (unknown opcode,
+    underflow, missing memo entry, truncation) also stops the real unpickler there; what
+    the walk found stands if it reached STOP or a call (an import alone, from text that
+    merely starts like a pickle, is dropped)."""
     reader = _Reader(stream, SPECULATIVE_CHUNK if speculative else READ_CHUNK)
     count = 0
     while True:
+        before = len(out.items)
+        walker = PickleWalker(reader, allow, out)
         try:
-            PickleWalker(reader, allow, out).walk()
+            walker.walk()
         except Unfollowable as e:
             # pickles after the first (but a legacy torch file's five) are only a guess
             if not speculative and (count == 0 or (legacy_torch and count < LEGACY_PICKLES)):
                 out.add("unsafe_code", "unanalyzable",
                         f"pickle cannot be followed: {e}", reader.pos)
+            elif walker.calls == 0:
+                # a guess that broke before calling anything: text that happens to start
+                # like a pickle ("c..." reads as GLOBAL), not a payload
+                del out.items[before:]
             return reader.pos
         count += 1
         if legacy_torch and count == LEGACY_PICKLES:
