@@ -78,12 +78,13 @@ class ScanningRegistry(ForwardingRegistry):
         if policy is None or is_supply_chain_artifact(found.content):
             return found
         scan = await self.scans.manifest(repository, found.digest)
-        if scan is None or scan.status == PENDING or scan.analyzer != ANALYZER_VERSION:
+        if scan is None or scan.status == PENDING or self.scans.stale(scan, ANALYZER_VERSION):
             self.jobs.submit(repository, found.digest)
             if policy.pending == "allow":
                 return found
             scan = await self.jobs.wait(repository, found.digest, self.wait_seconds)
-        if scan is None or scan.status == PENDING or scan.analyzer != ANALYZER_VERSION:
+        if scan is None or scan.status == PENDING or (
+                scan.analyzer != ANALYZER_VERSION):
             await self._refuse(ctx, repository, reference, found.digest, policy, "pending", [],
                                "the scan of this manifest has not finished (pending: block)")
             return found

@@ -120,7 +120,8 @@ class ScanJobs:
         deadline = time.monotonic() + seconds
         while True:
             scan = await self.scans.manifest(repository, digest)
-            if scan is not None and scan.status != PENDING and scan.analyzer == ANALYZER_VERSION:
+            if scan is not None and scan.status != PENDING and not self.scans.stale(
+                    scan, ANALYZER_VERSION):
                 return scan
             left = deadline - time.monotonic()
             if left <= 0:

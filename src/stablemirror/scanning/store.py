@@ -16,6 +16,7 @@ from stablemirror.scanning.findings import Finding
 from stablemirror.scanning.schema import scan_blobs, scan_exemptions, scan_manifests
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
+RETRY_FAILED_SECONDS = 30.0
 
 
 def dump_findings(findings: Sequence[Finding]) -> str:
@@ -87,13 +88,24 @@ class ScanStore:
                                 row.referrer, row.error)
         return await self.db.read(q)
 
+    def stale(self, scan: ManifestScan, analyzer: str) -> bool:
+        """A result to redo: of an older analyzer, or a failure old enough to retry."""
+        return scan.analyzer != analyzer or (
+            scan.status == FAILED
+            and (scan.finished_at or 0) < time.time() - RETRY_FAILED_SECONDS)
+
     async def queue(self, repository: str, digest: str, analyzer: str) -> None:
-        """Record a pending scan unless one of this analyzer version exists already."""
+        """Record a pending scan unless one of this analyzer version exists already (a
+        failed one is retried after RETRY_FAILED_SECONDS: an upstream may have been down)."""
+        retry_before = time.time() - RETRY_FAILED_SECONDS
+
         def w(c: Connection) -> None:
-            row = c.execute(select(scan_manifests.c.analyzer).where(
+            row = c.execute(select(scan_manifests.c.analyzer, scan_manifests.c.status,
+                                   scan_manifests.c.finished_at).where(
                 scan_manifests.c.repository == repository,
                 scan_manifests.c.digest == digest)).first()
-            if row is not None and row.analyzer == analyzer:
+            if row is not None and row.analyzer == analyzer and not (
+                    row.status == FAILED and (row.finished_at or 0) < retry_before):
                 return
             c.execute(delete(scan_manifests).where(
                 scan_manifests.c.repository == repository, scan_manifests.c.digest == digest))
