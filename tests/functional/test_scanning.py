@@ -278,3 +278,25 @@ def test_trivy_secret_scan_and_sbom_of_an_image(server: LiveServer, tmp_path: Pa
                         f"{manifest['layers'][0]['digest']}", timeout=TIMEOUT).json()
     assert sbom["bomFormat"] == "CycloneDX"
     assert any(c.get("name") == "musl" for c in sbom.get("components", [])), sbom
+
+
+def test_a_pending_scan_is_queued_again_at_start(server: LiveServer) -> None:
+    import sqlite3
+    digest = push_model(server.url, "models/requeue", "v1", {"m.pkl": malicious_pickle()})
+    assert get_manifest(server.url, "models/requeue", "v1").status_code == 403
+    server.stop()
+    with sqlite3.connect(server.data_dir / "index.db") as db:  # as if killed mid-scan
+        db.execute("UPDATE scan_manifests SET status='pending', findings='[]', "
+                   "claimed_at=NULL WHERE repository='models/requeue'")
+    server.start()
+    deadline = time.monotonic() + 30
+    while True:  # no pull: the server itself picks the pending scan up
+        with sqlite3.connect(server.data_dir / "index.db") as db:
+            status = db.execute("SELECT status FROM scan_manifests WHERE repository="
+                                "'models/requeue' AND digest=?", (digest,)).fetchone()[0]
+        if status == "done":
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert metric(server.url, "stablemirror_scans_total", result="findings") == 1
+    assert get_manifest(server.url, "models/requeue", "v1").status_code == 403

@@ -66,11 +66,12 @@ def _sniff(head: bytes, name: str) -> str | None:
         return "hdf5"
     if head.startswith(NPY_MAGIC):
         return "npy"
-    if len(head) >= 2 and head[0] == 0x80 and head[1] <= HIGHEST_PROTOCOL + 10:
-        return "pickle"  # PROTO n; a protocol above 5 is reported by the walker
+    lower = name.lower()
+    if len(head) >= 2 and head[0] == 0x80 and (
+            head[1] <= HIGHEST_PROTOCOL or lower.endswith(PICKLE_EXTENSIONS)):
+        return "pickle"  # PROTO n; a protocol above 5 (named a pickle) the walker reports
     if looks_like_safetensors(head):
         return "safetensors"
-    lower = name.lower()
     if lower.endswith(".onnx"):
         return "onnx"
     if lower.endswith(PICKLE_EXTENSIONS) and head[:1] in (b"(", b"c", b"]", b"}", b"l",
