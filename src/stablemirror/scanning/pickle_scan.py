@@ -17,21 +17,20 @@ import io
 import pickletools
 import struct
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from stablemirror.scanning.allowlist import Allowlist
 from stablemirror.scanning.findings import Findings
+from stablemirror.scanning.pickle_reader import (
+    READ_CHUNK,
+    SPECULATIVE_CHUNK,
+    PickleReader,
+    Unfollowable,
+)
 
-MAX_LINE = 64 << 20  # protocol 0 text lines (strings, numbers)
 KEEP_STRING = 1 << 16  # longer strings become opaque values (never a resolvable name)
-READ_CHUNK = 1 << 20
-SPECULATIVE_CHUNK = 4096
 HIGHEST_PROTOCOL = 5
 LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, storage keys
-
-
-class Unfollowable(Exception):
-    """The stream cannot be followed to its STOP; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,104 +62,6 @@ _FIXED = {"uint1": ("<B", 1), "uint2": ("<H", 2), "uint4": ("<I", 4), "uint8": (
 _STRUCTS = {name: struct.Struct(fmt) for name, (fmt, _n) in {**_FIXED, **_LENGTH}.items()}
 
 
-class _Reader:
-    """Buffered reads that know their offset and skip large payloads without keeping them."""
-
-    def __init__(self, stream: IO[bytes], chunk: int = READ_CHUNK) -> None:
-        self.stream = stream
-        self.chunk = chunk
-        self.pos = 0
-        self._buf = b""
-        self._at = 0
-        try:
-            self._seekable = stream.seekable()
-        except (AttributeError, OSError):
-            self._seekable = False
-
-    def _fill(self, n: int) -> bool:
-        if len(self._buf) - self._at >= n:
-            return True
-        chunk = self.stream.read(max(self.chunk, n - (len(self._buf) - self._at)))
-        self._buf = self._buf[self._at:] + (chunk or b"")
-        self._at = 0
-        return len(self._buf) >= n
-
-    def unpack(self, unpacker: struct.Struct) -> Any:
-        n = unpacker.size
-        if len(self._buf) - self._at < n and not self._fill(n):
-            raise Unfollowable(f"truncated: needs {n} more bytes at byte {self.pos}")
-        value = unpacker.unpack_from(self._buf, self._at)[0]
-        self._at += n
-        self.pos += n
-        return value
-
-    def opcode(self) -> int:
-        if self._at >= len(self._buf) and not self._fill(1):
-            raise Unfollowable(f"truncated: no STOP before byte {self.pos}")
-        code = self._buf[self._at]
-        self._at += 1
-        self.pos += 1
-        return code
-
-    def read(self, n: int) -> bytes:
-        if len(self._buf) - self._at < n and not self._fill(n):
-            raise Unfollowable(f"truncated: needs {n} more bytes at byte {self.pos}")
-        out = self._buf[self._at:self._at + n]
-        self._at += n
-        self.pos += n
-        return out
-
-    def peek_byte(self) -> int | None:
-        if not self._fill(1):
-            return None
-        return self._buf[self._at]
-
-    def skip(self, n: int) -> None:
-        have = len(self._buf) - self._at
-        if n <= have:
-            self._at += n
-            self.pos += n
-            return
-        n_left = n - have
-        self._buf, self._at = b"", 0
-        self.pos += have
-        if self._seekable:
-            here = self.stream.tell()
-            end = self.stream.seek(0, io.SEEK_END)
-            if here + n_left > end:
-                raise Unfollowable(f"truncated: a {n}-byte payload runs past the end")
-            self.stream.seek(here + n_left)
-            self.pos += n_left
-            return
-        while n_left:
-            chunk = self.stream.read(min(READ_CHUNK, n_left))
-            if not chunk:
-                raise Unfollowable(f"truncated: a {n}-byte payload runs past the end")
-            n_left -= len(chunk)
-            self.pos += len(chunk)
-
-    def line(self) -> bytes:
-        parts = []
-        total = 0
-        while True:
-            if not self._fill(1):
-                raise Unfollowable(f"truncated line at byte {self.pos}")
-            nl = self._buf.find(b"\n", self._at)
-            if nl >= 0:
-                part = self._buf[self._at:nl + 1]
-                self._at = nl + 1
-                self.pos += len(part)
-                parts.append(part)
-                return b"".join(parts)
-            part = self._buf[self._at:]
-            self._at = len(self._buf)
-            self.pos += len(part)
-            parts.append(part)
-            total += len(part)
-            if total > MAX_LINE:
-                raise Unfollowable(f"text line longer than {MAX_LINE} bytes at byte {self.pos}")
-
-
 def _text(raw: bytes, what: str) -> str:
     try:
         return raw.decode("utf-8")
@@ -171,7 +72,7 @@ def _text(raw: bytes, what: str) -> str:
 class PickleWalker:
     """One pickle, from PROTO (or the first opcode) to STOP."""
 
-    def __init__(self, reader: _Reader, allow: Allowlist, out: Findings) -> None:
+    def __init__(self, reader: PickleReader, allow: Allowlist, out: Findings) -> None:
         self.r = reader
         self.allow = allow
         self.out = out
@@ -392,7 +293,7 @@ def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
     underflow, missing memo entry, truncation) also stops the real unpickler there; what
     the walk found stands if it reached STOP or a call (an import alone, from text that
     merely starts like a pickle, is dropped)."""
-    reader = _Reader(stream, SPECULATIVE_CHUNK if speculative else READ_CHUNK)
+    reader = PickleReader(stream, SPECULATIVE_CHUNK if speculative else READ_CHUNK)
     count = 0
     while True:
         before = len(out.items)
