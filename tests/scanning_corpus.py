@@ -5,9 +5,12 @@ their names let the real `pickle` module write what torch.save / numpy would."""
 
 from __future__ import annotations
 
+import bz2
 import collections
+import gzip
 import io
 import json
+import lzma
 import os
 import pickle
 import struct
@@ -15,6 +18,7 @@ import sys
 import tarfile
 import types
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -380,6 +384,9 @@ def malicious_files() -> dict[str, bytes]:
         "lambda.keras": keras_zip(keras_config(LAMBDA_LAYER)),
         "custom.keras": keras_zip(keras_config(CUSTOM_LAYER)),
         "lambda.h5": h5_with_config(keras_config(LAMBDA_LAYER)),
+        "lambda_compact.h5": b"\x89HDF\r\n\x1a\n" + b"\x00" * 64 + json.dumps(
+            keras_config(LAMBDA_LAYER), separators=(",", ":")).encode(),
+        "custom.h5": h5_with_config(keras_config(CUSTOM_LAYER)),
         "escape.onnx": onnx_model("../../etc/passwd"),
         "absolute.onnx": onnx_model("/etc/shadow"),
         "object.npy": npy("|O", evil),
@@ -391,6 +398,12 @@ def malicious_files() -> dict[str, bytes]:
         "zip_behind_pickle.pkl": pickle.dumps({"a": 1}, 2) + zip_of({"data.pkl": evil}),
         "second_pickle.pkl": pickle.dumps({"a": 1}, 2) + evil,
         "layer.tar.gz": tar_of({"app/model.pkl": evil}, gz=True),
+        "joblib.pkl.gz": gzip.compress(evil),
+        "joblib.pkl.bz2": bz2.compress(evil),
+        "joblib.pkl.xz": lzma.compress(evil),
+        "joblib.pkl.lzma": lzma.compress(evil, format=lzma.FORMAT_ALONE),
+        "joblib.pkl.z": zlib.compress(evil),
+        "joblib.pkl.lz4": b"\x04\x22\x4d\x18" + b"\x00" * 16,
         "layer.tar.zst": zstandard.ZstdCompressor().compress(tar_of({"w/model.bin": evil})),
     })
     return files
@@ -426,6 +439,10 @@ def benign_files() -> dict[str, bytes]:
         "tokenizer.model": b"\x0a\x05hello" + os.urandom(64),
         "modelpack.tar": tar_of({"weights/model.safetensors": safetensors(),
                                  "config.json": b"{}"}),
+        "numpy.pkl.bz2": bz2.compress(numpy_pickle(2)),
+        "numpy.pkl.xz": lzma.compress(numpy_pickle(4)),
+        "numpy.pkl.z": zlib.compress(numpy_pickle(4)),
+        "notes2.txt": b"x marks the spot\nx^2 is not zlib either\n",
         "modelpack.tar.zst": zstandard.ZstdCompressor().compress(
             tar_of({"weights/model.safetensors": safetensors()})),
     })

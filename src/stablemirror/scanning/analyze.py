@@ -10,15 +10,18 @@ an analyzer hits on hostile input is a finding, not a crash and not a pass.
 from __future__ import annotations
 
 import ast
+import bz2
 import gzip
 import io
+import lzma
 import shutil
 import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -42,13 +45,19 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+LZMA_ALONE = b"\x5d\x00\x00"  # joblib's .lzma (the legacy LZMA_Alone format)
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+# kind -> the file suffix it usually has
+DECOMPRESSORS = {"gzip": ".gz", "zstd": ".zst", "bzip2": ".bz2", "xz": ".xz", "zlib": ".z"}
 # extension -> the content kinds it may hold
 EXPECTED = {".safetensors": {"safetensors"}, ".gguf": {"gguf"}, ".npy": {"npy"},
             ".npz": {"zip"}, ".h5": {"hdf5"}, ".hdf5": {"hdf5"}, ".keras": {"zip"},
             ".pt": {"zip", "pickle"}, ".pth": {"zip", "pickle"}, ".pkl": {"pickle"},
             ".pickle": {"pickle"}, ".ckpt": {"zip", "pickle"}}
 TORCH_STORAGE_DIRS = ("data/", ".data/")
-WRAPPERS = ("tar", "gzip", "zstd")
+WRAPPERS = ("tar", *DECOMPRESSORS)
 
 
 def _sniff(head: bytes, name: str) -> str | None:
@@ -58,6 +67,14 @@ def _sniff(head: bytes, name: str) -> str | None:
         return "gzip"
     if head.startswith(ZSTD_MAGIC):
         return "zstd"
+    if head.startswith(BZIP2_MAGIC) and head[3:4].isdigit():
+        return "bzip2"
+    if head.startswith((XZ_MAGIC, LZMA_ALONE)):
+        return "xz"
+    if head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
+        return "zlib"  # a zlib header: deflate, 32 KiB window, one of the four levels
+    if head.startswith(LZ4_MAGIC):
+        return "lz4"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     if head.startswith(GGUF_MAGIC):
@@ -138,12 +155,11 @@ class Analyzer:
             self._zip(stream, name, depth, found, out)
         elif kind == "tar":
             self._tar(stream, name, depth, found, out)
-        elif kind == "gzip":
-            with gzip.GzipFile(fileobj=stream) as unzipped, \
-                    _spooled(cast(IO[bytes], unzipped), self.spool_dir) as copy:
-                base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
-                inner = f"{name}!{base[:-3] if base.endswith('.gz') else base + '.gunzip'}"
-                self._analyze(copy, inner, depth + 1, out)
+        elif kind in DECOMPRESSORS:
+            self._decompressed(stream, kind, name, depth, out)
+        elif kind == "lz4":
+            found.add("unsafe_code", "unanalyzable", "lz4-compressed content cannot be "
+                      "inspected here (joblib loads it transparently)")
         elif kind is None:
             scan_pickle_stream(stream, self.allow, found, speculative=True)
         if kind in ("pickle", None) and depth < MAX_DEPTH:
@@ -151,12 +167,16 @@ class Analyzer:
             if zipfile.is_zipfile(stream):  # a zip behind other bytes: zipfile reads it
                 stream.seek(start)
                 self._zip(stream, name, depth, found, out)
-        elif kind == "zstd":
-            with zstandard.ZstdDecompressor().stream_reader(stream) as unzstd, \
-                    _spooled(cast(IO[bytes], unzstd), self.spool_dir) as copy:
-                base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
-                inner = f"{name}!{base[:-4] if base.endswith('.zst') else base + '.unzstd'}"
-                self._analyze(copy, inner, depth + 1, out)
+
+    def _decompressed(self, stream: IO[bytes], kind: str, name: str, depth: int,
+                      out: list[Finding]) -> None:
+        """Analyze what a compressed stream holds (joblib loads .gz/.bz2/.xz/.z pickles
+        transparently, ModelPack and images compress tar layers)."""
+        suffix = DECOMPRESSORS[kind]
+        base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+        inner = f"{name}!{base[:-len(suffix)] if base.endswith(suffix) else base + '.' + kind}"
+        with _decompressor(kind, stream) as plain, _spooled(plain, self.spool_dir) as copy:
+            self._analyze(copy, inner, depth + 1, out)
 
     def _npy(self, stream: IO[bytes], found: Findings) -> None:
         magic = stream.read(8)
@@ -256,6 +276,45 @@ def _is_torch_storage(member: str, roots: set[str]) -> bool:
         if rest in ("version", "byteorder", ".format_version", ".storage_alignment"):
             return True
     return False
+
+
+def _decompressor(kind: str, stream: IO[bytes]) -> IO[bytes]:
+    if kind == "gzip":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=stream))
+    if kind == "bzip2":
+        return cast(IO[bytes], bz2.BZ2File(stream))
+    if kind == "xz":
+        return cast(IO[bytes], lzma.LZMAFile(stream))
+    if kind == "zlib":
+        return cast(IO[bytes], _ZlibReader(stream))
+    return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(stream))
+
+
+class _ZlibReader(io.RawIOBase):
+    """A zlib stream (joblib's `.z`) read forward."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.z = zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self.z.unconsumed_tail:
+                data = self.z.decompress(self.z.unconsumed_tail, len(buffer))
+            else:
+                chunk = self.stream.read(1 << 20)
+                if not chunk:
+                    data = self.z.flush()
+                    if not data:
+                        return 0
+                else:
+                    data = self.z.decompress(chunk, len(buffer))
+            if data:
+                buffer[:len(data)] = data
+                return len(data)
 
 
 def _spooled(source: IO[bytes], directory: str | None) -> tempfile.SpooledTemporaryFile[bytes]:

@@ -3,7 +3,7 @@ live outside Keras, imported by name at load time) in a model config.
 
 `.keras` is a zip whose `config.json` is the model config; a legacy `.h5` file keeps the
 same JSON in its `model_config` attribute, which this module finds by scanning the file's
-bytes for config documents (HDF5 stores attribute strings unencoded), one chunk at a time.
+bytes (HDF5 stores attribute strings unencoded), one chunk at a time.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ KERAS_MODULES = re.compile(r"^(keras|tf_keras|tensorflow\.keras)(\.|$)")
 BUILTIN_OBJECTS = {"__tuple__", "__numpy__", "__tensor__", "__bytes__", "__typespec__",
                    "__ellipsis__", "__slice__", "__complex__"}
 CHUNK = 1 << 20
-_CONFIG_START = re.compile(rb'\{\s*"class_name"\s*:')
-MAX_CONFIG = 64 << 20
+OVERLAP = 512  # longer than any match, so one spanning two chunks is seen whole once
+_H5_CODE_LAYER = re.compile(rb'"class_name"\s*:\s*"(Lambda|TFOpLambda|__lambda__)"')
+_H5_MODULE = re.compile(rb'"module"\s*:\s*"([^"\\]{1,256})"')
 
 
 def scan_keras_config(doc: Any, out: Findings, offset: int | None = None) -> None:
@@ -64,29 +65,27 @@ def scan_keras_json(data: bytes, out: Findings) -> None:
 
 
 def scan_h5(stream: IO[bytes], out: Findings) -> None:
-    """Find JSON model configs in an HDF5 file and check them; stream in chunks."""
-    decoder = json.JSONDecoder()
+    """Find model-config JSON in an HDF5 file's bytes, one chunk at a time: a code layer
+    (`"class_name": "Lambda"`) or a `"module"` outside Keras anywhere is a finding,
+    whichever JSON document (model_config, training_config) it sits in."""
     carry = b""
-    base = 0
+    base = 0  # file offset of carry[0]
     while True:
         chunk = stream.read(CHUNK)
         data = carry + chunk
-        at = 0
-        while True:
-            m = _CONFIG_START.search(data, at)
-            if m is None:
-                break
-            try:
-                doc, end = decoder.raw_decode(data[m.start():].decode("utf-8", "replace"))
-            except ValueError:
-                if chunk and len(data) - m.start() < MAX_CONFIG:
-                    break  # may complete with the next chunk
-                at = m.start() + 1
-                continue
-            scan_keras_config(doc, out, base + m.start())
-            at = m.start() + max(end, 1)
+        limit = len(data) if not chunk else max(0, len(data) - OVERLAP)
+        for m in _H5_CODE_LAYER.finditer(data):
+            if m.start() < limit:
+                out.add("unsafe_code", "lambda_layer",
+                        f"Keras {m.group(1).decode()} layer: runs serialized Python code "
+                        "when loaded", base + m.start())
+        for m in _H5_MODULE.finditer(data):
+            module = m.group(1).decode("utf-8", "replace")
+            if m.start() < limit and not KERAS_MODULES.match(module) and module != "builtins":
+                out.add("unsafe_code", "custom_object",
+                        f"Keras custom object from module {module} is imported when loaded",
+                        base + m.start(), module)
         if not chunk:
             return
-        keep = data[at:] if len(data) - at < MAX_CONFIG else data[-64:]
-        base += len(data) - len(keep)
-        carry = keep
+        carry = data[limit:]
+        base += limit
