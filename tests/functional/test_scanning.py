@@ -300,3 +300,16 @@ def test_a_pending_scan_is_queued_again_at_start(server: LiveServer) -> None:
         time.sleep(0.2)
     assert metric(server.url, "stablemirror_scans_total", result="findings") == 1
     assert get_manifest(server.url, "models/requeue", "v1").status_code == 403
+
+
+def test_two_workers_agree(tmp_path: Path) -> None:
+    """Scans run in whichever worker took the push; a pull in the other waits for it."""
+    config = scanning_config(tmp_path / "config.yaml", POLICIES)
+    with running_server(tmp_path / "data", "--config", str(config), workers=2) as s:
+        for i in range(4):
+            push_model(s.url, f"models/w{i}", "evil", {"m.pkl": malicious_pickle()})
+            push_model(s.url, f"models/w{i}", "good", {"m.safetensors": safetensors()})
+            for _ in range(3):  # new connections: either worker may answer
+                assert get_manifest(s.url, f"models/w{i}", "evil").status_code == 403
+                assert get_manifest(s.url, f"models/w{i}", "good").status_code == 200
+        assert metric(s.url, "stablemirror_scans_total") == 8  # each manifest scanned once
