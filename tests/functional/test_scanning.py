@@ -313,3 +313,22 @@ def test_two_workers_agree(tmp_path: Path) -> None:
                 assert get_manifest(s.url, f"models/w{i}", "evil").status_code == 403
                 assert get_manifest(s.url, f"models/w{i}", "good").status_code == 200
         assert metric(s.url, "stablemirror_scans_total") == 8  # each manifest scanned once
+
+
+def test_artifact_media_types_do_not_exempt(server: LiveServer) -> None:
+    """A pickle pushed as an 'attestation' layer is still a pickle."""
+    from tests.functional.scanning_support import push_blob
+    from tests.functional.trust_support import push_manifest
+    evil = malicious_pickle()
+    config = b"{}"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.in-toto+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": push_blob(server.url, "models/disguised", config), "size": 2},
+        "layers": [{"mediaType": "application/vnd.in-toto+json",
+                    "digest": push_blob(server.url, "models/disguised", evil),
+                    "size": len(evil)}]}).encode()
+    push_manifest(server.url, "models/disguised", "v1", manifest)
+    r = get_manifest(server.url, "models/disguised", "v1")
+    assert r.status_code == 403, r.text

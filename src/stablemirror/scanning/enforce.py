@@ -7,8 +7,10 @@ allow` serves (and scans in the background), `pending: block` waits up to
 `scanning.pending_wait_seconds` for the scan and refuses if it is still running. A pull
 finding no result (a mirror's first pull, a push from before scanning was enabled) starts
 the scan: that is how a mirror scans what it ingests. A failed scan blocks like a finding.
-HEAD and supply-chain artifacts (signatures, SBOMs, scan reports) are never checked. A
-blob GET of a blob whose own analysis has blocking findings is refused in `enforce` too.
+Only HEAD is never checked: supply-chain artifacts (signatures, SBOMs, our own reports)
+are scanned like anything else, since a media type is only a claim (a pickle pushed as an
+"SBOM" layer is still a pickle); their JSON scans clean in microseconds. A blob GET of a
+blob whose own analysis has blocking findings is refused in `enforce` too.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from stablemirror.services.protocol import (
     RegistryService,
     RequestContext,
 )
-from stablemirror.trust.enforce import is_supply_chain_artifact
 from stablemirror.trust.keys import PublicKey
 
 log = logging.getLogger("stablemirror.scanning")
@@ -65,7 +66,7 @@ class ScanningRegistry(ForwardingRegistry):
                            ) -> PutManifestResult:
         result = await self.inner.put_manifest(ctx, repository, reference, body,
                                                content_type, extra_tags)
-        if self.policy(repository) is not None and not is_supply_chain_artifact(body):
+        if self.policy(repository) is not None:
             self.jobs.submit(repository, str(result.digest))  # after the commit, not awaited
         return result
 
@@ -75,7 +76,7 @@ class ScanningRegistry(ForwardingRegistry):
         if ctx.method == "HEAD":
             return found
         policy = self.policy(repository)
-        if policy is None or is_supply_chain_artifact(found.content):
+        if policy is None:
             return found
         scan = await self.scans.manifest(repository, found.digest)
         if scan is None or scan.status == PENDING or self.scans.stale(scan, ANALYZER_VERSION):

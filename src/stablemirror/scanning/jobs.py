@@ -94,6 +94,7 @@ class ScanJobs:
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._attachments: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+        self._referrers: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         for repository, digest in await self.scans.pending():
@@ -153,6 +154,9 @@ class ScanJobs:
             self._count("failed", [])
             return
         attachments = self._attachments.pop((repository, digest), [])
+        if (repository, digest) in self._referrers:
+            self._referrers.discard((repository, digest))
+            return  # a signature, SBOM or report: reports about reports would never end
         try:
             await self._attach(repository, digest, media_type, size, findings, attachments)
         except Exception:
@@ -173,6 +177,8 @@ class ScanJobs:
                             ) -> tuple[list[Finding], str, int]:
         stored = await self.registry.get_manifest(SCAN_CTX, repository, digest)
         manifest = parse_manifest(stored.content, stored.media_type)
+        if depth == 0 and manifest.subject is not None:
+            self._referrers.add((repository, digest))  # gets no report of its own
         findings: list[Finding] = []
         for child in manifest.children:
             if depth >= MAX_INDEX_DEPTH:
