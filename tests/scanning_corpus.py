@@ -243,24 +243,24 @@ def safetensors(tensors: dict[str, tuple[str, list[int], int]] | None = None,
     return struct.pack("<Q", n) + header + (data or b"")
 
 
-def _gguf_string(s: bytes) -> bytes:
-    return struct.pack("<Q", len(s)) + s
-
-
 def gguf(tensors: list[tuple[bytes, list[int], int, int]] | None = None, version: int = 3,
          n_tensors: int | None = None, data_size: int | None = None) -> bytes:
-    """tensors: (name, dims, ggml type, offset)."""
+    """tensors: (name, dims, ggml type, offset). Version 1 has u32 counts and lengths."""
+    n = "<I" if version == 1 else "<Q"
+
+    def string(s: bytes) -> bytes:
+        return struct.pack(n, len(s)) + s
+
     tensors = tensors if tensors is not None else [(b"w", [4, 2], 0, 0), (b"b", [4], 0, 32)]
-    kv = (_gguf_string(b"general.architecture") + struct.pack("<I", 8)
-          + _gguf_string(b"llama")
-          + _gguf_string(b"general.alignment") + struct.pack("<II", 4, 32)
-          + _gguf_string(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2)
-          + _gguf_string(b"a") + _gguf_string(b"b"))
-    body = b"GGUF" + struct.pack("<IQQ", version,
-                                 len(tensors) if n_tensors is None else n_tensors, 3) + kv
+    kv = (string(b"general.architecture") + struct.pack("<I", 8) + string(b"llama")
+          + string(b"general.alignment") + struct.pack("<II", 4, 32)
+          + string(b"tokenizer.ggml.tokens") + struct.pack("<II", 9, 8) + struct.pack(n, 2)
+          + string(b"a") + string(b"b"))
+    body = b"GGUF" + struct.pack("<I", version) + struct.pack(
+        n, len(tensors) if n_tensors is None else n_tensors) + struct.pack(n, 3) + kv
     for name, dims, ttype, offset in tensors:
-        body += _gguf_string(name) + struct.pack("<I", len(dims))
-        body += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", ttype, offset)
+        body += string(name) + struct.pack("<I", len(dims))
+        body += b"".join(struct.pack(n, d) for d in dims) + struct.pack("<IQ", ttype, offset)
     body += b"\x00" * (-len(body) % 32)
     return body + b"\x00" * (48 if data_size is None else data_size)
 
@@ -425,6 +425,8 @@ def benign_files() -> dict[str, bytes]:
         "model.safetensors": safetensors({"a": ("F32", [2, 3], 24), "b": ("BF16", [4], 8),
                                           "c": ("I64", [], 8), "d": ("F16", [0], 0)}),
         "model.gguf": gguf(),
+        "model_v1.gguf": gguf(version=1),
+        "model_v2.gguf": gguf(version=2),
         "quant.gguf": gguf([(b"q", [32, 2], 8, 0)], data_size=96),
         "model.keras": keras_zip(keras_config()),
         "model.h5": h5_with_config(keras_config()),

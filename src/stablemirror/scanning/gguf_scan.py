@@ -38,6 +38,7 @@ class _Cursor:
         self.s = stream
         self.size = size
         self.pos = 0
+        self.wide = True  # GGUF v2+ counts and lengths are u64; v1's were u32
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > self.size:
@@ -60,8 +61,11 @@ class _Cursor:
     def u64(self) -> int:
         return int(struct.unpack("<Q", self.take(8))[0])
 
+    def count(self) -> int:
+        return self.u64() if self.wide else self.u32()
+
     def string(self) -> bytes:
-        n = self.u64()
+        n = self.count()
         if n > MAX_STRING:
             raise _Bad(f"string of {n} bytes at byte {self.pos}")
         return self.take(n)
@@ -84,7 +88,7 @@ def _value(c: _Cursor, vtype: int, depth: int = 0) -> int | bytes | None:
     if vtype == 9:
         if depth:
             raise _Bad("nested arrays")
-        inner, count = c.u32(), c.u64()
+        inner, count = c.u32(), c.count()
         if inner in VALUE_SIZES:
             c.skip(VALUE_SIZES[inner] * count)
             return None
@@ -107,7 +111,8 @@ def _scan(c: _Cursor, out: Findings) -> None:
     version = c.u32()
     if version not in (1, 2, 3):
         raise _Bad(f"unknown GGUF version {version}")
-    n_tensors, n_kv = c.u64(), c.u64()
+    c.wide = version > 1
+    n_tensors, n_kv = c.count(), c.count()
     if n_tensors > c.size // 24 or n_kv > c.size // 12:  # smallest possible entries
         raise _Bad(f"{n_tensors} tensors / {n_kv} keys cannot fit in {c.size} bytes")
     alignment = 32
@@ -124,7 +129,7 @@ def _scan(c: _Cursor, out: Findings) -> None:
         n_dims = c.u32()
         if n_dims > MAX_DIMS:
             raise _Bad(f"tensor {name!r}: {n_dims} dimensions (at most {MAX_DIMS})")
-        dims = [c.u64() for _ in range(n_dims)]
+        dims = [c.count() for _ in range(n_dims)]
         ttype, offset = c.u32(), c.u64()
         if ttype not in GGML_TYPES:
             raise _Bad(f"tensor {name!r}: unknown ggml type {ttype}")
