@@ -63,11 +63,9 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
                         audit=audit.record if audit is not None else None,
                         healer=ServiceHealer(registry, store) if mirror is not None else None)
     # Scanning policies decide pulls from scan results; scans read below trust (so an
-    # unsigned image is still scanned) and attach reports in hosted namespaces.
-    scanning = build_scanning(settings, trust.registry, registry, hosted,
-                              (lambda r: not mirror.registry.is_proxied(r))
-                              if mirror is not None else (lambda _r: True),
-                              store, db, metrics, audit.record if audit is not None else None)
+    # unsigned image is still scanned) and attach their reports in the local index.
+    scanning = build_scanning(settings, trust.registry, registry, hosted, store, db, metrics,
+                              audit.record if audit is not None else None)
     app[REGISTRY] = scanning.registry
     app.on_startup.append(trust.start)
     app.on_cleanup.append(trust.stop)

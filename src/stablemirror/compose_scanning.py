@@ -3,7 +3,8 @@
     ScanningRegistry  (scan results decide manifest GETs; pushes start scans)
       -> the trust-enforced registry (trust/enforce.py, compose_trust.py)
 scans read through `backend` (below trust, so an unsigned image can still be scanned) and
-push their reports into `hosted`. Nothing is wrapped when no scanning policy is set.
+push their reports into `hosted` (the local index, for proxied repositories too).
+Nothing is wrapped when no scanning policy is set.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class ScanningParts:
 
 
 def build_scanning(settings: Settings, front: RegistryService, backend: RegistryService,
-                   hosted: RegistryService, is_hosted: Callable[[str], bool],
+                   hosted: RegistryService,
                    store: BlobStore, db: Database, metrics: Metrics,
                    audit: Callable[[AuditEvent], Awaitable[None]] | None = None
                    ) -> ScanningParts:
@@ -51,7 +52,7 @@ def build_scanning(settings: Settings, front: RegistryService, backend: Registry
         return ScanningParts(front, None)
     scans = ScanStore(db)
     jobs = ScanJobs(backend, scans, store, settings.data_dir / "scanning" / "spool", metrics,
-                    referrers=hosted, is_hosted=is_hosted, concurrency=scanning.concurrency)
+                    referrers=hosted, concurrency=scanning.concurrency)
     trivy = trivy_scanner(scanning.trivy, scanning.trivy_timeout_seconds, backend, store,
                           settings.data_dir / "scanning" / "spool",
                           scanning.trivy_db_repository)

@@ -4,11 +4,14 @@ pulled through, scanned before it is served, and refused."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import requests
+
 from tests.clients import ReferenceRegistry
-from tests.functional.scanning_support import push_model
-from tests.functional.trust_support import error, get_manifest
+from tests.functional.scanning_support import REPORT_TYPE, push_model, referrers
+from tests.functional.trust_support import ACCEPT, error, get_manifest
 from tests.mirror_support import running_server
 from tests.scanning_corpus import malicious_pickle, safetensors, torch_zip
 
@@ -42,6 +45,17 @@ def test_mirror_refuses_a_malicious_model_from_upstream(reference: ReferenceRegi
         assert get_manifest(mirror.url, "hub/ml/good", "v1").status_code == 200
         # the blob with the finding is refused too, now that it was analyzed
         layer = json.loads(get_manifest(reference.url, "ml/evil", "v1").content)["layers"][0]
-        import requests
         b = requests.get(f"{mirror.url}/v2/hub/ml/evil/blobs/{layer['digest']}", timeout=30)
         assert b.status_code == 403, b.status_code
+        # the report is readable through the mirror's referrers API
+        deadline = time.monotonic() + 20
+        while not (found := [m for m in referrers(mirror.url, "hub/ml/evil", evil)
+                             if m.get("artifactType") == REPORT_TYPE]):
+            assert time.monotonic() < deadline, "no scan report among the referrers"
+            time.sleep(0.2)
+        report = requests.get(f"{mirror.url}/v2/hub/ml/evil/manifests/{found[0]['digest']}",
+                              headers={"Accept": ACCEPT}, timeout=30)
+        assert report.status_code == 200, report.text
+        body = requests.get(f"{mirror.url}/v2/hub/ml/evil/blobs/"
+                            f"{report.json()['layers'][0]['digest']}", timeout=30).json()
+        assert body["verdict"] == "findings" and body["subject"] == evil

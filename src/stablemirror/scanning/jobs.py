@@ -6,7 +6,8 @@ start, and any worker process can wait for a scan another one runs.
 A manifest scan reads each blob once from the local store (or, in a mirror, through the
 registry, which fetches it from upstream and caches it), analyzes it in a worker thread
 and caches the result by blob digest; an index scans its child manifests. When done, the
-report is attached to the manifest as an OCI referrer in hosted repositories.
+report is attached to the manifest as an OCI referrer (in the local index, which a mirror
+answers referrers and digests from, so proxied repositories get it too).
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class ScanJobs:
     def __init__(self, registry: RegistryService, scans: ScanStore, store: BlobStore,
                  spool_dir: Path, metrics: Metrics | None = None,
                  referrers: RegistryService | None = None,
-                 is_hosted: Callable[[str], bool] = lambda _r: True,
                  concurrency: int = 1) -> None:
         self.registry = registry  # reads manifests and blobs (through a mirror: from upstream)
         self.scans = scans
@@ -88,7 +88,6 @@ class ScanJobs:
         self.spool_dir = spool_dir
         self.metrics = metrics
         self.referrers = referrers  # where reports are pushed (the hosted registry)
-        self.is_hosted = is_hosted
         self.concurrency = concurrency
         self.extra: list[ExtraScanner] = []
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -236,8 +235,10 @@ class ScanJobs:
     async def _attach(self, repository: str, digest: str, media_type: str, size: int,
                       findings: Sequence[Finding],
                       attachments: Sequence[tuple[str, bytes]] = ()) -> None:
-        if self.referrers is None or not self.is_hosted(repository):
-            return  # proxied: the result is kept in the index; upstream owns referrers
+        if self.referrers is None:
+            return
+        # Into the local index even for a proxied repository: a mirror answers referrers
+        # and digests from its own index first, so the report is readable there too.
         report = report_referrer(digest, media_type, size, ANALYZER_VERSION, findings,
                                  time.time())
         others = [referrer(digest, media_type, size, doc, artifact_type, {})
