@@ -379,6 +379,7 @@ def malicious_files() -> dict[str, bytes]:
         "gguf_too_many_tensors.gguf": gguf(n_tensors=1 << 60),
         "gguf_offset_outside.gguf": gguf([(b"w", [4, 2], 0, 1 << 20)]),
         "gguf_bad_type.gguf": gguf([(b"w", [4], 77, 0)]),
+        "gguf_huge_type.gguf": gguf([(b"w", [4], 0xFFFFFFFF, 0)]),
         "gguf_too_many_dims.gguf": gguf([(b"w", [1, 1, 1, 1, 1], 0, 0)]),
         "gguf_overlap.gguf": gguf([(b"a", [8], 0, 0), (b"b", [8], 0, 0)]),
         "lambda.keras": keras_zip(keras_config(LAMBDA_LAYER)),
@@ -428,6 +429,7 @@ def benign_files() -> dict[str, bytes]:
         "model_v1.gguf": gguf(version=1),
         "model_v2.gguf": gguf(version=2),
         "quant.gguf": gguf([(b"q", [32, 2], 8, 0)], data_size=96),
+        "newer_type.gguf": gguf([(b"q", [64], 40, 0)], data_size=64),  # an id we lack
         "model.keras": keras_zip(keras_config()),
         "model.h5": h5_with_config(keras_config()),
         "model.onnx": onnx_model(),

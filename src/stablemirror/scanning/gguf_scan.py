@@ -1,9 +1,9 @@
 """GGUF (llama.cpp): magic, version, key/value metadata, tensor infos, aligned data.
 
 Checked without reading tensor data: version 1-3, counts that fit the file, every string
-and array length inside the file, known value and tensor types, at most 4 dimensions,
-tensor offsets aligned and inside the data area, sizes from the ggml block table, and no
-two tensors overlapping.
+and array length inside the file, known value types, tensor type ids below 64 (sizes
+from the ggml block table; ids it lacks, newer formats, get offset checks only), at most
+4 dimensions, tensor offsets aligned and inside the data area, no two tensors overlapping.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ GGML_TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (3
               13: (256, 176), 14: (256, 210), 15: (256, 292), 16: (256, 66), 17: (256, 74),
               18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
               23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
-              29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17)}
+              29: (256, 56), 30: (1, 2), 31: (32, 18), 32: (32, 18), 33: (32, 18),
+              34: (256, 54), 35: (256, 66), 39: (32, 17)}
+# ids below this that the table lacks (newer formats): offsets checked, sizes not
+MAX_TYPE_ID = 64
 # value type -> fixed size (8: string, 9: array)
 VALUE_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
@@ -131,9 +134,9 @@ def _scan(c: _Cursor, out: Findings) -> None:
             raise _Bad(f"tensor {name!r}: {n_dims} dimensions (at most {MAX_DIMS})")
         dims = [c.count() for _ in range(n_dims)]
         ttype, offset = c.u32(), c.u64()
-        if ttype not in GGML_TYPES:
+        if ttype >= MAX_TYPE_ID:
             raise _Bad(f"tensor {name!r}: unknown ggml type {ttype}")
-        block, block_bytes = GGML_TYPES[ttype]
+        block, block_bytes = GGML_TYPES.get(ttype, (1, 0))
         elements = math.prod(dims)
         if dims and dims[0] % block:
             raise _Bad(f"tensor {name!r}: row of {dims[0]} is not whole blocks of {block}")
