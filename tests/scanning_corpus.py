@@ -169,6 +169,12 @@ def sbu(s: str) -> bytes:  # SHORT_BINUNICODE
     return b"\x8c" + bytes([len(raw)]) + raw
 
 
+def load_from_bytes(nested: bytes) -> bytes:
+    """What `pickle.dump` of a tensor writes for its storage: torch.load of nested bytes."""
+    return (b"\x80\x04ctorch.storage\n_load_from_bytes\nB" + struct.pack("<I", len(nested))
+            + nested + b"\x85R.")
+
+
 def malicious_pickles() -> dict[str, bytes]:
     import builtins
     import importlib
@@ -214,6 +220,17 @@ def malicious_pickles() -> dict[str, bytes]:
     out["dotted_attr"] = (b"\x80\x04" + sbu("collections") + sbu("OrderedDict.__init__")
                           + b"\x93).")
     out["torch_load_from_bytes"] = b"\x80\x02ctorch.storage\n_load_from_bytes\nC\x01x\x85R."
+    out["load_from_bytes_evil"] = load_from_bytes(torch_zip(
+        b"\x80\x02cos\nsystem\nC\x04true\x85R."))
+    out["load_from_bytes_legacy_evil"] = load_from_bytes(
+        b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R.")
+    # handed to another allowed function, which would call it on bytes never analyzed
+    out["load_from_bytes_passed_on"] = (
+        b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n(ctorch.storage\n_load_from_bytes\n"
+        b"ctorch\nTensor\nC\x01x\x85}tR.")
+    out["load_from_bytes_computed"] = (b"\x80\x02ctorch.storage\n_load_from_bytes\n"
+                                       b"c_codecs\nencode\nX\x01\x00\x00\x00xX\x06\x00\x00"
+                                       b"\x00latin1\x86R\x85R.")
     # tricks the walker must not be able to follow past
     out["protocol6"] = b"\x80\x06N."
     out["unknown_opcode"] = b"\x80\x02ccollections\nOrderedDict\n)R\xff."
@@ -422,6 +439,7 @@ def benign_files() -> dict[str, bytes]:
              "od": collections.OrderedDict(k=(1, 2.5, None, True))}, proto)
     files.update({
         "pytorch_model.bin": torch_zip(torch_pickle(state_dict)),
+        "pickled_tensor.pkl": load_from_bytes(torch_zip(torch_pickle(state_dict))),
         "legacy.pt": legacy_torch(torch_pickle(state_dict)),
         "model.safetensors": safetensors({"a": ("F32", [2, 3], 24), "b": ("BF16", [4], 8),
                                           "c": ("I64", [], 8), "d": ("F16", [0], 0)}),

@@ -31,7 +31,7 @@ from stablemirror.scanning.gguf_scan import MAGIC as GGUF_MAGIC
 from stablemirror.scanning.gguf_scan import scan_gguf
 from stablemirror.scanning.keras_scan import scan_h5, scan_keras_json
 from stablemirror.scanning.onnx_scan import scan_onnx
-from stablemirror.scanning.pickle_scan import HIGHEST_PROTOCOL, scan_pickle_stream
+from stablemirror.scanning.pickle_scan import HIGHEST_PROTOCOL, Payload, scan_pickle_stream
 from stablemirror.scanning.safetensors_scan import looks_like_safetensors, scan_safetensors
 
 MAX_DEPTH = 6
@@ -140,7 +140,9 @@ class Analyzer:
                 kind = next(iter(sorted(expected)))
         if kind == "pickle":
             legacy = head[:3] == b"\x80\x02\x8a"  # legacy torch.save: magic number first
-            scan_pickle_stream(stream, self.allow, found, legacy_torch=legacy)
+            nested: list[Payload] = []
+            scan_pickle_stream(stream, self.allow, found, legacy_torch=legacy, nested=nested)
+            self._nested(stream, nested, name, depth, out)
         elif kind == "safetensors":
             scan_safetensors(stream, found)
         elif kind == "gguf":
@@ -161,12 +163,21 @@ class Analyzer:
             found.add("unsafe_code", "unanalyzable", "lz4-compressed content cannot be "
                       "inspected here (joblib loads it transparently)")
         elif kind is None:
-            scan_pickle_stream(stream, self.allow, found, speculative=True)
+            nested = []
+            scan_pickle_stream(stream, self.allow, found, speculative=True, nested=nested)
+            self._nested(stream, nested, name, depth, out)
         if kind in ("pickle", None) and depth < MAX_DEPTH:
             stream.seek(start)
             if zipfile.is_zipfile(stream):  # a zip behind other bytes: zipfile reads it
                 stream.seek(start)
                 self._zip(stream, name, depth, found, out)
+
+    def _nested(self, stream: IO[bytes], payloads: list[Payload], name: str, depth: int,
+                out: list[Finding]) -> None:
+        """Bytes a pickle hands to torch.load (`_load_from_bytes`): a torch file each."""
+        for p in payloads[:MAX_MEMBERS]:
+            inner = _Slice(stream, p.start, p.length)
+            self._analyze(cast(IO[bytes], inner), f"{name}!bytes@{p.start}.pt", depth + 1, out)
 
     def _decompressed(self, stream: IO[bytes], kind: str, name: str, depth: int,
                       out: list[Finding]) -> None:
@@ -288,6 +299,37 @@ def _decompressor(kind: str, stream: IO[bytes]) -> IO[bytes]:
     if kind == "zlib":
         return cast(IO[bytes], _ZlibReader(stream))
     return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(stream))
+
+
+class _Slice(io.RawIOBase):
+    """`length` bytes of `stream` from `start`, as a seekable file of their own."""
+
+    def __init__(self, stream: IO[bytes], start: int, length: int) -> None:
+        self.stream, self.start, self.length, self.at = stream, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.at, io.SEEK_END: self.length}[whence]
+        self.at = max(0, base + offset)
+        return self.at
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), self.length - self.at))
+        if not n:
+            return 0
+        self.stream.seek(self.start + self.at)
+        data = self.stream.read(n)
+        buffer[:len(data)] = data
+        self.at += len(data)
+        return len(data)
 
 
 class _ZlibReader(io.RawIOBase):

@@ -22,6 +22,10 @@ class PickleReader:
     def __init__(self, stream: IO[bytes], chunk: int = READ_CHUNK) -> None:
         self.stream = stream
         self.chunk = chunk
+        try:
+            self.origin = stream.tell()  # pos 0 is here in the stream
+        except (AttributeError, OSError):
+            self.origin = 0
         self.pos = 0
         self._buf = b""
         self._at = 0

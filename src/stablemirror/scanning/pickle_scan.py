@@ -39,6 +39,24 @@ class Global:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A bytes constant, by where it sits in the stream (never read into memory)."""
+
+    start: int  # absolute stream offset
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tup:
+    items: tuple[object, ...]
+
+
+# torch.storage._load_from_bytes(b) is torch.load(BytesIO(b)): how `pickle.dump` of a
+# tensor writes its storage. Allowed when b is a constant, which is then analyzed itself.
+NESTED_LOAD = ("torch.storage", "_load_from_bytes")
+
+
 class _Mark:
     pass
 
@@ -48,7 +66,7 @@ OPAQUE = object()  # any value whose content the analysis does not need
 _OPS = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
 # opcodes that push one data value and pop nothing
 _PLAIN_PUSH = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
-                         "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "NONE",
+                         "BYTEARRAY8", "NONE",
                          "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT", "EMPTY_LIST",
                          "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET", "NEXT_BUFFER"})
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
@@ -80,6 +98,7 @@ class PickleWalker:
         self.memo: dict[int, object] = {}
         self.proto = 0
         self.calls = 0  # opcodes that call or instantiate (what makes an import matter)
+        self.nested: list[Payload] = []  # bytes handed to torch.load while loading
 
     # -- the value an opcode's argument carries -------------------------------------------
     def _arg(self, op: pickletools.OpcodeInfo) -> object:
@@ -93,6 +112,10 @@ class PickleWalker:
             length = self.r.unpack(_STRUCTS[name])
             if length < 0:
                 raise Unfollowable(f"{op.name}: negative length")
+            if name.startswith("bytes"):
+                start = self.r.origin + self.r.pos
+                self.r.skip(length)
+                return Payload(start, length)
             if name.startswith("long") or (length <= KEEP_STRING and name.startswith(
                     ("unicodestring", "string"))):
                 data = self.r.read(length)
@@ -122,28 +145,50 @@ class PickleWalker:
         return value
 
     # -- the stack ------------------------------------------------------------------------
-    def _pop(self, what: str) -> object:
+    def _pop(self, what: str, nested_load_ok: bool = False) -> object:
         if not self.stack or self.stack[-1] is MARK:
             raise Unfollowable(f"{what}: stack underflow")
-        return self.stack.pop()
+        value = self.stack.pop()
+        if not nested_load_ok:
+            self._other_use(value, what)
+        return value
 
     def _pop_mark(self, what: str) -> list[object]:
         for i in range(len(self.stack) - 1, -1, -1):
             if self.stack[i] is MARK:
                 items = self.stack[i + 1:]
                 del self.stack[i:]
+                for item in items:
+                    self._other_use(item, what)
                 return items
         raise Unfollowable(f"{what}: no MARK on the stack")
+
+    def _other_use(self, value: object, what: str) -> None:
+        """torch.storage._load_from_bytes is only allowed as the callable of a REDUCE on a
+        constant: passed anywhere else, something could call it on bytes never analyzed."""
+        if isinstance(value, Global) and (value.module, value.name) == NESTED_LOAD:
+            self.out.add("unsafe_code", "global",
+                         f"{what} uses torch.storage._load_from_bytes (torch.load) other than "
+                         "on constant bytes", self.r.pos, *NESTED_LOAD)
 
     def _check_global(self, module: str, name: str, offset: int) -> Global:
         if self.proto < 3:  # what the unpickler's fix_imports does with Python 2 names
             module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
             module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if not self.allow.allows(module, name):
+        if not self.allow.allows(module, name) and (module, name) != NESTED_LOAD:
             self.out.add("unsafe_code", "global",
                          f"imports {module}.{name}, which is not on the allowlist",
                          offset, module, name)
         return Global(module, name)
+
+    def _nested_load(self, args: object, offset: int) -> None:
+        if isinstance(args, Tup) and len(args.items) == 1 and isinstance(args.items[0],
+                                                                          Payload):
+            self.nested.append(args.items[0])
+        else:
+            self.out.add("unsafe_code", "global",
+                         "torch.storage._load_from_bytes (torch.load) of bytes that are not "
+                         "a constant", offset, *NESTED_LOAD)
 
     def _callable(self, value: object, opname: str, offset: int) -> None:
         if not isinstance(value, Global):
@@ -213,10 +258,22 @@ class PickleWalker:
             self.calls += 1
             self.stack.append(OPAQUE)
         elif name == "REDUCE":
-            self._pop(name)
-            self._callable(self._pop(name), name, offset)
+            args = self._pop(name)
+            fn = self._pop(name, nested_load_ok=True)
+            if isinstance(fn, Global) and (fn.module, fn.name) == NESTED_LOAD:
+                self._nested_load(args, offset)
+            else:
+                self._callable(fn, name, offset)
             self.calls += 1
             self.stack.append(OPAQUE)
+        elif name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8"):
+            self.stack.append(arg)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = [self._pop(name) for _ in range(n)][::-1]
+            self.stack.append(Tup(tuple(items)))
+        elif name == "TUPLE":
+            self.stack.append(Tup(tuple(self._pop_mark(name))))
         elif name in ("NEWOBJ", "NEWOBJ_EX"):
             self._pop(name)
             if name == "NEWOBJ_EX":
@@ -282,7 +339,8 @@ _GENERIC = {op.name: _plan(op) for op in pickletools.opcodes}
 
 
 def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
-                       legacy_torch: bool = False, speculative: bool = False) -> int:
+                       legacy_torch: bool = False, speculative: bool = False,
+                       nested: list[Payload] | None = None) -> int:
     """Walk the pickle(s) at the stream's position; returns the bytes consumed.
 
     After the first pickle, further ones are walked while the next byte starts one (PROTO):
@@ -301,6 +359,8 @@ def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
         try:
             walker.walk()
         except Unfollowable as e:
+            if nested is not None:
+                nested.extend(walker.nested)  # loaded before the stream broke off
             # pickles after the first (but a legacy torch file's five) are only a guess
             if not speculative and (count == 0 or (legacy_torch and count < LEGACY_PICKLES)):
                 out.add("unsafe_code", "unanalyzable",
@@ -310,6 +370,8 @@ def scan_pickle_stream(stream: IO[bytes], allow: Allowlist, out: Findings,
                 # like a pickle ("c..." reads as GLOBAL), not a payload
                 del out.items[before:]
             return reader.pos
+        if nested is not None:
+            nested.extend(walker.nested)  # bytes torch.load would load: analyzed by the caller
         count += 1
         if legacy_torch and count == LEGACY_PICKLES:
             return reader.pos
