@@ -21,6 +21,7 @@ from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose_auth import build_audit, install_access
 from stablemirror.compose_mirror import build_mirror
 from stablemirror.compose_releases import build_releases
+from stablemirror.compose_scanning import build_scanning
 from stablemirror.compose_trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
@@ -61,9 +62,15 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     trust = build_trust(settings, registry, store, db, metrics,
                         audit=audit.record if audit is not None else None,
                         healer=ServiceHealer(registry, store) if mirror is not None else None)
-    app[REGISTRY] = trust.registry
+    # Scanning policies decide pulls from scan results; scans read below trust (so an
+    # unsigned image is still scanned) and attach their reports in the local index.
+    scanning = build_scanning(settings, trust.registry, registry, hosted, store, db, metrics,
+                              audit.record if audit is not None else None)
+    app[REGISTRY] = scanning.registry
     app.on_startup.append(trust.start)
     app.on_cleanup.append(trust.stop)
+    app.on_startup.append(scanning.start)
+    app.on_cleanup.append(scanning.stop)
     if mirror is not None:
         app[QUALIFY_NAME] = mirror.registry.qualify
         app.on_startup.append(mirror.start)

@@ -22,6 +22,8 @@ from stablemirror.audit_cli import audit_app
 from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
 from stablemirror.config import Role, Settings, SettingsError, load_settings
 from stablemirror.release_cli import release_app
+from stablemirror.scan_cli import scan as scan_command
+from stablemirror.scan_cli import scan_exempt as scan_exempt_command
 from stablemirror.scrub_cli import scrub as scrub_command
 from stablemirror.startup import (
     StartupError,
@@ -147,6 +149,8 @@ app.add_typer(trust_app, name="trust")
 app.command(name="sign")(sign_command)
 app.command(name="verify")(verify_command)
 app.command(name="scrub")(scrub_command)
+app.command(name="scan")(scan_command)
+app.command(name="scan-exempt")(scan_exempt_command)
 # Access control and audit (auth_cli.py, audit_cli.py).
 app.add_typer(user_app, name="user")
 app.add_typer(robot_app, name="robot")

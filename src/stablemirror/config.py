@@ -34,6 +34,7 @@ from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
 from stablemirror.mirror_config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
+from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     integrity: IntegritySettings = Field(default_factory=IntegritySettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    scanning: ScanningSettings = Field(default_factory=ScanningSettings)
 
     @field_validator("listen")
     @classmethod

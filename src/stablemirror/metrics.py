@@ -48,6 +48,9 @@ UpstreamResult = Literal["ok", "not_found", "error", "timeout"]
 SignatureResult = Literal["ok", "warned", "denied"]
 ScrubResult = Literal["ok", "corrupt"]
 FoundBy = Literal["scrub", "read"]
+ScanResult = Literal["clean", "findings", "failed"]
+ScanCategory = Literal["unsafe_code", "malformed", "secret", "vulnerability"]
+ScanBlock = Literal["findings", "pending", "failed", "warned"]
 
 # From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -210,6 +213,23 @@ class Metrics:
             "Channel resolutions and version-tag pulls, by channel and version.",
             ["repository", "channel", "version"], registry=r)
         self._release_series: set[tuple[str, str, str]] = set()
+        # Scanning (scanning/jobs.py, scanning/enforce.py).
+        self.scans = Counter(f"{PREFIX}scans_total", "Manifest scans finished, by outcome.",
+                             ["result"], registry=r)
+        self.scan_findings = Counter(f"{PREFIX}scan_findings_total",
+                                     "Findings of finished scans, by category.", ["category"],
+                                     registry=r)
+        self.scan_bytes = Counter(f"{PREFIX}scan_bytes_total",
+                                  "Sizes of the blobs the model-file analyzers analyzed.",
+                                  registry=r)
+        self.scan_pulls = Counter(
+            f"{PREFIX}scan_blocked_pulls_total",
+            "Manifest GETs refused (or served under warn) by a scanning policy, by reason.",
+            ["reason"], registry=r)
+        for scan_result in get_args(ScanResult):
+            self.scans.labels(scan_result)
+        for block in get_args(ScanBlock):
+            self.scan_pulls.labels(block)
         # Bounded label sets start at zero, so ratios and rate() work from the first scrape.
         for result in get_args(SignatureResult):
             self.signature_checks.labels(result)
@@ -308,6 +328,19 @@ class Metrics:
 
     def blob_healed(self) -> None:
         self.healed.inc()
+
+    # -- scanning --------------------------------------------------------------------------
+    def scan_finished(self, result: ScanResult, categories: Iterable[ScanCategory]) -> None:
+        self.scans.labels(_check(result, frozenset(get_args(ScanResult)), "result")).inc()
+        for category in categories:
+            self.scan_findings.labels(
+                _check(category, frozenset(get_args(ScanCategory)), "category")).inc()
+
+    def scan_read(self, n: int) -> None:
+        self.scan_bytes.inc(n)
+
+    def scan_pull_blocked(self, reason: ScanBlock) -> None:
+        self.scan_pulls.labels(_check(reason, frozenset(get_args(ScanBlock)), "reason")).inc()
 
     # -- release channels ----------------------------------------------------------------------
     def release_pull(self, repository: str, channel: str, version: str) -> None:

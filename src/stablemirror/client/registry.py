@@ -7,10 +7,11 @@ stays a `Denied`, with the registry's message in its detail); 404s without a bod
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urljoin
 
 import aiohttp
@@ -200,6 +201,22 @@ class RegistryClient:
         if actual != digest:
             raise DigestInvalid(url=url, digest=str(digest), actual=str(actual))
         return data
+
+    async def download_blob(self, repository: str, digest: Digest, out: BinaryIO) -> int:
+        """Stream a blob of any size into `out`, verified against its digest."""
+        url = self._url(repository, f"blobs/{digest}")
+        hasher = hashlib.new(digest.algorithm)
+        size = 0
+        async with await self._send("GET", url, self._scope(repository)) as resp:
+            if resp.status != 200:
+                raise await _error(resp, BlobUnknown)
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                hasher.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        if hasher.hexdigest() != digest.hex:
+            raise DigestInvalid(url=url, digest=str(digest))
+        return size
 
     async def push_blob(self, repository: str, data: bytes) -> Digest:
         """Upload `data` (POST a session, PUT it whole) unless the registry has it."""

@@ -54,6 +54,7 @@ ARTIFACT_TYPE_PREFIXES = (
     "application/vnd.cyclonedx",
     "application/vnd.syft",
     "application/vnd.oci.empty.v1+json",
+    "application/vnd.stablemirror.scan.",  # scan reports (scanning/report.py)
 )
 CACHE_SIZE = 4096
 
