@@ -32,7 +32,7 @@ from pydantic_settings import (
 
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
-from stablemirror.mirror_config import MirrorSettings
+from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
 from stablemirror.trust.config import IntegritySettings, TrustSettings

@@ -11,9 +11,9 @@ from typing import cast
 import pytest
 
 from stablemirror.index.protocol import RegistryIndex
+from stablemirror.mirror.fetch import BlobFetches, FetchAborted, lock_fetch
 from stablemirror.oci.digest import Digest
-from stablemirror.services.fetch import BlobFetches, FetchAborted, lock_fetch
-from stablemirror.services.gc import _drop_if_idle
+from stablemirror.registry.gc import _drop_if_idle
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 

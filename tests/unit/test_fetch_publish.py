@@ -12,8 +12,8 @@ from typing import cast
 import pytest
 
 from stablemirror.index.protocol import RegistryIndex
+from stablemirror.mirror.fetch import BlobFetches
 from stablemirror.oci.digest import Digest
-from stablemirror.services.fetch import BlobFetches
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stablemirror.metrics_dir import LOCK, PREFIX, InstanceMetricsDir, running_server_dir
+from stablemirror.server.metrics_dir import LOCK, PREFIX, InstanceMetricsDir, running_server_dir
 
 HOLD_LOCK = """
 import fcntl, os, sys, time

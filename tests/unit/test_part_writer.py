@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stablemirror.services.part_writer import PartWriter
+from stablemirror.mirror.part_writer import PartWriter
 
 
 def _batches(seed: int, count: int) -> list[list[bytes]]:

@@ -6,9 +6,9 @@ from typing import cast
 
 import pytest
 
-from stablemirror.services.mirror import MirrorRegistry
-from stablemirror.services.registry import HostedRegistry
-from stablemirror.services.routing import Mode, RoutingRegistry
+from stablemirror.mirror.proxied import MirrorRegistry
+from stablemirror.mirror.routing import Mode, RoutingRegistry
+from stablemirror.registry.hosted import HostedRegistry
 
 MIRROR = cast(MirrorRegistry, object())  # qualify only looks at prefixes and modes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stablemirror.services.via import has_passed, received_by
+from stablemirror.mirror.via import has_passed, received_by
 
 
 @pytest.mark.parametrize(("via", "names"), [

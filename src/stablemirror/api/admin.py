@@ -26,7 +26,7 @@ from stablemirror.auth.service import LoginFailed
 from stablemirror.auth.store import Conflict
 from stablemirror.auth.tokens import TokenInvalid
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DAY = 86400.0

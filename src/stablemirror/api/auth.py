@@ -26,7 +26,7 @@ from stablemirror.auth.service import DOCKER_TO_ACTION, AuthService, Login, Logi
 from stablemirror.auth.tokens import Access, Claims, TokenInvalid, parse_scopes
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
 from stablemirror.oci.names import validate_name
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 MOUNT_ALLOWED_KEY = "stablemirror.mount_allowed"  # False: serve a mount request as an upload
 PUSH_ROUTES = ("upload_start", "upload")

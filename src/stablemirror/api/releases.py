@@ -21,9 +21,9 @@ from stablemirror.auth.policy import PROMOTE, PULL, repository_resource
 from stablemirror.auth.service import LoginFailed
 from stablemirror.auth.tokens import TokenInvalid
 from stablemirror.oci.errors import Denied, ReleaseInvalid, Unauthorized
+from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases.retention_job import Retention
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.protocol import RequestContext
 
 RELEASES = web.AppKey("releases", ReleaseService)
 RETENTION = web.AppKey("release_retention", Retention)

@@ -22,7 +22,7 @@ from stablemirror.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal, val
 from stablemirror.auth.service import PolicyCache
 from stablemirror.auth.store import Account, AuthStore, Binding
 from stablemirror.index.db import Database
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 ADMIN_USER = "admin"
 

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestUnknown
+from stablemirror.registry.forwarding import ForwardingRegistry
+from stablemirror.registry.protocol import PutManifestResult, RegistryService, RequestContext
 from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.releases.rules import merge_tags
 from stablemirror.releases.semver import parse_version
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.forwarding import ForwardingRegistry
-from stablemirror.services.protocol import PutManifestResult, RegistryService, RequestContext
 
 
 class ReleaseRegistry(ForwardingRegistry):

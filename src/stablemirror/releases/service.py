@@ -20,6 +20,7 @@ from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
 from stablemirror.oci.names import is_valid_tag, validate_name
+from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases import store
 from stablemirror.releases.config import ReleaseNamespace, ReleaseSettings
 from stablemirror.releases.identity import client_address, client_identity, via_mirror
@@ -40,7 +41,6 @@ from stablemirror.releases.semver import (
     ordered,
     parse_version,
 )
-from stablemirror.services.protocol import RequestContext
 
 log = logging.getLogger("stablemirror.releases")
 Audit = Callable[[AuditEvent], Awaitable[None]]

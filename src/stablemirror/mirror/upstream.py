@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from stablemirror.mirror_config import UpstreamGroupSettings, UpstreamSettings
+from stablemirror.mirror.config import UpstreamGroupSettings, UpstreamSettings
 from stablemirror.oci import mediatypes as mt
 
 log = logging.getLogger("stablemirror.upstream")

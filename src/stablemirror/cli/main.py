@@ -18,21 +18,21 @@ from rich.console import Console
 from rich.table import Table
 from typer._click.exceptions import ClickException, UsageError
 
-from stablemirror.audit_cli import audit_app
-from stablemirror.auth_cli import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.audit import audit_app
+from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.release import release_app
+from stablemirror.cli.scrub import scrub as scrub_command
+from stablemirror.cli.status import status as status_command
+from stablemirror.cli.trust import key_app, trust_app
+from stablemirror.cli.trust import sign as sign_command
+from stablemirror.cli.trust import verify as verify_command
 from stablemirror.config import Role, Settings, SettingsError, load_settings
-from stablemirror.release_cli import release_app
-from stablemirror.scrub_cli import scrub as scrub_command
-from stablemirror.startup import (
+from stablemirror.server.startup import (
     StartupError,
     check_data_dir,
     configure_command_logging,
     migrate_index,
 )
-from stablemirror.status_cli import status as status_command
-from stablemirror.trust_cli import key_app, trust_app
-from stablemirror.trust_cli import sign as sign_command
-from stablemirror.trust_cli import verify as verify_command
 
 app = typer.Typer(help="stablemirror: OCI registry and pull-through mirror", no_args_is_help=True)
 
@@ -66,7 +66,7 @@ def serve(
         "`admin` on first start")] = False,
 ) -> None:
     """Run the registry."""
-    from stablemirror.server import serve as run
+    from stablemirror.server.prefork import serve as run
 
     settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers,
                              role=role, log_format=log_format, log_level=log_level,
@@ -86,7 +86,7 @@ def gc(
     """Online garbage collection: safe while the server runs; reports what it freed."""
     from stablemirror.index.db import Database
     from stablemirror.index.sql import SqlIndex
-    from stablemirror.services.gc import GarbageCollector
+    from stablemirror.registry.gc import GarbageCollector
     from stablemirror.store.filesystem import FilesystemBlobStore
 
     settings = load_settings(config, data_dir=data_dir)
@@ -128,7 +128,7 @@ def _record_gc(settings: Settings, freed: int) -> None:
     """Add to gc_freed_bytes_total of a server running on this data dir: its workers and
     this process share its metrics directory (metrics_dir.py)."""
     from stablemirror.metrics import Metrics, prepare_multiprocess_dir
-    from stablemirror.metrics_dir import running_server_dir
+    from stablemirror.server.metrics_dir import running_server_dir
 
     directory = running_server_dir(settings.data_dir)
     if freed <= 0 or directory is None:

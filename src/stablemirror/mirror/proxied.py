@@ -22,7 +22,19 @@ from typing import TypeVar
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.metrics import Metrics
-from stablemirror.mirror_config import NamespaceSettings
+from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.config import NamespaceSettings
+from stablemirror.mirror.fetch import BlobFetches, FetchFailed
+from stablemirror.mirror.source import GroupBlobSource
+from stablemirror.mirror.upstream import (
+    ManifestReply,
+    NoUpstreamAvailable,
+    Upstream,
+    UpstreamAnswer,
+    UpstreamFailure,
+    UpstreamGroup,
+)
+from stablemirror.mirror.via import has_passed
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import (
     BlobUnknown,
@@ -35,22 +47,10 @@ from stablemirror.oci.errors import (
 )
 from stablemirror.oci.manifest import Manifest, parse_manifest
 from stablemirror.oci.names import is_valid_tag, validate_name
+from stablemirror.registry.hosted import HostedRegistry
+from stablemirror.registry.protocol import BlobSource, PutManifestResult, RequestContext
 from stablemirror.releases.identity import forwarded_identity
 from stablemirror.releases.mirror_store import MirrorChannelTags
-from stablemirror.services.access import AccessRecorder
-from stablemirror.services.fetch import BlobFetches, FetchFailed
-from stablemirror.services.mirror_source import GroupBlobSource
-from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
-from stablemirror.services.registry import HostedRegistry
-from stablemirror.services.upstream import (
-    ManifestReply,
-    NoUpstreamAvailable,
-    Upstream,
-    UpstreamAnswer,
-    UpstreamFailure,
-    UpstreamGroup,
-)
-from stablemirror.services.via import has_passed
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 log = logging.getLogger("stablemirror.mirror")

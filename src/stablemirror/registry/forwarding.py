@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable
 
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.oci.digest import Digest
-from stablemirror.services.protocol import (
+from stablemirror.registry.protocol import (
     BlobSource,
     PutManifestResult,
     RegistryService,

@@ -15,16 +15,16 @@ from aiohttp import web
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.sql_trust import SqlTrustIndex
-from stablemirror.metrics import Metrics
-from stablemirror.services.integrity import VerifiedReads
-from stablemirror.services.protocol import RegistryService
-from stablemirror.services.scrub import (
+from stablemirror.integrity.reads import VerifiedReads
+from stablemirror.integrity.scrub import (
     AuditSink,
     BlobHealer,
     Quarantine,
     Scrubber,
     ScrubWorker,
 )
+from stablemirror.metrics import Metrics
+from stablemirror.registry.protocol import RegistryService
 from stablemirror.store.protocol import BlobStore
 from stablemirror.trust.enforce import TrustEnforcer
 from stablemirror.trust.policy import PolicySource, TrustPolicy, policy_from_config

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from stablemirror.mirror.upstream import Upstream, UpstreamFailure, UpstreamGroup, with_ns
 from stablemirror.oci.digest import Digest
-from stablemirror.services.upstream import Upstream, UpstreamFailure, UpstreamGroup, with_ns
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterable
 from typing import Literal
 
 from stablemirror.index.protocol import StoredManifest
+from stablemirror.mirror.proxied import MirrorRegistry
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import BlobUnknown, ManifestUnknown, NameUnknown
-from stablemirror.services.mirror import MirrorRegistry
-from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
-from stablemirror.services.registry import HostedRegistry
+from stablemirror.registry.hosted import HostedRegistry
+from stablemirror.registry.protocol import BlobSource, PutManifestResult, RequestContext
 
 Mode = Literal["hosted", "proxy", "both"]
 

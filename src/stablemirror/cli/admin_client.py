@@ -23,11 +23,11 @@ from stablemirror.audit.report import build, parse_when, render
 from stablemirror.auth.admin import AdminError
 from stablemirror.auth.principals import ROBOT_PREFIX
 from stablemirror.auth.store import Conflict
-from stablemirror.compose_auth import build_admin, checkpoint_key_file
+from stablemirror.compose.auth import build_admin, checkpoint_key_file
 from stablemirror.config import load_settings
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 DAY = 86400.0
 

@@ -219,7 +219,7 @@ async def _policy_for(settings: Settings, repository: str) -> TrustPolicy | None
 
 
 def _config_policies(settings: Settings) -> list[TrustPolicy]:
-    from stablemirror.compose_trust import config_policies
+    from stablemirror.compose.trust import config_policies
 
     try:
         return config_policies(settings)

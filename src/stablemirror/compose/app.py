@@ -18,17 +18,17 @@ from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDF
 from stablemirror.api.ops import add_ops_routes
 from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
-from stablemirror.compose_auth import build_audit, install_access
-from stablemirror.compose_mirror import build_mirror
-from stablemirror.compose_releases import build_releases
-from stablemirror.compose_trust import build_trust
+from stablemirror.compose.auth import build_audit, install_access
+from stablemirror.compose.mirror import build_mirror
+from stablemirror.compose.releases import build_releases
+from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
+from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
-from stablemirror.services.health import HealthService
-from stablemirror.services.registry import HostedRegistry
-from stablemirror.services.scrub import ServiceHealer
+from stablemirror.registry.health import HealthService
+from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 __all__ = ["build_app", "run_guarded"]  # run_guarded: server.py runs the app with it

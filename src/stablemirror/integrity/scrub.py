@@ -29,7 +29,7 @@ from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.metrics import FoundBy, Metrics
 from stablemirror.oci.digest import Digest, Hasher
 from stablemirror.oci.errors import OCIError
-from stablemirror.services.protocol import RegistryService, RequestContext
+from stablemirror.registry.protocol import RegistryService, RequestContext
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.integrity")

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from stablemirror.auth_cli import ConfigOpt, DataDirOpt, UrlOpt, UserOpt, console, run, show
+from stablemirror.cli.auth import ConfigOpt, DataDirOpt, UrlOpt, UserOpt, console, run, show
 
 audit_app = typer.Typer(help="the tamper-evident audit trail", no_args_is_help=True)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Literal
 
 from stablemirror.index.sql_trust import QUARANTINED, SqlTrustIndex
+from stablemirror.integrity.scrub import CHUNK, Quarantine, read_and_hash
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import BlobUnknown
-from stablemirror.services.forwarding import ForwardingRegistry
-from stablemirror.services.protocol import BlobSource, RegistryService, RequestContext
-from stablemirror.services.scrub import CHUNK, Quarantine, read_and_hash
+from stablemirror.registry.forwarding import ForwardingRegistry
+from stablemirror.registry.protocol import BlobSource, RegistryService, RequestContext
 
 VerifyMode = Literal["never", "first", "always"]
 

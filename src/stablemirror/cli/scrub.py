@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stablemirror.config import load_settings
-from stablemirror.startup import check_data_dir, configure_command_logging, migrate_index
+from stablemirror.server.startup import check_data_dir, configure_command_logging, migrate_index
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
@@ -28,14 +28,14 @@ def scrub(
         "--strict", help="exit with status 2 when corrupt or missing blobs were found")] = False,
 ) -> None:
     """Re-hash every stored blob; quarantine corrupt ones at once (safe while serving)."""
-    from stablemirror.compose_auth import build_audit
-    from stablemirror.compose_mirror import build_mirror
+    from stablemirror.compose.auth import build_audit
+    from stablemirror.compose.mirror import build_mirror
     from stablemirror.index.db import Database
     from stablemirror.index.sql import SqlIndex
     from stablemirror.index.sql_trust import SqlTrustIndex
+    from stablemirror.integrity.scrub import Quarantine, Scrubber, ServiceHealer
     from stablemirror.metrics import Metrics
-    from stablemirror.services.registry import HostedRegistry
-    from stablemirror.services.scrub import Quarantine, Scrubber, ServiceHealer
+    from stablemirror.registry.hosted import HostedRegistry
     from stablemirror.store.filesystem import FilesystemBlobStore
 
     settings = load_settings(config, data_dir=data_dir)

@@ -21,10 +21,10 @@ from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.metrics import Metrics
+from stablemirror.registry.protocol import RegistryService, RequestContext
 from stablemirror.releases.registry import ReleaseRegistry
 from stablemirror.releases.retention_job import Retention
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.protocol import RegistryService, RequestContext
 
 log = logging.getLogger("stablemirror.releases")
 

@@ -15,13 +15,13 @@ from stablemirror.index.db import Database
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
-from stablemirror.services.access import AccessRecorder
-from stablemirror.services.evict import CacheEvictor
-from stablemirror.services.fetch import BlobFetches
-from stablemirror.services.mirror import MirrorRegistry
-from stablemirror.services.registry import HostedRegistry
-from stablemirror.services.routing import Mode, RoutingRegistry
-from stablemirror.services.upstream import HttpClient, UpstreamGroup
+from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.evict import CacheEvictor
+from stablemirror.mirror.fetch import BlobFetches
+from stablemirror.mirror.proxied import MirrorRegistry
+from stablemirror.mirror.routing import Mode, RoutingRegistry
+from stablemirror.mirror.upstream import HttpClient, UpstreamGroup
+from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.protocol import RegistryIndex
-from stablemirror.mirror_config import CacheSettings
+from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.config import CacheSettings
 from stablemirror.oci.digest import Digest
-from stablemirror.services.access import AccessRecorder
-from stablemirror.services.gc import remove_blob_file
+from stablemirror.registry.gc import remove_blob_file
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.evict")

@@ -15,11 +15,11 @@ import uvloop
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from stablemirror.app import build_app, run_guarded
+from stablemirror.compose.app import build_app, run_guarded
 from stablemirror.config import Settings
 from stablemirror.metrics import Metrics, prepare_multiprocess_dir
-from stablemirror.metrics_dir import InstanceMetricsDir
-from stablemirror.startup import bind, check_data_dir, migrate_index
+from stablemirror.server.metrics_dir import InstanceMetricsDir
+from stablemirror.server.startup import bind, check_data_dir, migrate_index
 
 log = logging.getLogger("stablemirror.server")
 SHUTDOWN_TIMEOUT = 10.0  # seconds requests in flight get to finish after SIGTERM

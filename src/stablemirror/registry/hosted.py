@@ -26,7 +26,7 @@ from stablemirror.oci.errors import (
 )
 from stablemirror.oci.manifest import Descriptor, Manifest, parse_manifest
 from stablemirror.oci.names import is_valid_tag, parse_reference, validate_name
-from stablemirror.services.protocol import BlobSource, PutManifestResult, RequestContext
+from stablemirror.registry.protocol import BlobSource, PutManifestResult, RequestContext
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.registry")

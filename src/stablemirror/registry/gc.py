@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stablemirror.index.protocol import RegistryIndex
+from stablemirror.mirror.fetch import lock_fetch
 from stablemirror.oci.digest import Digest
-from stablemirror.services.fetch import lock_fetch
 from stablemirror.store.protocol import BlobStore
 
 

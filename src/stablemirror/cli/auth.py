@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from stablemirror.admin_client import CliError, backend
+from stablemirror.cli.admin_client import CliError, backend
 
 user_app = typer.Typer(help="local users (argon2 passwords, tags, roles)", no_args_is_help=True)
 robot_app = typer.Typer(help="robot accounts: scoped, expirable, revocable", no_args_is_help=True)

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Protocol
 
 from stablemirror.index.protocol import RegistryIndex
+from stablemirror.mirror.part_writer import PartWriter
+from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.services.fd_jobs import pread_job, run_on_dups
-from stablemirror.services.part_writer import PartWriter
-from stablemirror.services.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 log = logging.getLogger("stablemirror.fetch")
