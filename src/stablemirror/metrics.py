@@ -189,7 +189,7 @@ class Metrics:
             f"{PREFIX}replication_lag_seconds",
             "Age of the oldest change a replication rule has not copied yet.",
             ["rule"], multiprocess_mode="mostrecent", registry=r)
-        # Integrity and trust (trust/enforce.py, services/scrub.py, services/integrity.py).
+        # Integrity and trust (trust/enforce.py, integrity/scrub.py, integrity/reads.py).
         self.signature_checks = Counter(
             f"{PREFIX}signature_checks_total",
             "Manifest GETs checked against a trust policy, by outcome.", ["result"], registry=r)

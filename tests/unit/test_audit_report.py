@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from stablemirror.audit.events import AuditEvent, AuditRecord
 from stablemirror.audit.report import build, parse_when, render
+from stablemirror.index.audit_events import AuditEvent, AuditRecord
 
 T0 = parse_when("2026-03-01T12:00:00Z")
 

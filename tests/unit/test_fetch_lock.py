@@ -11,9 +11,9 @@ from typing import cast
 import pytest
 
 from stablemirror.index.protocol import RegistryIndex
-from stablemirror.mirror.fetch import BlobFetches, FetchAborted, lock_fetch
+from stablemirror.mirror.fetch import BlobFetches, FetchAborted
 from stablemirror.oci.digest import Digest
-from stablemirror.registry.gc import _drop_if_idle
+from stablemirror.store.fetch_files import FetchFiles, lock_fetch
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 
@@ -57,12 +57,16 @@ def test_gc_drops_a_finished_fetchs_files_only_when_idle(tmp_path: Path) -> None
         lock.with_suffix(suffix).write_text("x")
     held = lock_fetch(lock)
     assert held is not None
-    assert not _drop_if_idle(lock)  # a leader holds it: nothing is touched
+    old = time.time() - 3600
+    for p in tmp_path.iterdir():
+        os.utime(p, (old, old))
+    files = FetchFiles(tmp_path)
+    assert files.sweep(time.time(), dry_run=False) == 0  # a leader holds it: nothing moves
     assert lock.with_suffix(".part").exists()
     os.close(held)
-    old = time.time() - 3600
-    os.utime(lock, (old, old))
-    assert _drop_if_idle(lock)
+    assert files.sweep(time.time(), dry_run=True) == 1
+    assert lock.with_suffix(".part").exists()
+    assert files.sweep(time.time(), dry_run=False) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -72,7 +76,7 @@ def _waiter_on_a_part(tmp_path: Path, data: bytes) -> tuple[BlobFetches, Digest,
     store = FilesystemBlobStore(tmp_path / "data")
     index = cast(RegistryIndex, None)  # the checks below never touch the index
     fetches, digest = BlobFetches(tmp_path / "fetch", store, index), Digest("sha256", "ab" * 32)
-    part = fetches._file(digest, "part")
+    part = fetches.files.path(digest, "part")
     part.write_bytes(data)
     dest = store.local_path(digest)
     assert dest is not None
@@ -84,7 +88,7 @@ def test_a_waiter_whose_part_was_just_published_is_not_aborted(tmp_path: Path) -
     """The leader may publish between a waiter's "verified yet?" look and its liveness
     check: the published inode is the one the waiter read, so it carries on."""
     fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"verified bytes")
-    fetches._file(digest, "part").rename(dest)
+    fetches.files.path(digest, "part").rename(dest)
     fetches._check_alive(digest, inode, time.time())  # no FetchAborted
 
 

@@ -72,9 +72,9 @@ async def test_a_fetched_blob_is_published_durably_through_the_store(
 
     blob = store.local_path(digest)
     assert blob is not None and blob.read_bytes() == data
-    assert published == [(fetches._file(digest, "part"), digest)]
+    assert published == [(fetches.files.path(digest, "part"), digest)]
     assert index.linked == [("lib/app", str(digest), len(data))]
     for path in (blob, blob.parent, blob.parent.parent):
         assert path.stat().st_ino in fsynced, f"{path} not fsynced"
-    assert not fetches._file(digest, "part").exists()
-    assert not fetches._file(digest, "lock").exists()
+    assert not fetches.files.path(digest, "part").exists()
+    assert not fetches.files.path(digest, "lock").exists()

@@ -16,7 +16,6 @@ from aiohttp import web
 from stablemirror.api.auth import basic_credentials, event, record, set_actor
 from stablemirror.api.context import context
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_ADMIN
-from stablemirror.audit.events import DENIED, UNAUTHORIZED
 from stablemirror.audit.log import AuditLog, AuditQuery
 from stablemirror.audit.report import build, parse_when, render
 from stablemirror.auth.admin import AdminError
@@ -25,6 +24,7 @@ from stablemirror.auth.principals import ROBOT_PREFIX, Principal
 from stablemirror.auth.service import LoginFailed
 from stablemirror.auth.store import Conflict
 from stablemirror.auth.tokens import TokenInvalid
+from stablemirror.index.audit_events import DENIED, UNAUTHORIZED
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
 from stablemirror.registry.protocol import RequestContext
 

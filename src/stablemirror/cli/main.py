@@ -141,20 +141,20 @@ def _record_gc(settings: Settings, freed: int) -> None:
 
 
 app.command(name="status")(status_command)
-# Integrity and trust (trust_cli.py, scrub_cli.py).
+# Integrity and trust (cli/trust.py, cli/scrub.py).
 app.add_typer(key_app, name="key")
 app.add_typer(trust_app, name="trust")
 app.command(name="sign")(sign_command)
 app.command(name="verify")(verify_command)
 app.command(name="scrub")(scrub_command)
-# Access control and audit (auth_cli.py, audit_cli.py).
+# Access control and audit (cli/auth.py, cli/audit.py).
 app.add_typer(user_app, name="user")
 app.add_typer(robot_app, name="robot")
 app.add_typer(role_app, name="role")
 app.add_typer(policy_app, name="policy")
 app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
-# Release channels (release_cli.py).
+# Release channels (cli/release.py).
 app.add_typer(release_app, name="release")
 
 

@@ -51,13 +51,13 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
     mirror = build_mirror(settings, hosted, store, index, db, metrics)
     routed = mirror.registry if mirror is not None else hosted
-    # Release channels resolve per client in hosted namespaces (compose_releases.py).
+    # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
                               audit.record if audit is not None else None)
     registry = releases.wrap(routed, (lambda r: not mirror.registry.is_proxied(r))
                              if mirror is not None else (lambda _r: True))
     # Trust policies and verified reads wrap hosted and mirrored namespaces alike; with a
-    # mirror, quarantined blobs heal from upstream (compose_trust.py).
+    # mirror, quarantined blobs heal from upstream (compose/trust.py).
     trust = build_trust(settings, registry, store, db, metrics,
                         audit=audit.record if audit is not None else None,
                         healer=ServiceHealer(registry, store) if mirror is not None else None)

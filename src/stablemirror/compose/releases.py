@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from stablemirror.api.releases import RELEASES, RETENTION, add_release_routes
-from stablemirror.audit.events import AuditEvent
 from stablemirror.config import Settings
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.metrics import Metrics

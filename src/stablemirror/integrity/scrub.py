@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from stablemirror.audit.events import FAILED, OK, AuditEvent
+from stablemirror.index.audit_events import FAILED, OK, AuditEvent
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.metrics import FoundBy, Metrics
 from stablemirror.oci.digest import Digest, Hasher

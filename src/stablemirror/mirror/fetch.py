@@ -1,13 +1,6 @@
 """One upstream fetch per blob, streamed to every waiting client, across worker processes.
 
-For a digest being fetched, `<data>/fetch/` holds:
-    <key>.lock   flock(2)ed by the one leader that talks to upstream (any process);
-                 removed when the blob is published (see lock_fetch)
-    <key>.part   the bytes so far, appended in order; once verified, handed to the store's
-                 publish_verified (fsync, rename, directory fsync), as pushes are
-    <key>.size   the blob's total size, once an upstream said it
-    <key>.error  why the last leader gave up (so waiters fail instead of retrying forever)
-    <key>.verified  the inode number of a `.part` whose digest matched (before its publish)
+A digest being fetched has its files in `<data>/fetch/` (what each holds: store/fetch_files.py).
 Waiters tail `.part` through their own descriptor. The last byte of every response is held
 back until the inode the waiter read is vouched for: named in `.verified`, or published in
 the store (so the bytes it sent are the bytes that were verified); otherwise the waiter
@@ -21,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -35,6 +27,7 @@ from stablemirror.mirror.part_writer import PartWriter
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.services.fd_jobs import pread_job, run_on_dups
+from stablemirror.store.fetch_files import FetchFiles, lock_fetch
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 log = logging.getLogger("stablemirror.fetch")
@@ -81,8 +74,8 @@ FetchListener = Callable[[str, int], None]  # (event, bytes)
 class BlobFetches:
     def __init__(self, directory: Path, store: FilesystemBlobStore, index: RegistryIndex,
                  poll_seconds: float = 0.01, wait_seconds: float = 300.0) -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.files = FetchFiles(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.index = index
         self.poll = poll_seconds
@@ -92,12 +85,6 @@ class BlobFetches:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._publishing: set[str] = set()
         self.listeners: list[FetchListener] = []
-
-    def _key(self, digest: Digest) -> str:
-        return f"{digest.algorithm}-{digest.hex}"
-
-    def _file(self, digest: Digest, suffix: str) -> Path:
-        return self.dir / f"{self._key(digest)}.{suffix}"
 
     def _emit(self, event: str, n: int) -> None:
         for listener in self.listeners:
@@ -116,13 +103,13 @@ class BlobFetches:
 
     def _known_size(self, digest: Digest) -> int | None:
         try:
-            return int(self._file(digest, "size").read_text())
+            return int(self.files.path(digest, "size").read_text())
         except (FileNotFoundError, ValueError):
             return None
 
     def _error(self, digest: Digest, since: float) -> tuple[str, int | None] | None:
         try:
-            doc = json.loads(self._file(digest, "error").read_text())
+            doc = json.loads(self.files.path(digest, "error").read_text())
         except (FileNotFoundError, ValueError):
             return None
         if doc.get("at", 0) < since:
@@ -131,10 +118,10 @@ class BlobFetches:
 
     # -- leadership ------------------------------------------------------------------------------
     def _try_lead(self, digest: Digest, repository: str, source: BlobUpstream) -> bool:
-        key = self._key(digest)
+        key = self.files.key(digest)
         if key in self._leading:
             return False
-        fd = lock_fetch(self._file(digest, "lock"))
+        fd = lock_fetch(self.files.path(digest, "lock"))
         if fd is None:
             return False
         self._leading.add(key)
@@ -157,7 +144,7 @@ class BlobFetches:
             size = self._known_size(digest)
             if size is not None:
                 return size
-            key = self._key(digest)
+            key = self.files.key(digest)
             if key not in self._leading:
                 failure = self._error(digest, started)
                 if failure is not None:
@@ -168,14 +155,14 @@ class BlobFetches:
 
     async def _lead(self, digest: Digest, repository: str, source: BlobUpstream,
                     lock_fd: int) -> None:
-        key = self._key(digest)
-        part = self._file(digest, "part")
+        key = self.files.key(digest)
+        part = self.files.path(digest, "part")
         try:
             if await self.store.stat(digest) is not None:
                 return
-            self._file(digest, "error").unlink(missing_ok=True)
+            self.files.path(digest, "error").unlink(missing_ok=True)
             # a marker left by a crash could name an inode a new .part reuses
-            self._file(digest, "verified").unlink(missing_ok=True)
+            self.files.path(digest, "verified").unlink(missing_ok=True)
             await self._download(digest, repository, source, part, lock_fd)
         except (NoUpstreamAvailable, UpstreamAnswer) as e:
             status = e.status if isinstance(e, UpstreamAnswer) else None
@@ -190,24 +177,24 @@ class BlobFetches:
             if dest is not None and dest.exists() and not part.exists():
                 # done: drop the lock file while holding it (lock_fetch rechecks the path)
                 with contextlib.suppress(FileNotFoundError):
-                    self._file(digest, "lock").unlink()
+                    self.files.path(digest, "lock").unlink()
             os.close(lock_fd)  # releases the flock
             self._notify(key)
 
     def _discard(self, digest: Digest, reason: str) -> None:
         """Wrong or incomplete bytes are never kept: the next fetch starts from zero."""
-        self._file(digest, "part").unlink(missing_ok=True)
-        self._file(digest, "size").unlink(missing_ok=True)
+        self.files.path(digest, "part").unlink(missing_ok=True)
+        self.files.path(digest, "size").unlink(missing_ok=True)
         self._fail(digest, reason, None)
 
     def _fail(self, digest: Digest, reason: str, status: int | None) -> None:
-        self._file(digest, "error").write_text(
+        self.files.path(digest, "error").write_text(
             json.dumps({"reason": reason, "status": status, "at": time.time()}))
         self._emit("failed", 0)
 
     async def _download(self, digest: Digest, repository: str, source: BlobUpstream,
                         part: Path, lock_fd: int) -> None:
-        key = self._key(digest)
+        key = self.files.key(digest)
         f = open(part, "ab+")  # noqa: ASYNC230, SIM115 - closed below
         try:
             offset = f.seek(0, os.SEEK_END)
@@ -224,7 +211,7 @@ class BlobFetches:
             try:
                 for _attempt in range(attempts):
                     total, chunks = await source.open(offset)
-                    _write_atomic(self._file(digest, "size"), str(total))
+                    _write_atomic(self.files.path(digest, "size"), str(total))
                     self._notify(key)  # waiters can send headers now
                     offset = await self._receive(chunks, writer, offset, digest)
                     if offset >= total:
@@ -240,17 +227,17 @@ class BlobFetches:
             # Verified: waiters may send their last byte now; the durable publish (fsync,
             # rename, directory fsync) need not hold up the clients. From here on a
             # shutdown waits for the publish instead of cancelling it (aclose).
-            _write_atomic(self._file(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
+            _write_atomic(self.files.path(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
             self._publishing.add(key)
             self._notify(key)
         finally:
             f.close()
-        # Index first, then publish: see services/gc.py for why this order is safe.
+        # Index first, then publish: see registry/gc.py for why this order is safe.
         await self.index.link_blob(repository, digest, total)
         # The store's one publish path, shared with pushes: it fsyncs file and directory.
         await self.store.publish_verified(part, digest)
-        self._file(digest, "size").unlink(missing_ok=True)
-        self._file(digest, "verified").unlink(missing_ok=True)
+        self.files.path(digest, "size").unlink(missing_ok=True)
+        self.files.path(digest, "verified").unlink(missing_ok=True)
         self._emit("stored", total)
 
     async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
@@ -283,7 +270,7 @@ class BlobFetches:
         The fd is valid until the next iteration, so a caller can sendfile(2) straight
         from the file being fetched. `repository` and `source` let this waiter take over
         if the leader dies. See the module doc for the held-back last byte."""
-        key = self._key(digest)
+        key = self.files.key(digest)
         started = time.time()
         fd, verified = self._open_for_reading(digest)
         inode = os.fstat(fd).st_ino
@@ -326,7 +313,7 @@ class BlobFetches:
     def _open_for_reading(self, digest: Digest) -> tuple[int, bool]:
         for _ in range(3):
             try:
-                return os.open(self._file(digest, "part"), os.O_RDONLY), False
+                return os.open(self.files.path(digest, "part"), os.O_RDONLY), False
             except FileNotFoundError:
                 pass
             dest = self.store.local_path(digest)
@@ -346,7 +333,7 @@ class BlobFetches:
 
     def _verified_inode(self, digest: Digest) -> int | None:
         try:
-            return int(self._file(digest, "verified").read_text())
+            return int(self.files.path(digest, "verified").read_text())
         except (FileNotFoundError, ValueError):
             return None
 
@@ -358,12 +345,12 @@ class BlobFetches:
         if published is not None:
             raise FetchAborted(str(digest), "published bytes differ from streamed bytes")
         try:
-            current = self._file(digest, "part").stat().st_ino
+            current = self.files.path(digest, "part").stat().st_ino
         except FileNotFoundError:
             current = None
         if current != inode:
             raise FetchAborted(str(digest), "fetch restarted after a failed verification")
-        if self._key(digest) not in self._leading and self._error(digest, since):
+        if self.files.key(digest) not in self._leading and self._error(digest, since):
             raise FetchAborted(str(digest), "upstream fetch failed")
 
     async def aclose(self) -> None:
@@ -372,23 +359,6 @@ class BlobFetches:
             if key not in self._publishing:
                 task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-
-
-def lock_fetch(path: Path) -> int | None:
-    """flock `path` without waiting; the fd, or None if someone else holds it.
-
-    Lock files are deleted once a fetch is done (by the leader, or by gc), always while
-    locked. Whoever opened the file just before the deletion may then lock an orphaned
-    inode, so a lock only counts if the path still names the inode we locked."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.stat(path).st_ino == os.fstat(fd).st_ino:
-            return fd
-    except (BlockingIOError, FileNotFoundError):
-        pass
-    os.close(fd)
-    return None
 
 
 def _hash_prefix(path: Path, length: int, hasher: Hasher) -> None:

@@ -4,22 +4,20 @@ A blob is collected only when (a) no manifest in any repository references it an
 (b) nobody pushed, mounted or linked it since `now - grace`. The decision is taken
 atomically in the index (`forget_blob_if_unreferenced`), and the file is then moved to
 trash and the index asked again: an upload that raced us re-creates the row *before*
-publishing its bytes (services/registry.py), so a row seen again means "restore".
+publishing its bytes (registry/hosted.py), so a row seen again means "restore".
 Upload sessions are never touched until they are older than `upload_max_age`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stablemirror.index.protocol import RegistryIndex
-from stablemirror.mirror.fetch import lock_fetch
 from stablemirror.oci.digest import Digest
+from stablemirror.store.fetch_files import FetchFiles
 from stablemirror.store.protocol import BlobStore
 
 
@@ -47,14 +45,15 @@ class GarbageCollector:
         self.index = index
         self.grace = grace_seconds
         self.upload_max_age = upload_max_age_seconds
-        self.fetch_dir = fetch_dir  # the mirror's in-flight transfers (services/fetch.py)
+        self.fetch_dir = fetch_dir  # the mirror's in-flight transfers (store/fetch_files.py)
 
     async def run(self, dry_run: bool = False) -> GcReport:
         report = GcReport()
         now = time.time()
         await self._stale_uploads(now - self.upload_max_age, dry_run, report)
-        if self.fetch_dir is not None and self.fetch_dir.is_dir():
-            self._stale_fetches(self.fetch_dir, now - self.upload_max_age, dry_run, report)
+        if self.fetch_dir is not None:
+            report.partial_fetches_removed += FetchFiles(self.fetch_dir).sweep(
+                now - self.upload_max_age, dry_run)
         cutoff = now - self.grace
         for digest, size in await self.index.unreferenced_blobs(cutoff):
             if dry_run:
@@ -83,23 +82,6 @@ class GarbageCollector:
             report.restored += 1
         return removed
 
-    def _stale_fetches(self, fetch_dir: Path, cutoff: float, dry_run: bool,
-                       report: GcReport) -> None:
-        """Abandoned partial transfers, and the files a finished or failed fetch left."""
-        for lock in fetch_dir.glob("*.lock"):
-            part = lock.with_suffix(".part")
-            try:
-                newest = max(p.stat().st_mtime for p in (lock, part) if p.exists())
-            except (FileNotFoundError, ValueError):
-                continue
-            if newest >= cutoff:
-                continue
-            partial = part.exists()
-            if dry_run:
-                report.partial_fetches_removed += partial
-            elif _drop_if_idle(lock) and partial:
-                report.partial_fetches_removed += 1
-
     async def _stale_uploads(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         stale = set(await self.index.uploads_older_than(cutoff))
         async for upload_id, mtime in self.store.list_uploads():
@@ -110,20 +92,6 @@ class GarbageCollector:
             if not dry_run:
                 await self.store.upload_abort(upload_id)
                 await self.index.delete_upload(upload_id)
-
-
-def _drop_if_idle(lock: Path) -> bool:
-    """Remove a fetch's files, lock file last, but only while holding its lock."""
-    fd = lock_fetch(lock)
-    if fd is None:
-        return False  # a leader is working on it right now
-    try:
-        for suffix in (".part", ".size", ".error", ".verified", ".lock"):
-            with contextlib.suppress(FileNotFoundError):
-                lock.with_suffix(suffix).unlink()
-        return True
-    finally:
-        os.close(fd)
 
 
 async def remove_blob_file(store: BlobStore, index: RegistryIndex, digest: Digest) -> bool:

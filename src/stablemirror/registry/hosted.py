@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from stablemirror.audit.events import AuditEvent
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.oci import mediatypes as mt
 from stablemirror.oci.digest import Digest
@@ -279,7 +279,7 @@ class HostedRegistry:
     ) -> Digest:
         size = await self.store.upload_verify(upload_id, digest)
         # Index first, bytes second: GC never removes a blob whose row was touched since
-        # its cutoff, so the file we publish cannot be collected under us (services/gc.py).
+        # its cutoff, so the file we publish cannot be collected under us (registry/gc.py).
         event = self._event(ctx, "blob.push", repository, "", str(digest), size=size)
         await self.index.link_blob(repository, digest, size, audit=event)
         async with _storing():

@@ -1,6 +1,6 @@
 """The registry-service wrapper that makes channels readable as tags, and version tags
 immutable, in hosted namespaces (proxied repositories pass through untouched: their
-channels live upstream, see services/mirror.py).
+channels live upstream, see mirror/proxied.py).
 
 * GET/HEAD by tag: a channel resolves, per client identity, to one of its versions; the
   answer is that version's manifest with `Docker-Content-Digest` of it and a

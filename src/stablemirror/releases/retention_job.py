@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from stablemirror.audit.events import AuditEvent
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest
 from stablemirror.registry.protocol import RequestContext

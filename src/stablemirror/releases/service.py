@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from stablemirror.audit.chain import append as append_audit
-from stablemirror.audit.events import AuditEvent
+from stablemirror.index.audit_chain import append as append_audit
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid

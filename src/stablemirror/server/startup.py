@@ -21,7 +21,7 @@ from stablemirror.index.migrate import upgrade
 from stablemirror.logs import configure_logging
 
 # The directories a push writes to (store/filesystem.py); `serve` checks them at start
-# and /readyz keeps checking them (services/health.py).
+# and /readyz keeps checking them (registry/health.py).
 PUSH_DIRS = ("blobs", "uploads")
 
 

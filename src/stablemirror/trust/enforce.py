@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from stablemirror.audit.events import DENIED, OK, AuditEvent
+from stablemirror.index.audit_events import DENIED, OK, AuditEvent
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.metrics import Metrics

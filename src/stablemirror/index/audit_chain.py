@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
-from stablemirror.audit.events import AuditEvent, AuditRecord, canonical
+from stablemirror.index.audit_events import AuditEvent, AuditRecord, canonical
 from stablemirror.index.schema_auth import audit_head, audit_log
 
 GENESIS = "0" * 64
