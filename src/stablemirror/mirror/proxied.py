@@ -16,7 +16,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from stablemirror.index.mirror_sql import MirrorIndex
@@ -43,12 +43,11 @@ from stablemirror.oci.errors import (
     ManifestUnknown,
     OCIError,
     Unavailable,
-    Unsupported,
 )
 from stablemirror.oci.manifest import Manifest, parse_manifest
 from stablemirror.oci.names import is_valid_tag, validate_name
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.registry.protocol import BlobSource, PutManifestResult, RequestContext
+from stablemirror.registry.protocol import BlobSource, RequestContext
 from stablemirror.releases.identity import forwarded_identity
 from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.store.filesystem import FilesystemBlobStore
@@ -186,7 +185,7 @@ class MirrorRegistry:
         if local is not None:
             name, ns = self.upstream_reference(ctx, repository)
             head = await self._call(ctx, repository, tag,
-                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns,
+                                    lambda u: u.manifest(name, tag, "HEAD", ctx.via, ns,
                                                          self.client_identity(ctx)))
             if head.channel:  # the tag became a release channel upstream
                 return await self._channel_answer(ctx, repository, tag, head)
@@ -228,16 +227,13 @@ class MirrorRegistry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _via(self, ctx: RequestContext) -> str:
-        return ctx.via
-
     async def _fetch(self, ctx: RequestContext, repository: str, reference: str,
                      expect: Digest | None, replies: list[ManifestReply] | None = None
                      ) -> Manifest:
         name, ns = self.upstream_reference(ctx, repository)
 
         async def call(u: Upstream) -> Manifest:
-            reply = await u.manifest(name, reference, "GET", self._via(ctx), ns,
+            reply = await u.manifest(name, reference, "GET", ctx.via, ns,
                                      self.client_identity(ctx))
             if replies is not None:
                 replies.append(reply)
@@ -283,7 +279,7 @@ class MirrorRegistry:
         try:
             self._check_loop(ctx)
             head = await self._call(ctx, repository, tag,
-                                    lambda u: u.manifest(name, tag, "HEAD", self._via(ctx), ns,
+                                    lambda u: u.manifest(name, tag, "HEAD", ctx.via, ns,
                                                          identity))
         except (Unavailable, LoopDetected):
             cached = await self.channel_tags.lookup(repository, tag, identity)
@@ -337,7 +333,7 @@ class MirrorRegistry:
             return await self.hosted.open_blob(ctx, repository, digest)
         self._check_loop(ctx)
         name, ns = self.upstream_reference(ctx, repository)
-        source = GroupBlobSource(self.group, name, d, self._via(ctx), ns)
+        source = GroupBlobSource(self.group, name, d, ctx.via, ns)
         try:
             total = await self.fetches.ensure(d, repository, source)
         except FetchFailed as e:
@@ -354,57 +350,3 @@ class MirrorRegistry:
                           source="upstream",
                           regions=lambda offset, length: self.fetches.regions(
                               d, offset, length, repository, source))
-
-    # -- listings ------------------------------------------------------------------------
-    async def list_tags(self, ctx: RequestContext, repository: str, n: int | None,
-                        last: str | None) -> list[str]:
-        return await self.hosted.list_tags(ctx, repository, n, last)
-
-    async def catalog(self, ctx: RequestContext, n: int | None, last: str | None) -> list[str]:
-        return await self.hosted.catalog(ctx, n, last)
-
-    async def referrers(self, ctx: RequestContext, repository: str, digest: str,
-                        artifact_type: str | None) -> bytes:
-        return await self.hosted.referrers(ctx, repository, digest, artifact_type)
-
-    # -- writes are refused: a proxied namespace mirrors, it does not take pushes ----------
-    def _refuse(self, repository: str) -> Unsupported:
-        return Unsupported(repository=repository, reason="namespace is a read-only mirror")
-
-    async def put_manifest(self, ctx: RequestContext, repository: str, reference: str,
-                           body: bytes, content_type: str, extra_tags: list[str]
-                           ) -> PutManifestResult:
-        raise self._refuse(repository)
-
-    async def delete_manifest(self, ctx: RequestContext, repository: str, reference: str
-                              ) -> None:
-        raise self._refuse(repository)
-
-    async def delete_blob(self, ctx: RequestContext, repository: str, digest: str) -> None:
-        raise self._refuse(repository)
-
-    async def start_upload(self, ctx: RequestContext, repository: str) -> str:
-        raise self._refuse(repository)
-
-    async def mount_blob(self, ctx: RequestContext, repository: str, digest: str,
-                         source: str | None) -> bool:
-        raise self._refuse(repository)
-
-    async def upload_monolithic(self, ctx: RequestContext, repository: str, digest: str,
-                                body: AsyncIterable[bytes]) -> Digest:
-        raise self._refuse(repository)
-
-    async def upload_status(self, ctx: RequestContext, repository: str, upload_id: str) -> int:
-        raise self._refuse(repository)
-
-    async def upload_chunk(self, ctx: RequestContext, repository: str, upload_id: str,
-                           start: int | None, body: AsyncIterable[bytes]) -> int:
-        raise self._refuse(repository)
-
-    async def finish_upload(self, ctx: RequestContext, repository: str, upload_id: str,
-                            digest: str, body: AsyncIterable[bytes] | None) -> Digest:
-        raise self._refuse(repository)
-
-    async def cancel_upload(self, ctx: RequestContext, repository: str, upload_id: str
-                            ) -> None:
-        raise self._refuse(repository)

@@ -1,28 +1,44 @@
 """Namespaces: which repositories are hosted here, proxied, or both (local content wins).
 
 RoutingRegistry implements the registry-service protocol by handing each call to the
-hosted registry or to the mirror of the longest matching namespace prefix. Repositories
-no namespace matches are hosted.
+hosted registry or to the proxied reads of the longest matching namespace prefix.
+Repositories no namespace matches are hosted. Writes always go to the hosted registry;
+in a namespace that only proxies they are refused here, so the proxied side implements
+reads alone. Listings and referrers are the hosted registry's: what a mirror has cached
+is indexed like what was pushed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
-from typing import Literal
+from collections.abc import AsyncIterable, Sequence
+from typing import Literal, Protocol
 
 from stablemirror.index.protocol import StoredManifest
-from stablemirror.mirror.proxied import MirrorRegistry
 from stablemirror.oci.digest import Digest
-from stablemirror.oci.errors import BlobUnknown, ManifestUnknown, NameUnknown
-from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.registry.protocol import BlobSource, PutManifestResult, RequestContext
+from stablemirror.oci.errors import BlobUnknown, ManifestUnknown, Unsupported
+from stablemirror.registry.protocol import (
+    BlobSource,
+    PutManifestResult,
+    RegistryService,
+    RequestContext,
+)
 
 Mode = Literal["hosted", "proxy", "both"]
 
 
+class ProxiedReads(Protocol):
+    """What a proxied namespace serves (mirror/proxied.py): reads that may go upstream."""
+
+    async def get_manifest(self, ctx: RequestContext, repository: str, reference: str
+                           ) -> StoredManifest: ...
+
+    async def open_blob(self, ctx: RequestContext, repository: str, digest: str
+                        ) -> BlobSource: ...
+
+
 class RoutingRegistry:
-    def __init__(self, hosted: HostedRegistry,
-                 namespaces: list[tuple[str, Mode, MirrorRegistry | None]]) -> None:
+    def __init__(self, hosted: RegistryService,
+                 namespaces: Sequence[tuple[str, Mode, ProxiedReads | None]]) -> None:
         self.hosted = hosted
         # Longest prefix first, so "docker.io/library/" beats "docker.io/".
         self.namespaces = sorted(namespaces, key=lambda n: len(n[0]), reverse=True)
@@ -39,13 +55,13 @@ class RoutingRegistry:
             return qualified
         return name
 
-    def _match(self, repository: str) -> tuple[str, Mode, MirrorRegistry | None]:
+    def _match(self, repository: str) -> tuple[str, Mode, ProxiedReads | None]:
         for prefix, mode, mirror in self.namespaces:
             if repository.startswith(prefix):
                 return prefix, mode, mirror
         return "", "hosted", None
 
-    def _route(self, repository: str) -> tuple[Mode, MirrorRegistry | None]:
+    def _route(self, repository: str) -> tuple[Mode, ProxiedReads | None]:
         _, mode, mirror = self._match(repository)
         return mode, mirror
 
@@ -53,9 +69,11 @@ class RoutingRegistry:
         """Only proxied, never hosted: what cache eviction may remove."""
         return self._route(repository)[0] == "proxy"
 
-    def _writer(self, repository: str) -> HostedRegistry | MirrorRegistry:
+    def _writable(self, repository: str) -> RegistryService:
         mode, mirror = self._route(repository)
-        return mirror if mode == "proxy" and mirror is not None else self.hosted
+        if mode == "proxy" and mirror is not None:
+            raise Unsupported(repository=repository, reason="namespace is a read-only mirror")
+        return self.hosted
 
     # -- reads: local first when the namespace is both ---------------------------------------
     async def get_manifest(self, ctx: RequestContext, repository: str, reference: str
@@ -83,13 +101,7 @@ class RoutingRegistry:
 
     async def list_tags(self, ctx: RequestContext, repository: str, n: int | None,
                         last: str | None) -> list[str]:
-        mode, mirror = self._route(repository)
-        try:
-            return await self.hosted.list_tags(ctx, repository, n, last)
-        except NameUnknown:
-            if mirror is None or mode == "hosted":
-                raise
-            return await mirror.list_tags(ctx, repository, n, last)
+        return await self.hosted.list_tags(ctx, repository, n, last)
 
     async def catalog(self, ctx: RequestContext, n: int | None, last: str | None) -> list[str]:
         return await self.hosted.catalog(ctx, n, last)
@@ -98,44 +110,44 @@ class RoutingRegistry:
                         artifact_type: str | None) -> bytes:
         return await self.hosted.referrers(ctx, repository, digest, artifact_type)
 
-    # -- writes: hosted, unless the namespace only proxies (then the mirror refuses) -----------
+    # -- writes: hosted, refused where the namespace only proxies ----------------------------
     async def put_manifest(self, ctx: RequestContext, repository: str, reference: str,
                            body: bytes, content_type: str, extra_tags: list[str]
                            ) -> PutManifestResult:
-        return await self._writer(repository).put_manifest(ctx, repository, reference, body,
-                                                           content_type, extra_tags)
+        return await self._writable(repository).put_manifest(ctx, repository, reference, body,
+                                                             content_type, extra_tags)
 
     async def delete_manifest(self, ctx: RequestContext, repository: str, reference: str
                               ) -> None:
-        await self._writer(repository).delete_manifest(ctx, repository, reference)
+        await self._writable(repository).delete_manifest(ctx, repository, reference)
 
     async def delete_blob(self, ctx: RequestContext, repository: str, digest: str) -> None:
-        await self._writer(repository).delete_blob(ctx, repository, digest)
+        await self._writable(repository).delete_blob(ctx, repository, digest)
 
     async def start_upload(self, ctx: RequestContext, repository: str) -> str:
-        return await self._writer(repository).start_upload(ctx, repository)
+        return await self._writable(repository).start_upload(ctx, repository)
 
     async def mount_blob(self, ctx: RequestContext, repository: str, digest: str,
                          source: str | None) -> bool:
-        return await self._writer(repository).mount_blob(ctx, repository, digest, source)
+        return await self._writable(repository).mount_blob(ctx, repository, digest, source)
 
     async def upload_monolithic(self, ctx: RequestContext, repository: str, digest: str,
                                 body: AsyncIterable[bytes]) -> Digest:
-        return await self._writer(repository).upload_monolithic(ctx, repository, digest, body)
+        return await self._writable(repository).upload_monolithic(ctx, repository, digest, body)
 
     async def upload_status(self, ctx: RequestContext, repository: str, upload_id: str) -> int:
-        return await self._writer(repository).upload_status(ctx, repository, upload_id)
+        return await self._writable(repository).upload_status(ctx, repository, upload_id)
 
     async def upload_chunk(self, ctx: RequestContext, repository: str, upload_id: str,
                            start: int | None, body: AsyncIterable[bytes]) -> int:
-        return await self._writer(repository).upload_chunk(ctx, repository, upload_id, start,
-                                                           body)
+        return await self._writable(repository).upload_chunk(ctx, repository, upload_id,
+                                                             start, body)
 
     async def finish_upload(self, ctx: RequestContext, repository: str, upload_id: str,
                             digest: str, body: AsyncIterable[bytes] | None) -> Digest:
-        return await self._writer(repository).finish_upload(ctx, repository, upload_id, digest,
-                                                            body)
+        return await self._writable(repository).finish_upload(ctx, repository, upload_id,
+                                                              digest, body)
 
     async def cancel_upload(self, ctx: RequestContext, repository: str, upload_id: str
                             ) -> None:
-        await self._writer(repository).cancel_upload(ctx, repository, upload_id)
+        await self._writable(repository).cancel_upload(ctx, repository, upload_id)
