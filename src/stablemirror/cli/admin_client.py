@@ -18,15 +18,13 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from stablemirror.audit.log import AuditLog, AuditQuery
+from stablemirror.audit.log import AuditQuery
 from stablemirror.audit.report import build, parse_when, render
 from stablemirror.auth.admin import AdminError
 from stablemirror.auth.principals import ROBOT_PREFIX
 from stablemirror.auth.store import Conflict
-from stablemirror.compose.auth import build_admin, checkpoint_key_file
+from stablemirror.compose.commands import AdminParts, administration
 from stablemirror.config import load_settings
-from stablemirror.index.db import Database
-from stablemirror.index.migrate import upgrade
 from stablemirror.registry.protocol import RequestContext
 
 DAY = 86400.0
@@ -41,19 +39,12 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    def __init__(self, data_dir: Path | None, config: Path | None) -> None:
-        settings = load_settings(config, data_dir=data_dir)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.index_url)
-        self.db = Database(settings.index_url)
-        _store, _passwords, self.admin = build_admin(settings, self.db)
-        self.audit = AuditLog(self.db, checkpoint_key_file(settings))
+    def __init__(self, parts: AdminParts) -> None:
+        self.admin = parts.admin
+        self.audit = parts.audit
         user = os.environ.get("USER") or "unknown"
         self.ctx = RequestContext(actor=f"cli:{user}", client="local",
                                   user_agent="stablemirror-cli")
-
-    async def close(self) -> None:
-        await self.db.close()
 
     async def call(self, op: str, **a: Any) -> Any:
         try:
@@ -198,9 +189,12 @@ def _message(body: Any) -> str:
 @asynccontextmanager
 async def backend(data_dir: Path | None, config: Path | None, url: str | None,
                   username: str) -> AsyncIterator[Backend]:
-    b: LocalBackend | RemoteBackend = (RemoteBackend(url, username) if url
-                                       else LocalBackend(data_dir, config))
-    try:
-        yield b
-    finally:
-        await b.close()
+    if url:
+        remote = RemoteBackend(url, username)
+        try:
+            yield remote
+        finally:
+            await remote.close()
+        return
+    async with administration(load_settings(config, data_dir=data_dir)) as parts:
+        yield LocalBackend(parts)

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from stablemirror.cli.auth import ConfigOpt, DataDirOpt, UrlOpt, UserOpt, console, run, show
+from stablemirror.cli.auth import console, run, show
+from stablemirror.cli.options import ConfigOpt, DataDirOpt, UrlOpt, UserOpt
 
 audit_app = typer.Typer(help="the tamper-evident audit trail", no_args_is_help=True)
 

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from stablemirror.cli.admin_client import CliError, backend
+from stablemirror.cli.options import ConfigOpt, DataDirOpt, UrlOpt, UserOpt
 
 user_app = typer.Typer(help="local users (argon2 passwords, tags, roles)", no_args_is_help=True)
 robot_app = typer.Typer(help="robot accounts: scoped, expirable, revocable", no_args_is_help=True)
@@ -25,11 +26,6 @@ role_app = typer.Typer(help="role bindings: admin, maintainer, developer, reader
 policy_app = typer.Typer(help="IAM-style policy documents", no_args_is_help=True)
 auth_app = typer.Typer(help="token signing keys", no_args_is_help=True)
 
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="work on this data dir")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="admin API of a running server")]
-UserOpt = Annotated[str, typer.Option("--username", envvar="STABLEMIRROR_USERNAME",
-                                      help="admin login for --url")]
 TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable")]
 GroupOpt = Annotated[list[str] | None, typer.Option("--group", help="repeatable")]
 RoleOpt = Annotated[list[str] | None, typer.Option("--role", help="admin|maintainer|developer|"

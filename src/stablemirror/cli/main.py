@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.release import release_app
 from stablemirror.cli.scrub import scrub as scrub_command
 from stablemirror.cli.status import status as status_command
@@ -36,8 +35,6 @@ from stablemirror.server.startup import (
 
 app = typer.Typer(help="stablemirror: OCI registry and pull-through mirror", no_args_is_help=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
 
 
 LogFormatOpt = Annotated[Literal["text", "json"] | None,
@@ -84,10 +81,7 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
 ) -> None:
     """Online garbage collection: safe while the server runs; reports what it freed."""
-    from stablemirror.index.db import Database
-    from stablemirror.index.sql import SqlIndex
-    from stablemirror.registry.gc import GarbageCollector
-    from stablemirror.store.filesystem import FilesystemBlobStore
+    from stablemirror.compose.commands import garbage_collector
 
     settings = load_settings(config, data_dir=data_dir)
     configure_command_logging(settings)
@@ -95,28 +89,19 @@ def gc(
     migrate_index(settings)
 
     async def run() -> None:
-        index = SqlIndex(Database(settings.index_url))
-        try:
-            collector = GarbageCollector(
-                FilesystemBlobStore(settings.data_dir), index,
-                settings.gc.grace_seconds if grace is None else grace,
-                settings.gc.upload_max_age_seconds, fetch_dir=settings.data_dir / "fetch")
+        async with garbage_collector(settings, grace) as collector:
             report = await collector.run(dry_run=dry_run)
-        finally:
-            await index.close()
-        table = Table(title="garbage collection" + (" (dry run)" if dry_run else ""))
-        table.add_column("what")
-        table.add_column("count", justify="right")
         # A dry run deletes nothing: its rows say what a real run would do.
         rows = [("blobs", "deleted", "would delete", report.blobs_deleted),
                 ("orphan files", "deleted", "would delete", report.orphan_files_deleted),
                 ("stale uploads", "removed", "would remove", report.uploads_removed),
                 ("abandoned mirror transfers", "removed", "would remove",
                  report.partial_fetches_removed)]
-        for what, done, would, count in rows:
-            table.add_row(f"{would}: {what}" if dry_run else f"{what} {done}", f"{count:,}")
-        table.add_row("would free: bytes" if dry_run else "bytes freed",
-                      f"{report.bytes_freed:,}")
+        counts = [(f"{would}: {what}" if dry_run else f"{what} {done}", f"{count:,}")
+                  for what, done, would, count in rows]
+        counts.append(("would free: bytes" if dry_run else "bytes freed",
+                       f"{report.bytes_freed:,}"))
+        table = counts_table("garbage collection" + (" (dry run)" if dry_run else ""), counts)
         Console().print(table)
         if not dry_run:
             _record_gc(settings, report.bytes_freed)

@@ -19,12 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stablemirror.cli.options import ConfigOpt, DataDirOpt
 from stablemirror.client.reference import ImageReference, parse_image_reference
 from stablemirror.client.registry import RegistryClient
+from stablemirror.compose.commands import trust_index
 from stablemirror.config import Settings, load_settings
-from stablemirror.index.db import Database
-from stablemirror.index.migrate import upgrade
-from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.oci.errors import OCIError
 from stablemirror.trust import keys as cosign_keys
 from stablemirror.trust.policy import (
@@ -45,8 +44,6 @@ key_app = typer.Typer(help="cosign-compatible key pairs", no_args_is_help=True)
 trust_app = typer.Typer(help="signing policies: which signers a repository requires",
                         no_args_is_help=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
 InsecureOpt = Annotated[bool, typer.Option(
     "--insecure", help="plain HTTP to a registry that is not on localhost")]
 
@@ -203,19 +200,9 @@ def verify(
 
 
 # -- policies -------------------------------------------------------------------------------------
-def _open_index(settings: Settings) -> tuple[SqlTrustIndex, Database]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.index_url)
-    db = Database(settings.index_url)
-    return SqlTrustIndex(db), db
-
-
 async def _policy_for(settings: Settings, repository: str) -> TrustPolicy | None:
-    index, db = _open_index(settings)
-    try:
+    async with trust_index(settings) as index:
         return await PolicySource(index, _config_policies(settings)).for_repository(repository)
-    finally:
-        await db.close()
 
 
 def _config_policies(settings: Settings) -> list[TrustPolicy]:
@@ -248,11 +235,8 @@ def trust_set(
     settings = load_settings(config, data_dir=data_dir)
 
     async def run() -> None:
-        index, db = _open_index(settings)
-        try:
+        async with trust_index(settings) as index:
             await index.set_policy(pattern, mode, rows)
-        finally:
-            await db.close()
 
     asyncio.run(run())
     roles = sorted({r.role for r in rows})
@@ -269,11 +253,8 @@ def trust_remove(
     settings = load_settings(config, data_dir=data_dir)
 
     async def run() -> bool:
-        index, db = _open_index(settings)
-        try:
+        async with trust_index(settings) as index:
             return await index.delete_policy(pattern)
-        finally:
-            await db.close()
 
     if not asyncio.run(run()):
         raise _fail(f"no policy {pattern!r} in the index")
@@ -286,11 +267,8 @@ def trust_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     settings = load_settings(config, data_dir=data_dir)
 
     async def run() -> list[TrustPolicy]:
-        index, db = _open_index(settings)
-        try:
+        async with trust_index(settings) as index:
             return await PolicySource(index, _config_policies(settings)).policies()
-        finally:
-            await db.close()
 
     table = Table(title="trust policies")
     for column in ("pattern", "mode", "role", "keys", "source"):

@@ -31,6 +31,7 @@ from stablemirror.auth.passwords import Passwords
 from stablemirror.auth.service import AuthService, PolicyCache
 from stablemirror.auth.store import AuthStore
 from stablemirror.auth.tokens import TokenService
+from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 
@@ -44,7 +45,7 @@ def audit_enabled(settings: Settings) -> bool:
 
 
 def checkpoint_key_file(settings: Settings) -> Path:
-    return settings.audit.checkpoint_key_file or settings.data_dir / "audit-checkpoint.key"
+    return settings.audit.checkpoint_key_file or DataDir(settings.data_dir).audit_checkpoint_key
 
 
 def build_audit(settings: Settings, db: Database) -> AuditLog | None:
@@ -93,7 +94,7 @@ def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
     cfg = settings.audit
     forwarder = None
     if cfg.forward_file is not None or cfg.forward_syslog is not None:
-        forwarder = Forwarder(audit, settings.data_dir / "audit-forward.state",
+        forwarder = Forwarder(audit, DataDir(settings.data_dir).audit_forward_state,
                               cfg.forward_file, cfg.forward_syslog)
 
     async def start(_app: web.Application) -> None:

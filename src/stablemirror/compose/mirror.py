@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
+from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.create_once import create_once
 from stablemirror.index.db import Database
@@ -30,7 +30,7 @@ def node_id(settings: Settings) -> str:
     (workers start together: one of them makes it, all read the same, create_once.py)."""
     if settings.mirror.node_id:
         return settings.mirror.node_id
-    name = create_once(settings.data_dir / "node-id",
+    name = create_once(DataDir(settings.data_dir).node_id,
                        lambda: f"stablemirror-{secrets.token_hex(4)}".encode(), mode=0o644)
     return name.decode().strip()
 
@@ -85,7 +85,7 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
     cache = settings.mirror.cache
     evicting = cache.max_bytes is not None or cache.inactive_seconds is not None
     access = AccessRecorder(mirror_index, immediate_for_manifests=evicting)
-    fetches = BlobFetches(Path(settings.data_dir) / "fetch", store, index)
+    fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
     def count_fetch(event: str, _n: int) -> None:
         if event == "miss":
@@ -107,5 +107,5 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
-                           Path(settings.data_dir) / "evict.lock")
+                           DataDir(settings.data_dir).evict_lock)
     return MirrorParts(registry, client, groups, access, fetches, evictor)
