@@ -42,7 +42,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 Kind = Literal["manifest", "blob"]
 FailureReason = Literal["not_found", "denied", "upstream", "client_abort", "invalid", "error"]
-Source = Literal["local", "upstream", "peer"]
+Source = Literal["local", "upstream"]
 CacheResult = Literal["hit", "miss", "coalesced", "stale"]
 UpstreamResult = Literal["ok", "not_found", "error", "timeout"]
 SignatureResult = Literal["ok", "warned", "denied"]

@@ -150,7 +150,7 @@ def test_signatures_accumulate_in_cosign_layout(server: LiveServer,
 
 def test_vector_key_signs_and_cosign_verifies(server: LiveServer, tmp_path: Path) -> None:
     """A key pair made by cosign (shared test vector) signs unchanged."""
-    from tests.unit.test_cosign import KEYS
+    from tests.unit.trust.test_cosign import KEYS
 
     image = push_image(server.url, "vendor/tool")
     key = KEYS / "cosign-pemsigstorekey.key"

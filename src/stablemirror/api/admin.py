@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +30,6 @@ from stablemirror.oci.errors import Denied, OCIError, Unauthorized
 from stablemirror.registry.protocol import RequestContext
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-DAY = 86400.0
 
 
 class AdminInvalid(OCIError):
@@ -145,7 +145,7 @@ async def create_robot(request: web.Request, ctx: RequestContext) -> Any:
     doc = await _body(request)
     expires = doc.get("expires_at")
     if expires is None and doc.get("expires_in_days") is not None:
-        expires = time.time() + float(doc["expires_in_days"]) * DAY
+        expires = time.time() + timedelta(days=float(doc["expires_in_days"])).total_seconds()
     account, secret = await request.app[AUTH_ADMIN].create_robot(
         ctx, str(doc.get("name", "")), _roles(doc), None if expires is None else float(expires),
         str(doc.get("description", "")))
@@ -228,8 +228,8 @@ async def audit_verify(request: web.Request, ctx: RequestContext) -> Any:
 @admin
 async def audit_prune(request: web.Request, ctx: RequestContext) -> Any:
     days = float((await _body(request)).get("older_than_days", 180))
-    checkpoint = await _audit(request).prune_older_than(time.time() - days * DAY,
-                                                        actor=ctx.actor or "")
+    before = time.time() - timedelta(days=days).total_seconds()
+    checkpoint = await _audit(request).prune_older_than(before, actor=ctx.actor or "")
     return {"checkpoint": None if checkpoint is None else checkpoint.payload}
 
 

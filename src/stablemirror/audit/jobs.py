@@ -11,11 +11,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from stablemirror.audit.log import AuditLog
 
 log = logging.getLogger("stablemirror.audit")
-DAY = 86400.0
 
 
 async def every(interval: float, job: Callable[[], Awaitable[object]], name: str) -> None:
@@ -32,7 +32,8 @@ async def every(interval: float, job: Callable[[], Awaitable[object]], name: str
 
 def retention_job(audit: AuditLog, retention_days: float) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        checkpoint = await audit.prune_older_than(time.time() - retention_days * DAY)
+        before = time.time() - timedelta(days=retention_days).total_seconds()
+        checkpoint = await audit.prune_older_than(before)
         if checkpoint is not None:
             log.info("audit retention pruned %s record(s) through seq %d",
                      checkpoint.payload["pruned"], checkpoint.through_seq)

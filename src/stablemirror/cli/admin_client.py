@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,8 +27,6 @@ from stablemirror.auth.store import Conflict
 from stablemirror.compose.commands import AdminParts, administration
 from stablemirror.config import load_settings
 from stablemirror.registry.protocol import RequestContext
-
-DAY = 86400.0
 
 
 class CliError(Exception):
@@ -70,7 +69,7 @@ class LocalBackend:
         if op == "list":
             return [x.to_json() for x in await adm.list_accounts(a["kind"])]
         if op == "create_robot":
-            expires = (time.time() + a["expires_in_days"] * DAY
+            expires = (time.time() + timedelta(days=a["expires_in_days"]).total_seconds()
                        if a.get("expires_in_days") else None)
             account, secret = await adm.create_robot(ctx, a["name"], a["roles"], expires,
                                                      a.get("description", ""))
@@ -102,8 +101,8 @@ class LocalBackend:
         if op == "audit_verify":
             return (await self.audit.verify()).to_json()
         if op == "audit_prune":
-            cp = await self.audit.prune_older_than(time.time() - a["older_than_days"] * DAY,
-                                                   actor=ctx.actor or "")
+            before = time.time() - timedelta(days=a["older_than_days"]).total_seconds()
+            cp = await self.audit.prune_older_than(before, actor=ctx.actor or "")
             return {"checkpoint": None if cp is None else cp.payload}
         if op == "audit_report":
             try:

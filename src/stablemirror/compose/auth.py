@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +37,6 @@ from stablemirror.config import Settings
 from stablemirror.index.db import Database
 
 log = logging.getLogger("stablemirror.auth")
-DAY = 86400.0
 
 
 def audit_enabled(settings: Settings) -> bool:
@@ -132,7 +132,8 @@ def _install_auth(app: web.Application, settings: Settings, db: Database,
     app[AUTH] = AuthService(store, admin.policy_cache, tokens, passwords, oidc)
     app[AUTH_ADMIN] = admin
     app[AUTH_SETTINGS] = cfg
-    rotate_after = cfg.key_rotation_days * DAY if cfg.key_rotation_days else None
+    rotate_after = (timedelta(days=cfg.key_rotation_days).total_seconds()
+                    if cfg.key_rotation_days else None)
     grace = admin.key_grace_seconds
 
     async def refresh_keys() -> None:

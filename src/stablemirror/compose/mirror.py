@@ -16,6 +16,14 @@ from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.events import (
+    BlobMissed,
+    FailedOver,
+    MirrorEvent,
+    MirrorListener,
+    UpstreamHealthChanged,
+    UpstreamRequested,
+)
 from stablemirror.mirror.evict import CacheEvictor
 from stablemirror.mirror.fetch import BlobFetches
 from stablemirror.mirror.proxied import MirrorRegistry
@@ -63,21 +71,33 @@ class MirrorParts:
         await self.client.close()
 
 
+def metrics_of(metrics: Metrics) -> MirrorListener:
+    """The mirror's events, counted."""
+    def record(event: MirrorEvent) -> None:
+        match event:
+            case UpstreamHealthChanged(upstream, up):
+                metrics.set_upstream_up(upstream, up)
+            case UpstreamRequested(upstream, result, seconds):
+                metrics.upstream_request(upstream, result, seconds)
+            case FailedOver():
+                metrics.failover()
+            case BlobMissed(coalesced):
+                metrics.cache("coalesced" if coalesced else "miss")
+    return record
+
+
 def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBlobStore,
                  index: SqlIndex, db: Database, metrics: Metrics) -> MirrorParts | None:
     groups_cfg, namespaces = settings.mirror.effective(settings.upstream)
     if not namespaces:
         return None
     via = f"1.1 {node_id(settings)} (stablemirror)"
+    record = metrics_of(metrics)
     client = HttpClient()
     groups: dict[str, UpstreamGroup] = {}
     for name, cfg in groups_cfg.items():
         group = UpstreamGroup(name, cfg, client, via)
-        group.listeners.append(metrics.set_upstream_up)
-        group.failover_listeners.append(metrics.failover)
-        group.request_listeners.append(
-            lambda upstream, result, seconds: metrics.upstream_request(
-                upstream, result, seconds))  # type: ignore[arg-type]
+        group.listeners.append(record)
         for u in group.upstreams:
             metrics.set_upstream_up(u.name, True)
         groups[name] = group
@@ -87,13 +107,7 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
     access = AccessRecorder(mirror_index, immediate_for_manifests=evicting)
     fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
-    def count_fetch(event: str, _n: int) -> None:
-        if event == "miss":
-            metrics.cache("miss")
-        elif event == "coalesced":
-            metrics.cache("coalesced")
-
-    fetches.listeners.append(count_fetch)
+    fetches.listeners.append(record)
     routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
     for ns in namespaces:
         mirror = None

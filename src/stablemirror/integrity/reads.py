@@ -27,6 +27,7 @@ from stablemirror.index.sql_trust import QUARANTINED, SqlTrustIndex
 from stablemirror.integrity.scrub import CHUNK, Quarantine, read_and_hash
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import BlobUnknown
+from stablemirror.oci.patterns import longest_prefix
 from stablemirror.registry.forwarding import ForwardingRegistry
 from stablemirror.registry.protocol import BlobSource, RegistryService, RequestContext
 
@@ -36,11 +37,8 @@ VerifyMode = Literal["never", "first", "always"]
 def mode_for(repository: str, default: VerifyMode, namespaces: Mapping[str, VerifyMode]
              ) -> VerifyMode:
     """The mode of the longest namespace prefix `repository` starts with, else `default`."""
-    best: tuple[int, VerifyMode] = (-1, default)
-    for prefix, mode in namespaces.items():
-        if repository.startswith(prefix) and len(prefix) > best[0]:
-            best = (len(prefix), mode)
-    return best[1]
+    best = longest_prefix(repository, namespaces.items(), lambda item: item[0])
+    return default if best is None else best[1]
 
 
 class VerifiedReads(ForwardingRegistry):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import fnmatch
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ from stablemirror.index.protocol import RegistryIndex
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import CacheSettings
 from stablemirror.oci.digest import Digest
+from stablemirror.oci.patterns import fnmatch_match
 from stablemirror.registry.gc import remove_blob_file
 from stablemirror.store.protocol import BlobStore
 
@@ -59,7 +59,7 @@ class CacheEvictor:
     def _evictable(self, repositories: list[str]) -> bool:
         if not repositories:
             return True  # cached, linked nowhere any more
-        return all(self.is_proxied(r) and not any(fnmatch.fnmatchcase(r, p)
+        return all(self.is_proxied(r) and not any(fnmatch_match(p, r)
                                                   for p in self.settings.pinned)
                    for r in repositories)
 

@@ -18,11 +18,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
 from stablemirror.index.protocol import RegistryIndex
+from stablemirror.mirror.events import BlobMissed, MirrorEvent, MirrorListener
 from stablemirror.mirror.part_writer import PartWriter
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
@@ -68,9 +69,6 @@ class BlobUpstream(Protocol):
     def max_attempts(self) -> int: ...
 
 
-FetchListener = Callable[[str, int], None]  # (event, bytes)
-
-
 class BlobFetches:
     def __init__(self, directory: Path, store: FilesystemBlobStore, index: RegistryIndex,
                  poll_seconds: float = 0.01, wait_seconds: float = 300.0) -> None:
@@ -84,11 +82,11 @@ class BlobFetches:
         self._leading: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._publishing: set[str] = set()
-        self.listeners: list[FetchListener] = []
+        self.listeners: list[MirrorListener] = []
 
-    def _emit(self, event: str, n: int) -> None:
+    def _emit(self, event: MirrorEvent) -> None:
         for listener in self.listeners:
-            listener(event, n)
+            listener(event)
 
     # -- waiting -----------------------------------------------------------------------------
     def _notify(self, key: str) -> None:
@@ -135,7 +133,7 @@ class BlobFetches:
         """Start (or join) the fetch of `digest`; return its total size once known."""
         started = time.time()
         coalesced = not self._try_lead(digest, repository, source)
-        self._emit("coalesced" if coalesced else "miss", 0)
+        self._emit(BlobMissed(coalesced))
         deadline = time.monotonic() + self.wait_seconds
         while time.monotonic() < deadline:
             stored = await self.store.stat(digest)
@@ -190,7 +188,6 @@ class BlobFetches:
     def _fail(self, digest: Digest, reason: str, status: int | None) -> None:
         self.files.path(digest, "error").write_text(
             json.dumps({"reason": reason, "status": status, "at": time.time()}))
-        self._emit("failed", 0)
 
     async def _download(self, digest: Digest, repository: str, source: BlobUpstream,
                         part: Path, lock_fd: int) -> None:
@@ -201,7 +198,6 @@ class BlobFetches:
             hasher = new_hasher(digest.algorithm)
             if offset:  # resuming what an earlier leader left
                 await asyncio.to_thread(_hash_prefix, part, offset, hasher)
-                self._emit("resumed", offset)
             # A complete .part (its leader was stopped between verifying and publishing)
             # needs no upstream: verify and publish what is on disk.
             known = self._known_size(digest) if offset else None
@@ -238,7 +234,6 @@ class BlobFetches:
         await self.store.publish_verified(part, digest)
         self.files.path(digest, "size").unlink(missing_ok=True)
         self.files.path(digest, "verified").unlink(missing_ok=True)
-        self._emit("stored", total)
 
     async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
                        digest: Digest) -> int:
@@ -256,7 +251,6 @@ class BlobFetches:
         except UpstreamFailure as e:
             log.warning("fetch of %s broke at %d: %s; resuming", digest, offset + batched,
                         e.reason)
-            self._emit("interrupted", offset + batched)
         if batch:  # what arrived before a break is intact: keep it and resume after it
             await writer.put(batch)
             offset += batched

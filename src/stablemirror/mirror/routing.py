@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import BlobUnknown, ManifestUnknown, Unsupported
+from stablemirror.oci.patterns import longest_prefix
 from stablemirror.registry.protocol import (
     BlobSource,
     PutManifestResult,
@@ -40,8 +41,7 @@ class RoutingRegistry:
     def __init__(self, hosted: RegistryService,
                  namespaces: Sequence[tuple[str, Mode, ProxiedReads | None]]) -> None:
         self.hosted = hosted
-        # Longest prefix first, so "docker.io/library/" beats "docker.io/".
-        self.namespaces = sorted(namespaces, key=lambda n: len(n[0]), reverse=True)
+        self.namespaces = list(namespaces)
 
     def qualify(self, ns: str, name: str) -> str:
         """containerd's `?ns=<registry>`: fold the registry into the name whenever a
@@ -56,10 +56,9 @@ class RoutingRegistry:
         return name
 
     def _match(self, repository: str) -> tuple[str, Mode, ProxiedReads | None]:
-        for prefix, mode, mirror in self.namespaces:
-            if repository.startswith(prefix):
-                return prefix, mode, mirror
-        return "", "hosted", None
+        # The longest prefix wins, so "docker.io/library/" beats "docker.io/".
+        best = longest_prefix(repository, self.namespaces, lambda n: n[0])
+        return best or ("", "hosted", None)
 
     def _route(self, repository: str) -> tuple[Mode, ProxiedReads | None]:
         _, mode, mirror = self._match(repository)

@@ -21,7 +21,15 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from stablemirror.metrics import UpstreamResult
 from stablemirror.mirror.config import UpstreamGroupSettings, UpstreamSettings
+from stablemirror.mirror.events import (
+    FailedOver,
+    MirrorEvent,
+    MirrorListener,
+    UpstreamHealthChanged,
+    UpstreamRequested,
+)
 from stablemirror.oci import mediatypes as mt
 
 log = logging.getLogger("stablemirror.upstream")
@@ -76,7 +84,6 @@ class ManifestReply:
     channel: str | None = None
 
 
-HealthListener = Callable[[str, bool], None]
 
 
 def with_ns(path: str, ns: str) -> str:
@@ -220,9 +227,7 @@ class UpstreamGroup:
                     for _ in range(u.settings.weight)]
         self._rotation = itertools.cycle(range(len(weighted))) if weighted else None
         self._weighted = weighted
-        self.listeners: list[HealthListener] = []
-        self.failover_listeners: list[Callable[[], None]] = []
-        self.request_listeners: list[Callable[[str, str, float], None]] = []
+        self.listeners: list[MirrorListener] = []
 
     @property
     def max_attempts(self) -> int:
@@ -250,20 +255,21 @@ class UpstreamGroup:
         if len(h.failures) >= upstream.settings.max_fails and h.is_up(now):
             h.down_until = now + window
             log.warning("upstream %s down for %.0fs: %s", upstream.name, window, reason)
-            for listener in self.listeners:
-                listener(upstream.name, False)
+            self._emit(UpstreamHealthChanged(upstream.name, False))
 
     def succeeded(self, upstream: Upstream) -> None:
         h = upstream.health
         if h.failures or not h.is_up(time.monotonic()):
             h.failures.clear()
             h.down_until = 0.0
-            for listener in self.listeners:
-                listener(upstream.name, True)
+            self._emit(UpstreamHealthChanged(upstream.name, True))
 
-    def _record(self, upstream: str, result: str, seconds: float) -> None:
-        for listener in self.request_listeners:
-            listener(upstream, result, seconds)
+    def _emit(self, event: MirrorEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _record(self, upstream: str, result: UpstreamResult, seconds: float) -> None:
+        self._emit(UpstreamRequested(upstream, result, seconds))
 
     async def attempt(self, call: Callable[[Upstream], Awaitable[T]]) -> T:
         """Run `call` against upstreams in order until one answers; fail over on failures."""
@@ -275,16 +281,15 @@ class UpstreamGroup:
             try:
                 result = await call(upstream)
             except UpstreamFailure as e:
-                outcome = "timeout" if "Timeout" in e.reason else "error"
+                outcome: UpstreamResult = "timeout" if "Timeout" in e.reason else "error"
                 self._record(upstream.name, outcome, time.monotonic() - started)
                 reasons.append(f"{e.upstream}: {e.reason}")
                 self.failed(upstream, e.reason)
-                for listener in self.failover_listeners:
-                    listener()
+                self._emit(FailedOver(self.name))
                 continue
             except UpstreamAnswer as e:
-                outcome = "not_found" if e.status == 404 else "error"
-                self._record(upstream.name, outcome, time.monotonic() - started)
+                answered: UpstreamResult = "not_found" if e.status == 404 else "error"
+                self._record(upstream.name, answered, time.monotonic() - started)
                 self.succeeded(upstream)
                 raise
             self._record(upstream.name, "ok", time.monotonic() - started)

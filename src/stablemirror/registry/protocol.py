@@ -39,7 +39,7 @@ class BlobSource:
     path: Path | None
     open_stream: Callable[[int, int], AsyncIterator[bytes]]  # (offset, length)
     # Where the bytes come from, for stablemirror_blob_bytes_served_total{source}:
-    # "local" (our store), "upstream" (streamed through from a registry), "peer".
+    # "local" (our store) or "upstream" (streamed through from a registry).
     source: Source = "local"
     # For a blob still arriving (the mirror): (offset, length) -> (fd, offset, count) pieces
     # as they become sendable, so the HTTP layer can sendfile(2) from the file being fetched.

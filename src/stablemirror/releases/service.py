@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from fnmatch import fnmatchcase
 from typing import Any
 
 from sqlalchemy import Connection
@@ -20,6 +19,7 @@ from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
 from stablemirror.oci.names import is_valid_tag, validate_name
+from stablemirror.oci.patterns import fnmatch_match
 from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases import store
 from stablemirror.releases.config import ReleaseNamespace, ReleaseSettings
@@ -159,7 +159,7 @@ class ReleaseService:
                                  "`stablemirror release promote`, do not push it")
             version = parse_version(tag)
             immutable = (version is not None and ns.version_tags_immutable) or any(
-                fnmatchcase(tag, p) for p in ns.immutable_tags)
+                fnmatch_match(p, tag) for p in ns.immutable_tags)
             old = existing.get(tag)
             if immutable and old is not None and old[0] != digest:
                 what = f"version {tag}" if version is not None else f"tag {tag}"

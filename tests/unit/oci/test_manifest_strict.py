@@ -11,7 +11,7 @@ from stablemirror.oci import mediatypes as mt
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestInvalid
 from stablemirror.oci.manifest import MAX_JSON_DEPTH, parse_manifest
-from tests.unit.test_manifest import desc, image, index, raw
+from tests.unit.oci.test_manifest import desc, image, index, raw
 
 
 @pytest.mark.parametrize(

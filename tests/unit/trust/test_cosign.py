@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stablemirror.oci.digest import Digest
 from stablemirror.trust import cosign, keys
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "cosign"
+VECTORS = Path(__file__).resolve().parents[4] / "shared" / "testdata" / "cosign"
 if not VECTORS.is_dir():  # CI lays shared/ beside the clone; a session has it at /work/shared
     VECTORS = Path("/work/shared/testdata/cosign")
 KEYS = VECTORS / "encrypted-keys"
