@@ -185,10 +185,6 @@ class Metrics:
             multiprocess_mode="mostrecent", registry=r)
         self.gc_freed = Counter(
             f"{PREFIX}gc_freed_bytes_total", "Bytes garbage collection removed.", registry=r)
-        self.replication_lag = Gauge(
-            f"{PREFIX}replication_lag_seconds",
-            "Age of the oldest change a replication rule has not copied yet.",
-            ["rule"], multiprocess_mode="mostrecent", registry=r)
         # Integrity and trust (trust/enforce.py, integrity/scrub.py, integrity/reads.py).
         self.signature_checks = Counter(
             f"{PREFIX}signature_checks_total",
@@ -279,7 +275,7 @@ class Metrics:
     def failover(self) -> None:
         self.failovers.inc()
 
-    # -- storage, GC, replication --------------------------------------------------------------
+    # -- storage, GC -------------------------------------------------------------------------
     def set_storage(self, tier: str, used: int, capacity: int | None) -> None:
         name = _config_name(tier)
         self.storage_bytes.labels(name).set(used)
@@ -293,8 +289,6 @@ class Metrics:
         if n > 0:
             self.gc_freed.inc(n)
 
-    def set_replication_lag(self, rule: str, seconds: float) -> None:
-        self.replication_lag.labels(_config_name(rule)).set(max(0.0, seconds))
 
     # -- integrity and trust -------------------------------------------------------------------
     def signature_check(self, result: SignatureResult) -> None:

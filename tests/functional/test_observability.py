@@ -39,7 +39,6 @@ FAMILIES = (
     "stablemirror_upstream_latency_seconds", "stablemirror_upstream_failovers_total",
     "stablemirror_storage_bytes", "stablemirror_storage_capacity_bytes",
     "stablemirror_uploads_in_progress", "stablemirror_gc_freed_bytes_total",
-    "stablemirror_replication_lag_seconds",
 )
 
 

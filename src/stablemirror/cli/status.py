@@ -142,13 +142,6 @@ def render(status: dict[str, Any], m: Samples, console: Console) -> None:
     storage.caption = f"GC freed: {human_bytes(m.total('stablemirror_gc_freed_bytes_total'))}"
     console.print(storage)
 
-    lag = m.by("stablemirror_replication_lag_seconds", "rule")
-    if lag:
-        replication = _table("Replication", "rule", "lag")
-        for rule, seconds in sorted(lag.items()):
-            replication.add_row(rule, human_seconds(seconds))
-        console.print(replication)
-
     http = _table("HTTP (since start)", "route", "requests", "5xx", "mean duration")
     counts = m.by("stablemirror_http_request_duration_seconds_count", "route")
     sums = m.by("stablemirror_http_request_duration_seconds_sum", "route")
@@ -165,7 +158,7 @@ def status(
         help="server base URL (default: http://<listen> from the settings)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
 ) -> None:
-    """Summarize a running server: health, pulls, cache, upstreams, storage, replication."""
+    """Summarize a running server: health, pulls, cache, upstreams, storage."""
     base = (url or f"http://{load_settings(config).listen}").rstrip("/")
     console = Console()
     try:

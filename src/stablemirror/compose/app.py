@@ -19,6 +19,7 @@ from stablemirror.api.ops import add_ops_routes
 from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
+from stablemirror.compose.background import Background
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.trust import build_trust
@@ -62,12 +63,13 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
                         audit=audit.record if audit is not None else None,
                         healer=ServiceHealer(registry, store) if mirror is not None else None)
     app[REGISTRY] = trust.registry
-    app.on_startup.append(trust.start)
-    app.on_cleanup.append(trust.stop)
+    background = Background()  # every worker's loops, on one lifecycle
+    trust.schedule(background)
     if mirror is not None:
         app[QUALIFY_NAME] = mirror.registry.qualify
         app.on_startup.append(mirror.start)
         app.on_cleanup.append(mirror.stop)
+        mirror.schedule(background)
     app[METRICS] = metrics
     # Blob bodies are sent by sendfile(2) from these threads (api/sendfile.py).
     sendfile_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendfile")
@@ -82,8 +84,9 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
         await index.close()
 
     app.on_cleanup.append(close_index)
-    install_access(app, settings, db, audit)  # token endpoint, admin API, audit jobs
-    releases.install(app, settings.releases.retention_interval_seconds)
+    install_access(app, settings, db, audit, background)  # token endpoint, admin API, audit
+    releases.install(app, settings.releases.retention_interval_seconds, background)
     add_routes(app)
     add_ops_routes(app)
+    background.install(app)
     return app

@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from stablemirror.api.admin import add_admin_routes
 from stablemirror.api.auth import add_token_routes
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_ADMIN, AUTH_SETTINGS
 from stablemirror.audit.forward import Forwarder
-from stablemirror.audit.jobs import every, retention_job
+from stablemirror.audit.jobs import retention_job
 from stablemirror.audit.log import AuditLog
 from stablemirror.auth import keys
 from stablemirror.auth.admin import AuthAdmin
@@ -32,6 +30,7 @@ from stablemirror.auth.passwords import Passwords
 from stablemirror.auth.service import AuthService, PolicyCache
 from stablemirror.auth.store import AuthStore
 from stablemirror.auth.tokens import TokenService
+from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
@@ -61,36 +60,17 @@ def build_admin(settings: Settings, db: Database) -> tuple[AuthStore, Passwords,
     return store, passwords, AuthAdmin(db, store, passwords, policies, grace)
 
 
-class _Tasks:
-    """Background loops of one worker, cancelled at cleanup."""
-
-    def __init__(self) -> None:
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def start(self, interval: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-        self.tasks.append(asyncio.create_task(every(interval, job, name)))
-
-    async def stop(self, _app: web.Application) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 def install_access(app: web.Application, settings: Settings, db: Database,
-                   audit: AuditLog | None) -> None:
-    tasks = _Tasks()
-    app.on_shutdown.append(tasks.stop)  # before on_cleanup closes the database
+                   audit: AuditLog | None, background: Background) -> None:
     if audit is not None:
         app[AUDIT] = audit
-        _audit_jobs(app, settings, audit, tasks)
+        _audit_jobs(app, settings, audit, background)
     if settings.auth.enabled:
-        _install_auth(app, settings, db, tasks)
+        _install_auth(app, settings, db, background)
 
 
 def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
-                tasks: _Tasks) -> None:
+                background: Background) -> None:
     cfg = settings.audit
     forwarder = None
     if cfg.forward_file is not None or cfg.forward_syslog is not None:
@@ -100,10 +80,11 @@ def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
     async def start(_app: web.Application) -> None:
         # The checkpoint key exists before the first prune or verify needs it.
         await asyncio.to_thread(audit.key)
-        tasks.start(cfg.prune_interval_seconds, retention_job(audit, cfg.retention_days),
-                    "retention")
-        if forwarder is not None:
-            tasks.start(cfg.forward_interval_seconds, forwarder.run_once, "forward")
+
+    background.every("audit retention", cfg.prune_interval_seconds,
+                     retention_job(audit, cfg.retention_days))
+    if forwarder is not None:
+        background.every("audit forwarding", cfg.forward_interval_seconds, forwarder.run_once)
 
     async def stop(_app: web.Application) -> None:
         if forwarder is not None:
@@ -115,7 +96,7 @@ def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
 
 
 def _install_auth(app: web.Application, settings: Settings, db: Database,
-                  tasks: _Tasks) -> None:
+                  background: Background) -> None:
     cfg = settings.auth
     store, passwords, admin = build_admin(settings, db)
     ring = KeyRing(db)
@@ -145,7 +126,9 @@ def _install_auth(app: web.Application, settings: Settings, db: Database,
         password = settings.admin_password
         if password is not None and await admin.bootstrap_admin(password.get_secret_value()):
             log.info("created the admin user from STABLEMIRROR_ADMIN_PASSWORD")
-        tasks.start(cfg.key_reload_seconds, refresh_keys, "keys")
+
+    # The first refresh ran at start-up, before the bootstrap admin needs the keys.
+    background.every("signing keys", cfg.key_reload_seconds, refresh_keys, first_now=False)
 
     async def stop(_app: web.Application) -> None:
         for s in sessions:

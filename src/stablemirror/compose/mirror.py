@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.create_once import create_once
@@ -51,22 +51,19 @@ class MirrorParts:
     access: AccessRecorder
     fetches: BlobFetches
     evictor: CacheEvictor
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def schedule(self, background: Background) -> None:
+        background.run("access times", self.access.run)
+        if self.evictor.enabled:
+            background.run("eviction", self.evictor.run)
+        for name, group in self.groups.items():
+            if group.settings.health_check_interval > 0:
+                background.run(f"health checks of {name}", group.health_loop)
 
     async def start(self, _app: web.Application) -> None:
         await self.client.start()
-        loop = asyncio.get_running_loop()
-        self.tasks.append(loop.create_task(self.access.run()))
-        if self.evictor.enabled:
-            self.tasks.append(loop.create_task(self.evictor.run()))
-        for group in self.groups.values():
-            if group.settings.health_check_interval > 0:
-                self.tasks.append(loop.create_task(group.health_loop()))
 
     async def stop(self, _app: web.Application) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.fetches.aclose()
         await self.client.close()
 

@@ -7,15 +7,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from stablemirror.api.releases import RELEASES, RETENTION, add_release_routes
+from stablemirror.compose.background import Background
 from stablemirror.config import Settings
 from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
@@ -33,44 +32,34 @@ log = logging.getLogger("stablemirror.releases")
 class ReleaseParts:
     service: ReleaseService
     retention: Retention
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def wrap(self, registry: RegistryService, is_hosted: Callable[[str], bool]
              ) -> RegistryService:
         self.service.is_hosted = is_hosted
         return ReleaseRegistry(registry, self.service, self.retention.index, is_hosted)
 
-    def install(self, app: web.Application, interval: float) -> None:
+    def install(self, app: web.Application, interval: float, background: Background) -> None:
         app[RELEASES] = self.service
         app[RETENTION] = self.retention
         add_release_routes(app)
 
         async def start(_app: web.Application) -> None:
             await self.service.start()
-            if any(ns.retention.enabled for ns in self.service.settings.namespaces):
-                self.tasks.append(asyncio.get_running_loop().create_task(
-                    self._retention_loop(interval)))
 
         async def stop(_app: web.Application) -> None:
-            for task in self.tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await self.service.stop()  # before on_cleanup closes the database
 
         app.on_startup.append(start)
         app.on_shutdown.append(stop)
+        if any(ns.retention.enabled for ns in self.service.settings.namespaces):
+            background.every("release retention", interval, self._retention_once,
+                             first_now=False)
 
-    async def _retention_loop(self, interval: float) -> None:
+    async def _retention_once(self) -> None:
         ctx = RequestContext(actor="retention", client="local", user_agent="stablemirror")
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                removed = await self.retention.run(ctx, dry_run=False)
-                if removed:
-                    log.info("retention removed %d versions", len(removed))
-            except Exception:  # the job runs again next interval
-                log.exception("release retention failed")
+        removed = await self.retention.run(ctx, dry_run=False)
+        if removed:
+            log.info("retention removed %d versions", len(removed))
 
 
 def build_releases(settings: Settings, db: Database, index: RegistryIndex, metrics: Metrics,

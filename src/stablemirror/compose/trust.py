@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
+from stablemirror.compose.background import Background
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.sql_trust import SqlTrustIndex
@@ -40,13 +39,9 @@ class TrustParts:
     index: SqlTrustIndex
     worker: ScrubWorker | None
 
-    async def start(self, _app: web.Application) -> None:
+    def schedule(self, background: Background) -> None:
         if self.worker is not None:
-            self.worker.start()
-
-    async def stop(self, _app: web.Application) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
+            background.run("scrub", self.worker.run)
 
 
 def build_trust(settings: Settings, inner: RegistryService, store: BlobStore, db: Database,

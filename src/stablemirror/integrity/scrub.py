@@ -286,20 +286,7 @@ class ScrubWorker:
         self.interval = interval
         self.reverify_after = reverify_after
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._task: asyncio.Task[None] | None = None
         self._renewed = 0.0
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.index.release_lease(self.LEASE, self.holder)
 
     async def _keep_going(self) -> bool:
         if time.monotonic() - self._renewed < 30:
@@ -307,7 +294,15 @@ class ScrubWorker:
         self._renewed = time.monotonic()
         return await self.index.acquire_lease(self.LEASE, self.holder, 120)
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """Scrub passes until cancelled; then the lease goes, for another worker to take."""
+        try:
+            await self._passes()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.index.release_lease(self.LEASE, self.holder)
+
+    async def _passes(self) -> None:
         while True:
             try:
                 if await self.index.acquire_lease(self.LEASE, self.holder, 120):

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from stablemirror.client.auth import TokenRefused, parse_challenge, request_token
 from stablemirror.metrics import UpstreamResult
 from stablemirror.mirror.config import UpstreamGroupSettings, UpstreamSettings
 from stablemirror.mirror.events import (
@@ -36,7 +36,6 @@ log = logging.getLogger("stablemirror.upstream")
 T = TypeVar("T")
 
 MANIFEST_ACCEPT = ", ".join(sorted(mt.MANIFESTS))
-_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
 class UpstreamFailure(Exception):
@@ -190,31 +189,24 @@ class Upstream:
                              media_type, body, response.headers.get("Stablemirror-Channel"))
 
     async def _authenticate(self, challenge: str, scope_key: str) -> None:
-        scheme, _, params_text = challenge.partition(" ")
+        scheme, params = parse_challenge(challenge)
         creds = None
         if self.settings.username is not None:
             creds = aiohttp.BasicAuth(self.settings.username, self.settings.password or "")
-        if scheme.lower() == "basic" and creds is not None:
+        if scheme == "basic" and creds is not None:
             self._basic = creds
             return
-        if scheme.lower() != "bearer":
-            raise UpstreamAnswer(self.name, 401)
-        params = dict(_CHALLENGE_PARAM.findall(params_text))
         realm = params.pop("realm", "")
-        if not realm:
+        if scheme != "bearer" or not realm:
             raise UpstreamAnswer(self.name, 401)
         try:
-            async with self.client.session.get(realm, params=params, auth=creds,
-                                        timeout=aiohttp.ClientTimeout(
-                                            total=self.first_byte_timeout)) as r:
-                if r.status != 200:
-                    raise UpstreamAnswer(self.name, r.status)
-                doc: dict[str, Any] = await r.json(content_type=None)
+            async with asyncio.timeout(self.first_byte_timeout):
+                token, lifetime = await request_token(self.client.session, realm, params, creds)
+        except TokenRefused as e:
+            raise UpstreamAnswer(self.name, e.status or 401) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise UpstreamFailure(self.name, "token_" + type(e).__name__) from e
-        token = str(doc.get("token") or doc.get("access_token") or "")
-        lifetime = float(doc.get("expires_in") or 60)
-        self._tokens[scope_key] = (token, time.monotonic() + max(lifetime - 10, 5))
+        self._tokens[scope_key] = (token, time.monotonic() + max((lifetime or 60) - 10, 5))
 
 
 class UpstreamGroup:
