@@ -2,7 +2,7 @@
 
 Every mistake in them becomes one `SettingsError` naming the setting, where it came from
 (`--listen`, `STABLEMIRROR_LISTEN` or `file.yaml: listen`) and the value; the CLI prints it
-as one line (cli.py). Unknown names are refused wherever they appear: a YAML key at any
+as one line (cli/main.py). Unknown names are refused wherever they appear: a YAML key at any
 depth, or a `STABLEMIRROR_*` environment variable (settings_names.py).
 """
 

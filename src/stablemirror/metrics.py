@@ -6,9 +6,9 @@ it through an aiohttp `AppKey`, services through their constructors. Callers use
 methods below rather than the metric objects, so every label value is checked against a
 bounded set: no digests, user names or free-form strings ever become label values.
 
-Several worker processes (server.py) use prometheus_client's multiprocess mode: each process
+Several worker processes (server/prefork.py) use prometheus_client's multiprocess mode: each process
 writes its values to memory-mapped files in one directory (never on the data
-filesystem: metrics_dir.py), and a scrape in any worker merges
+filesystem: server/metrics_dir.py), and a scrape in any worker merges
 them all (`MultiProcessCollector`). `--workers 1` runs the same way, so the output does not
 depend on the worker count. docs/metrics.md lists every series and who updates it.
 """
@@ -68,7 +68,7 @@ MAX_RELEASE_SERIES = 1000  # (repository, channel, version) per process; then `_
 def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
     """Point prometheus_client at `path` for this process and the workers it forks.
 
-    `clean` removes values left in it. A server's directory is its own (metrics_dir.py),
+    `clean` removes values left in it. A server's directory is its own (server/metrics_dir.py),
     so counters restart from zero with the server, as Prometheus expects. Must run before
     any `Metrics(multiprocess_dir=...)`.
     """

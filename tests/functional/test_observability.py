@@ -24,7 +24,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live import LiveServer
+from tests.support.live import LiveServer
 
 MiB = 1 << 20
 TIMEOUT = 30

@@ -11,14 +11,16 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 
+from stablemirror.api.admin import ADMIN_ROUTES
 from stablemirror.audit.log import AuditQuery
 from stablemirror.audit.report import build, parse_when, render
 from stablemirror.auth.admin import AdminError
@@ -54,86 +56,120 @@ class LocalBackend:
             raise CliError(f"{err.field}: {err.reason}") from None
 
     async def _call(self, op: str, **a: Any) -> Any:
-        adm, ctx = self.admin, self.ctx
-        if op == "add_user":
-            account = await adm.add_user(ctx, a["name"], a["password"], a["tags"],
-                                         a["groups"], a["roles"])
-            return account.to_json()
-        if op == "update_user":
-            await adm.update_user(ctx, a["name"], a.get("password"), a.get("tags"),
-                                  a.get("groups"), a.get("disabled"))
-            return {"updated": a["name"]}
-        if op == "delete_user":
-            await adm.delete_user(ctx, a["name"])
-            return {"deleted": a["name"]}
-        if op == "list":
-            return [x.to_json() for x in await adm.list_accounts(a["kind"])]
-        if op == "create_robot":
-            expires = (time.time() + timedelta(days=a["expires_in_days"]).total_seconds()
-                       if a.get("expires_in_days") else None)
-            account, secret = await adm.create_robot(ctx, a["name"], a["roles"], expires,
-                                                     a.get("description", ""))
-            return {**account.to_json(), "username": ROBOT_PREFIX + account.name,
-                    "secret": secret}
-        if op == "revoke_robot":
-            await adm.revoke_robot(ctx, a["name"])
-            return {"revoked": a["name"]}
-        if op == "bindings":
-            return [b.to_json() for b in await adm.bindings()]
-        if op in ("bind", "unbind"):
-            fn = adm.bind if op == "bind" else adm.unbind
-            await fn(ctx, a["principal_kind"], a["principal"], a["role"], a["repositories"])
-            return {"bound" if op == "bind" else "unbound": a}
-        if op == "policies":
-            return await adm.policies()
-        if op == "apply_policy":
-            created = await adm.apply_policy(ctx, a["name"], a["document"])
-            return {"applied": a["name"], "created": created}
-        if op == "delete_policy":
-            await adm.delete_policy(ctx, a["name"])
-            return {"deleted": a["name"]}
-        if op == "test_policy":
-            decision = await adm.test(a["kind"], a["name"], a["action"], a["resource"],
-                                      a.get("client", ""), a.get("tags"), a.get("groups"))
-            return decision.to_json()
-        if op == "rotate_key":
-            return {"kid": await adm.rotate_key(ctx)}
-        if op == "audit_verify":
-            return (await self.audit.verify()).to_json()
-        if op == "audit_prune":
-            before = time.time() - timedelta(days=a["older_than_days"]).total_seconds()
-            cp = await self.audit.prune_older_than(before, actor=ctx.actor or "")
-            return {"checkpoint": None if cp is None else cp.payload}
-        if op == "audit_report":
-            try:
-                since = parse_when(a["since"]) if a.get("since") else None
-                until = parse_when(a["until"]) if a.get("until") else None
-            except ValueError as err:
-                raise CliError(f"since/until: {err}") from None
-            report = build(await self.audit.query(AuditQuery(
-                since=since, until=until, repository=a.get("repo"), actor=a.get("user"))))
-            return report.to_json() if a["format"] == "json" else render(report, a["format"])
-        raise CliError(f"unknown operation {op}")
+        if op not in OPERATIONS:
+            raise CliError(f"unknown operation {op}")
+        return await OPERATIONS[op].local(self, a)
+
+    # -- each operation in-process: the same JSON-shaped result as the admin API's --------
+    async def add_user(self, a: dict[str, Any]) -> Any:
+        account = await self.admin.add_user(self.ctx, a["name"], a["password"], a["tags"],
+                                            a["groups"], a["roles"])
+        return account.to_json()
+
+    async def update_user(self, a: dict[str, Any]) -> Any:
+        await self.admin.update_user(self.ctx, a["name"], a.get("password"), a.get("tags"),
+                                     a.get("groups"), a.get("disabled"))
+        return {"updated": a["name"]}
+
+    async def delete_user(self, a: dict[str, Any]) -> Any:
+        await self.admin.delete_user(self.ctx, a["name"])
+        return {"deleted": a["name"]}
+
+    async def list_accounts(self, a: dict[str, Any]) -> Any:
+        return [x.to_json() for x in await self.admin.list_accounts(a["kind"])]
+
+    async def create_robot(self, a: dict[str, Any]) -> Any:
+        expires = (time.time() + timedelta(days=a["expires_in_days"]).total_seconds()
+                   if a.get("expires_in_days") else None)
+        account, secret = await self.admin.create_robot(self.ctx, a["name"], a["roles"],
+                                                        expires, a.get("description", ""))
+        return {**account.to_json(), "username": ROBOT_PREFIX + account.name, "secret": secret}
+
+    async def revoke_robot(self, a: dict[str, Any]) -> Any:
+        await self.admin.revoke_robot(self.ctx, a["name"])
+        return {"revoked": a["name"]}
+
+    async def bindings(self, _a: dict[str, Any]) -> Any:
+        return [b.to_json() for b in await self.admin.bindings()]
+
+    async def bind(self, a: dict[str, Any]) -> Any:
+        await self.admin.bind(self.ctx, a["principal_kind"], a["principal"], a["role"],
+                              a["repositories"])
+        return {"bound": a}
+
+    async def unbind(self, a: dict[str, Any]) -> Any:
+        await self.admin.unbind(self.ctx, a["principal_kind"], a["principal"], a["role"],
+                                a["repositories"])
+        return {"unbound": a}
+
+    async def policies(self, _a: dict[str, Any]) -> Any:
+        return await self.admin.policies()
+
+    async def apply_policy(self, a: dict[str, Any]) -> Any:
+        created = await self.admin.apply_policy(self.ctx, a["name"], a["document"])
+        return {"applied": a["name"], "created": created}
+
+    async def delete_policy(self, a: dict[str, Any]) -> Any:
+        await self.admin.delete_policy(self.ctx, a["name"])
+        return {"deleted": a["name"]}
+
+    async def test_policy(self, a: dict[str, Any]) -> Any:
+        decision = await self.admin.test(a["kind"], a["name"], a["action"], a["resource"],
+                                         a.get("client", ""), a.get("tags"), a.get("groups"))
+        return decision.to_json()
+
+    async def rotate_key(self, _a: dict[str, Any]) -> Any:
+        return {"kid": await self.admin.rotate_key(self.ctx)}
+
+    async def audit_verify(self, _a: dict[str, Any]) -> Any:
+        return (await self.audit.verify()).to_json()
+
+    async def audit_prune(self, a: dict[str, Any]) -> Any:
+        before = time.time() - timedelta(days=a["older_than_days"]).total_seconds()
+        cp = await self.audit.prune_older_than(before, actor=self.ctx.actor or "")
+        return {"checkpoint": None if cp is None else cp.payload}
+
+    async def audit_report(self, a: dict[str, Any]) -> Any:
+        try:
+            since = parse_when(a["since"]) if a.get("since") else None
+            until = parse_when(a["until"]) if a.get("until") else None
+        except ValueError as err:
+            raise CliError(f"since/until: {err}") from None
+        report = build(await self.audit.query(AuditQuery(
+            since=since, until=until, repository=a.get("repo"), actor=a.get("user"))))
+        return report.to_json() if a["format"] == "json" else render(report, a["format"])
 
 
-# op -> (method, path template, where the arguments go)
-ROUTES: dict[str, tuple[str, str, str]] = {
-    "add_user": ("POST", "/api/v1/users", "body"),
-    "update_user": ("PATCH", "/api/v1/users/{name}", "body"),
-    "delete_user": ("DELETE", "/api/v1/users/{name}", "none"),
-    "create_robot": ("POST", "/api/v1/robots", "body"),
-    "revoke_robot": ("DELETE", "/api/v1/robots/{name}", "none"),
-    "bindings": ("GET", "/api/v1/bindings", "none"),
-    "bind": ("POST", "/api/v1/bindings", "body"),
-    "unbind": ("DELETE", "/api/v1/bindings", "body"),
-    "policies": ("GET", "/api/v1/policies", "none"),
-    "apply_policy": ("PUT", "/api/v1/policies/{name}", "document"),
-    "delete_policy": ("DELETE", "/api/v1/policies/{name}", "none"),
-    "test_policy": ("POST", "/api/v1/policy-test", "body"),
-    "rotate_key": ("POST", "/api/v1/keys/rotate", "none"),
-    "audit_verify": ("GET", "/api/v1/audit/verify", "none"),
-    "audit_prune": ("POST", "/api/v1/audit/prune", "body"),
-    "audit_report": ("GET", "/api/v1/audit/report", "query"),
+Where = Literal["body", "document", "query", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One admin operation: where its arguments go in the admin API request (its route:
+    api/admin.py ADMIN_ROUTES, by the same name), and the in-process way to do the same."""
+
+    where: Where
+    local: Callable[[LocalBackend, dict[str, Any]], Awaitable[Any]]
+
+
+OPERATIONS: dict[str, Operation] = {
+    "add_user": Operation("body", LocalBackend.add_user),
+    "update_user": Operation("body", LocalBackend.update_user),
+    "delete_user": Operation("none", LocalBackend.delete_user),
+    "list": Operation("none", LocalBackend.list_accounts),  # list_users or list_robots
+    "create_robot": Operation("body", LocalBackend.create_robot),
+    "revoke_robot": Operation("none", LocalBackend.revoke_robot),
+    "bindings": Operation("none", LocalBackend.bindings),
+    "bind": Operation("body", LocalBackend.bind),
+    "unbind": Operation("body", LocalBackend.unbind),
+    "policies": Operation("none", LocalBackend.policies),
+    "apply_policy": Operation("document", LocalBackend.apply_policy),
+    "delete_policy": Operation("none", LocalBackend.delete_policy),
+    "test_policy": Operation("body", LocalBackend.test_policy),
+    "rotate_key": Operation("none", LocalBackend.rotate_key),
+    "audit_verify": Operation("none", LocalBackend.audit_verify),
+    "audit_prune": Operation("body", LocalBackend.audit_prune),
+    "audit_report": Operation("query", LocalBackend.audit_report),
 }
 
 
@@ -151,11 +187,9 @@ class RemoteBackend:
         await self.session.close()
 
     async def call(self, op: str, **a: Any) -> Any:
-        if op == "list":
-            method, path, where = "GET", f"/api/v1/{a['kind']}s", "none"
-        else:
-            method, path, where = ROUTES[op]
-        path = path.format(**{k: v for k, v in a.items() if isinstance(v, str)})
+        where = OPERATIONS[op].where
+        method, template, _handler = ADMIN_ROUTES[f"list_{a['kind']}s" if op == "list" else op]
+        path = template.format(**{k: v for k, v in a.items() if isinstance(v, str)})
         kwargs: dict[str, Any] = {}
         if where == "body":
             kwargs["json"] = _wire(op, a)

@@ -111,7 +111,7 @@ def gc(
 
 def _record_gc(settings: Settings, freed: int) -> None:
     """Add to gc_freed_bytes_total of a server running on this data dir: its workers and
-    this process share its metrics directory (metrics_dir.py)."""
+    this process share its metrics directory (server/metrics_dir.py)."""
     from stablemirror.metrics import Metrics, prepare_multiprocess_dir
     from stablemirror.server.metrics_dir import running_server_dir
 

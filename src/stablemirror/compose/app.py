@@ -32,13 +32,13 @@ from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.store.filesystem import FilesystemBlobStore
 
-__all__ = ["build_app", "run_guarded"]  # run_guarded: server.py runs the app with it
+__all__ = ["build_app", "run_guarded"]  # run_guarded: server/prefork.py runs the app with it
 
 READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 
 
 def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
-    """`metrics`: server.py passes one in multiprocess mode; else a private, in-process one."""
+    """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
     store = FilesystemBlobStore(settings.data_dir)
     db = Database(settings.index_url)

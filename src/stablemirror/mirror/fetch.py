@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -99,21 +98,6 @@ class BlobFetches:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), self.poll)
 
-    def _known_size(self, digest: Digest) -> int | None:
-        try:
-            return int(self.files.path(digest, "size").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _error(self, digest: Digest, since: float) -> tuple[str, int | None] | None:
-        try:
-            doc = json.loads(self.files.path(digest, "error").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        if doc.get("at", 0) < since:
-            return None
-        return str(doc.get("reason")), doc.get("status")
-
     # -- leadership ------------------------------------------------------------------------------
     def _try_lead(self, digest: Digest, repository: str, source: BlobUpstream) -> bool:
         key = self.files.key(digest)
@@ -139,12 +123,12 @@ class BlobFetches:
             stored = await self.store.stat(digest)
             if stored is not None:
                 return stored
-            size = self._known_size(digest)
+            size = self.files.size(digest)
             if size is not None:
                 return size
             key = self.files.key(digest)
             if key not in self._leading:
-                failure = self._error(digest, started)
+                failure = self.files.error(digest, started)
                 if failure is not None:
                     raise FetchFailed(str(digest), failure[0], failure[1])
                 self._try_lead(digest, repository, source)
@@ -158,9 +142,8 @@ class BlobFetches:
         try:
             if await self.store.stat(digest) is not None:
                 return
-            self.files.path(digest, "error").unlink(missing_ok=True)
             # a marker left by a crash could name an inode a new .part reuses
-            self.files.path(digest, "verified").unlink(missing_ok=True)
+            self.files.drop(digest, "error", "verified")
             await self._download(digest, repository, source, part, lock_fd)
         except (NoUpstreamAvailable, UpstreamAnswer) as e:
             status = e.status if isinstance(e, UpstreamAnswer) else None
@@ -181,13 +164,11 @@ class BlobFetches:
 
     def _discard(self, digest: Digest, reason: str) -> None:
         """Wrong or incomplete bytes are never kept: the next fetch starts from zero."""
-        self.files.path(digest, "part").unlink(missing_ok=True)
-        self.files.path(digest, "size").unlink(missing_ok=True)
+        self.files.drop(digest, "part", "size")
         self._fail(digest, reason, None)
 
     def _fail(self, digest: Digest, reason: str, status: int | None) -> None:
-        self.files.path(digest, "error").write_text(
-            json.dumps({"reason": reason, "status": status, "at": time.time()}))
+        self.files.set_error(digest, reason, status)
 
     async def _download(self, digest: Digest, repository: str, source: BlobUpstream,
                         part: Path, lock_fd: int) -> None:
@@ -200,14 +181,14 @@ class BlobFetches:
                 await asyncio.to_thread(_hash_prefix, part, offset, hasher)
             # A complete .part (its leader was stopped between verifying and publishing)
             # needs no upstream: verify and publish what is on disk.
-            known = self._known_size(digest) if offset else None
+            known = self.files.size(digest) if offset else None
             total = offset if known == offset else -1
             attempts = 0 if total == offset else source.max_attempts
             writer = PartWriter(f, hasher, lambda: self._notify(key), hold=(lock_fd,))
             try:
                 for _attempt in range(attempts):
                     total, chunks = await source.open(offset)
-                    _write_atomic(self.files.path(digest, "size"), str(total))
+                    self.files.set_size(digest, total)
                     self._notify(key)  # waiters can send headers now
                     offset = await self._receive(chunks, writer, offset, digest)
                     if offset >= total:
@@ -223,7 +204,7 @@ class BlobFetches:
             # Verified: waiters may send their last byte now; the durable publish (fsync,
             # rename, directory fsync) need not hold up the clients. From here on a
             # shutdown waits for the publish instead of cancelling it (aclose).
-            _write_atomic(self.files.path(digest, "verified"), str(os.fstat(f.fileno()).st_ino))
+            self.files.set_verified_inode(digest, os.fstat(f.fileno()).st_ino)
             self._publishing.add(key)
             self._notify(key)
         finally:
@@ -232,8 +213,7 @@ class BlobFetches:
         await self.index.link_blob(repository, digest, total)
         # The store's one publish path, shared with pushes: it fsyncs file and directory.
         await self.store.publish_verified(part, digest)
-        self.files.path(digest, "size").unlink(missing_ok=True)
-        self.files.path(digest, "verified").unlink(missing_ok=True)
+        self.files.drop(digest, "size", "verified")
 
     async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
                        digest: Digest) -> int:
@@ -280,7 +260,7 @@ class BlobFetches:
                     deadline = time.monotonic() + self.wait_seconds
                     continue
                 # .verified first: the leader writes it before publishing, removes it after
-                if inode in (self._verified_inode(digest), self._published_inode(digest)):
+                if inode in (self.files.verified_inode(digest), self._published_inode(digest)):
                     verified = True
                     continue
                 self._check_alive(digest, inode, started)
@@ -325,12 +305,6 @@ class BlobFetches:
         except FileNotFoundError:
             return None
 
-    def _verified_inode(self, digest: Digest) -> int | None:
-        try:
-            return int(self.files.path(digest, "verified").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
     def _check_alive(self, digest: Digest, inode: int, since: float) -> None:
         """Abort if what we read can no longer become the published blob."""
         published = self._published_inode(digest)
@@ -344,7 +318,7 @@ class BlobFetches:
             current = None
         if current != inode:
             raise FetchAborted(str(digest), "fetch restarted after a failed verification")
-        if self.files.key(digest) not in self._leading and self._error(digest, since):
+        if self.files.key(digest) not in self._leading and self.files.error(digest, since):
             raise FetchAborted(str(digest), "upstream fetch failed")
 
     async def aclose(self) -> None:
@@ -362,9 +336,4 @@ def _hash_prefix(path: Path, length: int, hasher: Hasher) -> None:
             hasher.update(data)
             remaining -= len(data)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -308,14 +307,11 @@ class MirrorRegistry:
     async def _record_access(self, found: StoredManifest) -> None:
         """A manifest being pulled marks its blobs in use, so eviction leaves them alone."""
         try:
-            doc = json.loads(found.content)
-        except ValueError:
+            manifest = parse_manifest(found.content, found.media_type,
+                                      Digest.parse(found.digest).algorithm)
+        except OCIError:
             return
-        layers = doc.get("layers") if isinstance(doc, dict) else None
-        config = doc.get("config") if isinstance(doc, dict) else None
-        digests = [d["digest"] for d in [config, *(layers or [])]
-                   if isinstance(d, dict) and isinstance(d.get("digest"), str)]
-        await self.access.manifest_pulled(digests)
+        await self.access.manifest_pulled([str(d.digest) for d in manifest.blobs])
 
     # -- blobs ----------------------------------------------------------------------
     async def open_blob(self, ctx: RequestContext, repository: str, digest: str) -> BlobSource:

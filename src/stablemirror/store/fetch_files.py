@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +36,37 @@ class FetchFiles:
 
     def path(self, digest: Digest, suffix: Suffix) -> Path:
         return self.dir / f"{self.key(digest)}.{suffix}"
+
+    # -- what the small files say ----------------------------------------------------------
+    def size(self, digest: Digest) -> int | None:
+        return _read_int(self.path(digest, "size"))
+
+    def set_size(self, digest: Digest, size: int) -> None:
+        _write_atomic(self.path(digest, "size"), str(size))
+
+    def verified_inode(self, digest: Digest) -> int | None:
+        return _read_int(self.path(digest, "verified"))
+
+    def set_verified_inode(self, digest: Digest, inode: int) -> None:
+        _write_atomic(self.path(digest, "verified"), str(inode))
+
+    def error(self, digest: Digest, since: float) -> tuple[str, int | None] | None:
+        """(reason, upstream status) of a failure recorded at or after `since`."""
+        try:
+            doc = json.loads(self.path(digest, "error").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if doc.get("at", 0) < since:
+            return None
+        return str(doc.get("reason")), doc.get("status")
+
+    def set_error(self, digest: Digest, reason: str, status: int | None) -> None:
+        self.path(digest, "error").write_text(
+            json.dumps({"reason": reason, "status": status, "at": time.time()}))
+
+    def drop(self, digest: Digest, *suffixes: Suffix) -> None:
+        for suffix in suffixes:
+            self.path(digest, suffix).unlink(missing_ok=True)
 
     def sweep(self, cutoff: float, dry_run: bool) -> int:
         """Drop the files of fetches untouched since `cutoff` that no leader holds; return
@@ -86,3 +119,16 @@ def _drop_if_idle(lock: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

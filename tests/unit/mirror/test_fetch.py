@@ -1,10 +1,12 @@
-"""A mirrored blob is published through the store's one durable path (publish_verified):
-the fetched file, its rename and the directories it lands in are all fsynced."""
+"""Blob fetches (mirror/fetch.py): a mirrored blob is published through the store's one
+durable path (publish_verified), its file, rename and directories fsynced; a waiter's
+liveness check around the publish."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -12,7 +14,7 @@ from typing import cast
 import pytest
 
 from stablemirror.index.protocol import RegistryIndex
-from stablemirror.mirror.fetch import BlobFetches
+from stablemirror.mirror.fetch import BlobFetches, FetchAborted
 from stablemirror.oci.digest import Digest
 from stablemirror.store.filesystem import FilesystemBlobStore
 
@@ -78,3 +80,32 @@ async def test_a_fetched_blob_is_published_durably_through_the_store(
         assert path.stat().st_ino in fsynced, f"{path} not fsynced"
     assert not fetches.files.path(digest, "part").exists()
     assert not fetches.files.path(digest, "lock").exists()
+
+
+def _waiter_on_a_part(tmp_path: Path, data: bytes) -> tuple[BlobFetches, Digest, int, Path]:
+    """A fetch whose .part holds `data`: (fetches, digest, the inode a waiter read, the
+    path the blob is published at, its directory created)."""
+    store = FilesystemBlobStore(tmp_path / "data")
+    index = cast(RegistryIndex, None)  # the checks below never touch the index
+    fetches, digest = BlobFetches(tmp_path / "fetch", store, index), Digest("sha256", "ab" * 32)
+    part = fetches.files.path(digest, "part")
+    part.write_bytes(data)
+    dest = store.local_path(digest)
+    assert dest is not None
+    dest.parent.mkdir(parents=True)
+    return fetches, digest, part.stat().st_ino, dest
+
+
+def test_a_waiter_whose_part_was_just_published_is_not_aborted(tmp_path: Path) -> None:
+    """The leader may publish between a waiter's "verified yet?" look and its liveness
+    check: the published inode is the one the waiter read, so it carries on."""
+    fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"verified bytes")
+    fetches.files.path(digest, "part").rename(dest)
+    fetches._check_alive(digest, inode, time.time())  # no FetchAborted
+
+
+def test_a_waiter_whose_part_was_replaced_is_aborted(tmp_path: Path) -> None:
+    fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"bad bytes")
+    dest.write_bytes(b"other bytes")  # published from another file
+    with pytest.raises(FetchAborted):
+        fetches._check_alive(digest, inode, time.time())

@@ -1,20 +1,16 @@
-"""Fetch coordination through files: lock_fetch (one holder; deleting a lock file never
-splits the lock) and a waiter's liveness check around the publish."""
+"""The files of blobs being fetched (store/fetch_files.py): lock_fetch (one holder; deleting
+a lock file never splits the lock) and gc's sweep of what an abandoned fetch left."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import cast
 
 import pytest
 
-from stablemirror.index.protocol import RegistryIndex
-from stablemirror.mirror.fetch import BlobFetches, FetchAborted
 from stablemirror.oci.digest import Digest
 from stablemirror.store.fetch_files import FetchFiles, lock_fetch
-from stablemirror.store.filesystem import FilesystemBlobStore
 
 
 def test_one_holder_at_a_time(tmp_path: Path) -> None:
@@ -70,30 +66,15 @@ def test_gc_drops_a_finished_fetchs_files_only_when_idle(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def _waiter_on_a_part(tmp_path: Path, data: bytes) -> tuple[BlobFetches, Digest, int, Path]:
-    """A fetch whose .part holds `data`: (fetches, digest, the inode a waiter read, the
-    path the blob is published at, its directory created)."""
-    store = FilesystemBlobStore(tmp_path / "data")
-    index = cast(RegistryIndex, None)  # the checks below never touch the index
-    fetches, digest = BlobFetches(tmp_path / "fetch", store, index), Digest("sha256", "ab" * 32)
-    part = fetches.files.path(digest, "part")
-    part.write_bytes(data)
-    dest = store.local_path(digest)
-    assert dest is not None
-    dest.parent.mkdir(parents=True)
-    return fetches, digest, part.stat().st_ino, dest
-
-
-def test_a_waiter_whose_part_was_just_published_is_not_aborted(tmp_path: Path) -> None:
-    """The leader may publish between a waiter's "verified yet?" look and its liveness
-    check: the published inode is the one the waiter read, so it carries on."""
-    fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"verified bytes")
-    fetches.files.path(digest, "part").rename(dest)
-    fetches._check_alive(digest, inode, time.time())  # no FetchAborted
-
-
-def test_a_waiter_whose_part_was_replaced_is_aborted(tmp_path: Path) -> None:
-    fetches, digest, inode, dest = _waiter_on_a_part(tmp_path, b"bad bytes")
-    dest.write_bytes(b"other bytes")  # published from another file
-    with pytest.raises(FetchAborted):
-        fetches._check_alive(digest, inode, time.time())
+def test_what_the_small_files_say(tmp_path: Path) -> None:
+    files, digest = FetchFiles(tmp_path), Digest("sha256", "cd" * 32)
+    assert files.size(digest) is None and files.verified_inode(digest) is None
+    files.set_size(digest, 42)
+    files.set_verified_inode(digest, 7)
+    assert (files.size(digest), files.verified_inode(digest)) == (42, 7)
+    before = time.time() - 1
+    files.set_error(digest, "NoUpstreamAvailable", 404)
+    assert files.error(digest, before) == ("NoUpstreamAvailable", 404)
+    assert files.error(digest, time.time() + 1) is None  # older than the caller cares about
+    files.drop(digest, "size", "verified", "error")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
