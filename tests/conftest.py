@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import LiveServer
+from tests.support.live import LiveServer
 
 
 @pytest.fixture

@@ -1,3 +1,3 @@
-from stablemirror.cli import main
+from stablemirror.cli.main import main
 
 main()

@@ -2,7 +2,7 @@
 
 Every mistake in them becomes one `SettingsError` naming the setting, where it came from
 (`--listen`, `STABLEMIRROR_LISTEN` or `file.yaml: listen`) and the value; the CLI prints it
-as one line (cli.py). Unknown names are refused wherever they appear: a YAML key at any
+as one line (cli/main.py). Unknown names are refused wherever they appear: a YAML key at any
 depth, or a `STABLEMIRROR_*` environment variable (settings_names.py).
 """
 
@@ -32,7 +32,7 @@ from pydantic_settings import (
 
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
-from stablemirror.mirror_config import MirrorSettings
+from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys

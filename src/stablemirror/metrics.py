@@ -6,9 +6,9 @@ it through an aiohttp `AppKey`, services through their constructors. Callers use
 methods below rather than the metric objects, so every label value is checked against a
 bounded set: no digests, user names or free-form strings ever become label values.
 
-Several worker processes (server.py) use prometheus_client's multiprocess mode: each process
+Several worker processes (server/prefork.py) use prometheus_client's multiprocess mode: each process
 writes its values to memory-mapped files in one directory (never on the data
-filesystem: metrics_dir.py), and a scrape in any worker merges
+filesystem: server/metrics_dir.py), and a scrape in any worker merges
 them all (`MultiProcessCollector`). `--workers 1` runs the same way, so the output does not
 depend on the worker count. docs/metrics.md lists every series and who updates it.
 """
@@ -42,7 +42,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 Kind = Literal["manifest", "blob"]
 FailureReason = Literal["not_found", "denied", "upstream", "client_abort", "invalid", "error"]
-Source = Literal["local", "upstream", "peer"]
+Source = Literal["local", "upstream"]
 CacheResult = Literal["hit", "miss", "coalesced", "stale"]
 UpstreamResult = Literal["ok", "not_found", "error", "timeout"]
 SignatureResult = Literal["ok", "warned", "denied"]
@@ -71,7 +71,7 @@ MAX_RELEASE_SERIES = 1000  # (repository, channel, version) per process; then `_
 def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
     """Point prometheus_client at `path` for this process and the workers it forks.
 
-    `clean` removes values left in it. A server's directory is its own (metrics_dir.py),
+    `clean` removes values left in it. A server's directory is its own (server/metrics_dir.py),
     so counters restart from zero with the server, as Prometheus expects. Must run before
     any `Metrics(multiprocess_dir=...)`.
     """
@@ -188,11 +188,7 @@ class Metrics:
             multiprocess_mode="mostrecent", registry=r)
         self.gc_freed = Counter(
             f"{PREFIX}gc_freed_bytes_total", "Bytes garbage collection removed.", registry=r)
-        self.replication_lag = Gauge(
-            f"{PREFIX}replication_lag_seconds",
-            "Age of the oldest change a replication rule has not copied yet.",
-            ["rule"], multiprocess_mode="mostrecent", registry=r)
-        # Integrity and trust (trust/enforce.py, services/scrub.py, services/integrity.py).
+        # Integrity and trust (trust/enforce.py, integrity/scrub.py, integrity/reads.py).
         self.signature_checks = Counter(
             f"{PREFIX}signature_checks_total",
             "Manifest GETs checked against a trust policy, by outcome.", ["result"], registry=r)
@@ -299,7 +295,7 @@ class Metrics:
     def failover(self) -> None:
         self.failovers.inc()
 
-    # -- storage, GC, replication --------------------------------------------------------------
+    # -- storage, GC -------------------------------------------------------------------------
     def set_storage(self, tier: str, used: int, capacity: int | None) -> None:
         name = _config_name(tier)
         self.storage_bytes.labels(name).set(used)
@@ -313,8 +309,6 @@ class Metrics:
         if n > 0:
             self.gc_freed.inc(n)
 
-    def set_replication_lag(self, rule: str, seconds: float) -> None:
-        self.replication_lag.labels(_config_name(rule)).set(max(0.0, seconds))
 
     # -- integrity and trust -------------------------------------------------------------------
     def signature_check(self, result: SignatureResult) -> None:

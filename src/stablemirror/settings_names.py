@@ -18,7 +18,7 @@ from pydantic import BaseModel
 ENV_PREFIX = "STABLEMIRROR_"
 NESTED = "__"
 # STABLEMIRROR_* variables that are read directly, not settings: credentials of the CLI's
-# remote commands (admin_client.py, auth_cli.py) and of signing keys (trust_cli.py).
+# remote commands (cli/admin_client.py, cli/auth.py) and of signing keys (cli/trust.py).
 NON_SETTING_ENV = frozenset({
     "STABLEMIRROR_PASSWORD", "STABLEMIRROR_USERNAME", "STABLEMIRROR_KEY_PASSWORD",
     "STABLEMIRROR_REGISTRY_USERNAME", "STABLEMIRROR_REGISTRY_PASSWORD",

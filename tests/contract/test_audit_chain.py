@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, delete, select, update
 
-from stablemirror.audit.chain import append
-from stablemirror.audit.events import AuditEvent
 from stablemirror.audit.log import AuditLog, AuditQuery
+from stablemirror.index.audit_chain import append
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
 from stablemirror.index.schema_auth import audit_checkpoints, audit_log
@@ -67,7 +67,7 @@ def test_appends_from_several_processes_form_one_chain(url: str, tmp_path: Path)
         "import asyncio, pathlib, sys\n"
         "from stablemirror.index.db import Database\n"
         "from stablemirror.audit.log import AuditLog\n"
-        "from stablemirror.audit.events import AuditEvent\n"
+        "from stablemirror.index.audit_events import AuditEvent\n"
         "async def main():\n"
         "    db = Database(sys.argv[1])\n"
         "    log = AuditLog(db, pathlib.Path('unused.key'))\n"

@@ -20,7 +20,7 @@ from stablemirror.auth.service import AuthService, LoginFailed, PolicyCache
 from stablemirror.auth.store import AuthStore, Conflict
 from stablemirror.auth.tokens import Access, TokenInvalid, TokenService
 from stablemirror.index.db import Database
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 from tests.contract.test_audit_chain import url  # noqa: F401 - the backend fixture
 
 CTX = RequestContext(actor="tester", client="127.0.0.1")

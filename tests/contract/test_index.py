@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -100,7 +102,12 @@ D2 = Digest.of(b"two")
 
 # -- blobs -----------------------------------------------------------------------------------
 async def test_ping(index: SqlIndex) -> None:
-    await index.ping()
+    await index.ping()  # a healthy index answers
+    database = index.db.reader.url.database
+    if index.db.is_sqlite and database:
+        os.rename(database, database + ".gone")  # pooled connections still see the file
+        with pytest.raises(sqlite3.OperationalError):
+            await index.ping()
 
 
 async def test_link_and_unlink_blob(index: SqlIndex) -> None:

@@ -16,11 +16,11 @@ from stablemirror.index.schema_auth import audit_log
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
+from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.releases.retention_job import Retention
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.protocol import RequestContext
 from tests.contract.test_index import BACKENDS, _url, image, push
 
 CTX = RequestContext(actor="alice", client="10.0.0.1")

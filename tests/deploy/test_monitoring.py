@@ -27,7 +27,7 @@ DASHBOARD = ROOT / "deploy/grafana/stablemirror.json"
 RUNBOOK = ROOT / "docs/runbook.md"
 METRICS_DOC = ROOT / "docs/metrics.md"
 REQUIRED_ALERTS = {"HighPullFailureRate", "UpstreamDown", "AllUpstreamsDown",
-                   "StorageNearlyFull", "ReplicationLagHigh", "HighPullLatency"}
+                   "StorageNearlyFull", "HighPullLatency"}
 METRIC_NAME = re.compile(r"\bstablemirror_[a-z_]+")
 
 
@@ -106,7 +106,7 @@ def test_dashboard_is_valid_and_names_only_declared_metrics() -> None:
     for needed in ("stablemirror_pulls_total", "stablemirror_pull_failures_total",
                    "stablemirror_cache_requests_total", "stablemirror_blob_bytes_served_total",
                    "stablemirror_upstream_up", "stablemirror_upstream_latency_seconds_bucket",
-                   "stablemirror_storage_bytes", "stablemirror_replication_lag_seconds"):
+                   "stablemirror_storage_bytes"):
         assert needed in used, needed
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"

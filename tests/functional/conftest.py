@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.clients import ReferenceRegistry
-from tests.live import LiveServer
-from tests.mirror_support import Registry, running_reference, running_server
+from tests.support.clients import ReferenceRegistry
+from tests.support.live import LiveServer
+from tests.support.mirror_support import Registry, running_reference, running_server
 
 
 @pytest.fixture(scope="module")

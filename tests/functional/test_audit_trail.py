@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.authkit import (
+from tests.support.authkit import (
     ADMIN_PASSWORD,
     OCI_MANIFEST,
     TIMEOUT,
@@ -28,7 +28,7 @@ from tests.authkit import (
     make_image,
     push,
 )
-from tests.live import LiveServer
+from tests.support.live import LiveServer
 
 ServerFactory = Callable[..., LiveServer]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.live import LiveServer
+from tests.support.live import LiveServer
 
 TIMEOUT = 60
 

@@ -23,7 +23,7 @@ import oras.oci
 import pytest
 import requests
 
-from tests.clients import (
+from tests.support.clients import (
     MT_DOCKER_CONFIG,
     MT_DOCKER_LAYER_GZIP,
     MT_DOCKER_MANIFEST,

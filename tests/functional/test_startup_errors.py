@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.live import LiveServer, free_port
+from tests.support.live import LiveServer, free_port
 
 TIMEOUT = 60
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.functional.oci_http import digest_of, error_codes, random_bytes
 from tests.functional.test_startup_errors import unwritable
-from tests.live import LiveServer
+from tests.support.live import LiveServer
+from tests.support.oci_http import digest_of, error_codes, random_bytes
 
 TIMEOUT = 30
 

@@ -25,7 +25,6 @@ ISSUE_FAMILIES = {
     "stablemirror_upstream_latency_seconds_bucket", "stablemirror_upstream_failovers_total",
     "stablemirror_storage_bytes", "stablemirror_storage_capacity_bytes",
     "stablemirror_uploads_in_progress", "stablemirror_gc_freed_bytes_total",
-    "stablemirror_replication_lag_seconds",
 }
 
 
@@ -57,7 +56,6 @@ def test_recording_api() -> None:
     m.failover()
     m.set_storage("local", 10, 100)
     m.gc_freed_bytes(5)
-    m.set_replication_lag("models-to-eu", 42)
     m.http_request("BREW", "unmatched", 501, 0.1)
     got = samples(m.render().decode())
 
@@ -77,7 +75,6 @@ def test_recording_api() -> None:
     assert value("stablemirror_upstream_failovers_total") == 1
     assert value("stablemirror_storage_capacity_bytes", tier="local") == 100
     assert value("stablemirror_gc_freed_bytes_total") == 5
-    assert value("stablemirror_replication_lag_seconds", rule="models-to-eu") == 42
     assert value("stablemirror_http_requests_total", method="other", route="unmatched",
                  status="501") == 1
     (health,) = m.upstream_health()
@@ -100,11 +97,9 @@ def test_unbounded_label_values_are_refused(call: object) -> None:
 def test_configured_names_are_tidied_never_refused() -> None:
     m = Metrics()
     m.set_upstream_up("user:secret@registry.example:443", True)
-    m.set_replication_lag("copy all the things", 1)
     m.set_storage("", 1, 2)
     text = m.render().decode()
     assert 'upstream="registry.example:443"' in text and "secret" not in text
-    assert 'rule="copy_all_the_things"' in text
     assert 'tier="_unnamed"' in text
 
 

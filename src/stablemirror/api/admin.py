@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +17,6 @@ from aiohttp import web
 from stablemirror.api.auth import basic_credentials, event, record, set_actor
 from stablemirror.api.context import context
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_ADMIN
-from stablemirror.audit.events import DENIED, UNAUTHORIZED
 from stablemirror.audit.log import AuditLog, AuditQuery
 from stablemirror.audit.report import build, parse_when, render
 from stablemirror.auth.admin import AdminError
@@ -25,11 +25,11 @@ from stablemirror.auth.principals import ROBOT_PREFIX, Principal
 from stablemirror.auth.service import LoginFailed
 from stablemirror.auth.store import Conflict
 from stablemirror.auth.tokens import TokenInvalid
+from stablemirror.index.audit_events import DENIED, UNAUTHORIZED
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-DAY = 86400.0
 
 
 class AdminInvalid(OCIError):
@@ -145,7 +145,7 @@ async def create_robot(request: web.Request, ctx: RequestContext) -> Any:
     doc = await _body(request)
     expires = doc.get("expires_at")
     if expires is None and doc.get("expires_in_days") is not None:
-        expires = time.time() + float(doc["expires_in_days"]) * DAY
+        expires = time.time() + timedelta(days=float(doc["expires_in_days"])).total_seconds()
     account, secret = await request.app[AUTH_ADMIN].create_robot(
         ctx, str(doc.get("name", "")), _roles(doc), None if expires is None else float(expires),
         str(doc.get("description", "")))
@@ -228,8 +228,8 @@ async def audit_verify(request: web.Request, ctx: RequestContext) -> Any:
 @admin
 async def audit_prune(request: web.Request, ctx: RequestContext) -> Any:
     days = float((await _body(request)).get("older_than_days", 180))
-    checkpoint = await _audit(request).prune_older_than(time.time() - days * DAY,
-                                                        actor=ctx.actor or "")
+    before = time.time() - timedelta(days=days).total_seconds()
+    checkpoint = await _audit(request).prune_older_than(before, actor=ctx.actor or "")
     return {"checkpoint": None if checkpoint is None else checkpoint.payload}
 
 
@@ -252,23 +252,33 @@ async def audit_report(request: web.Request, ctx: RequestContext) -> Any:
     return web.Response(text=render(report, fmt), content_type=content_type)
 
 
+# The admin API, by the name of each operation: the CLI's --url mode calls the same names
+# (cli/admin_client.py), so a route is written here once.
+ADMIN_ROUTES: dict[str, tuple[str, str, Handler]] = {
+    "list_users": ("GET", "/api/v1/users", list_users),
+    "add_user": ("POST", "/api/v1/users", add_user),
+    "update_user": ("PATCH", "/api/v1/users/{name}", update_user),
+    "delete_user": ("DELETE", "/api/v1/users/{name}", delete_user),
+    "list_robots": ("GET", "/api/v1/robots", list_users),
+    "create_robot": ("POST", "/api/v1/robots", create_robot),
+    "revoke_robot": ("DELETE", "/api/v1/robots/{name}", revoke_robot),
+    "bindings": ("GET", "/api/v1/bindings", list_bindings),
+    "bind": ("POST", "/api/v1/bindings", change_binding),
+    "unbind": ("DELETE", "/api/v1/bindings", change_binding),
+    "policies": ("GET", "/api/v1/policies", list_policies),
+    "apply_policy": ("PUT", "/api/v1/policies/{name}", put_policy),
+    "delete_policy": ("DELETE", "/api/v1/policies/{name}", delete_policy),
+    "test_policy": ("POST", "/api/v1/policy-test", test_policy),
+    "rotate_key": ("POST", "/api/v1/keys/rotate", rotate_key),
+    "audit_verify": ("GET", "/api/v1/audit/verify", audit_verify),
+    "audit_prune": ("POST", "/api/v1/audit/prune", audit_prune),
+    "audit_report": ("GET", "/api/v1/audit/report", audit_report),
+}
+
+
 def add_admin_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/api/v1/users", list_users)
-    r.add_post("/api/v1/users", add_user)
-    r.add_patch("/api/v1/users/{name}", update_user)
-    r.add_delete("/api/v1/users/{name}", delete_user)
-    r.add_get("/api/v1/robots", list_users)
-    r.add_post("/api/v1/robots", create_robot)
-    r.add_delete("/api/v1/robots/{name}", revoke_robot)
-    r.add_get("/api/v1/bindings", list_bindings)
-    r.add_post("/api/v1/bindings", change_binding)
-    r.add_delete("/api/v1/bindings", change_binding)
-    r.add_get("/api/v1/policies", list_policies)
-    r.add_put("/api/v1/policies/{name}", put_policy)
-    r.add_delete("/api/v1/policies/{name}", delete_policy)
-    r.add_post("/api/v1/policy-test", test_policy)
-    r.add_post("/api/v1/keys/rotate", rotate_key)
-    r.add_get("/api/v1/audit/verify", audit_verify)
-    r.add_post("/api/v1/audit/prune", audit_prune)
-    r.add_get("/api/v1/audit/report", audit_report)
+    for method, path, handler in ADMIN_ROUTES.values():
+        if method == "GET":
+            app.router.add_get(path, handler)  # HEAD too, as for every GET route
+        else:
+            app.router.add_route(method, path, handler)

@@ -19,14 +19,14 @@ from aiohttp import web
 
 from stablemirror.api.context import ACTOR_KEY, CONTEXT_KEY, context
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_SETTINGS
-from stablemirror.audit.events import DENIED, FAILED, OK, UNAUTHORIZED, AuditEvent
 from stablemirror.auth.policy import ADMIN, REGISTRY_RESOURCE, repository_resource
 from stablemirror.auth.principals import ANONYMOUS, Principal
 from stablemirror.auth.service import DOCKER_TO_ACTION, AuthService, Login, LoginFailed
 from stablemirror.auth.tokens import Access, Claims, TokenInvalid, parse_scopes
+from stablemirror.index.audit_events import DENIED, FAILED, OK, UNAUTHORIZED, AuditEvent
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
 from stablemirror.oci.names import validate_name
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 MOUNT_ALLOWED_KEY = "stablemirror.mount_allowed"  # False: serve a mount request as an upload
 PUSH_ROUTES = ("upload_start", "upload")

@@ -6,7 +6,7 @@ import uuid
 
 from aiohttp import web
 
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 CONTEXT_KEY = "stablemirror.context"
 ACTOR_KEY = "stablemirror.actor"  # set by authentication when it knows the caller

@@ -10,8 +10,8 @@ from stablemirror.auth.admin import AuthAdmin
 from stablemirror.auth.config import AuthSettings
 from stablemirror.auth.service import AuthService
 from stablemirror.metrics import Metrics
-from stablemirror.services.health import HealthService
-from stablemirror.services.protocol import RegistryService
+from stablemirror.registry.health import HealthService
+from stablemirror.registry.protocol import RegistryService
 
 REGISTRY = web.AppKey("registry", RegistryService)
 SENDFILE_POOL = web.AppKey("sendfile_pool", ThreadPoolExecutor)

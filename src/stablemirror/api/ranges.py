@@ -8,7 +8,7 @@ import re
 from aiohttp import web
 
 from stablemirror.oci.errors import RangeInvalid
-from stablemirror.services.protocol import BlobSource
+from stablemirror.registry.protocol import BlobSource
 
 log = logging.getLogger("stablemirror.api")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

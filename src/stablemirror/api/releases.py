@@ -16,14 +16,14 @@ from aiohttp import web
 from stablemirror.api.auth import basic_credentials, event, record, set_actor
 from stablemirror.api.context import context
 from stablemirror.api.keys import AUTH
-from stablemirror.audit.events import DENIED, UNAUTHORIZED
 from stablemirror.auth.policy import PROMOTE, PULL, repository_resource
 from stablemirror.auth.service import LoginFailed
 from stablemirror.auth.tokens import TokenInvalid
+from stablemirror.index.audit_events import DENIED, UNAUTHORIZED
 from stablemirror.oci.errors import Denied, ReleaseInvalid, Unauthorized
+from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases.retention_job import Retention
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.protocol import RequestContext
 
 RELEASES = web.AppKey("releases", ReleaseService)
 RETENTION = web.AppKey("release_retention", Retention)

@@ -1,5 +1,6 @@
-"""The tamper-evident audit trail: hash chain, retention checkpoints, reports, forwarding.
+"""The tamper-evident audit trail: reading and verifying it, retention checkpoints, reports,
+forwarding.
 
-`events` and `chain` are storage-level (the index writes audit rows inside its own
-transactions); `log`, `retention`, `report` and `forward` are services over them.
+The record (`index/audit_events.py`) and the chain append (`index/audit_chain.py`) live in
+`index/`: every index write appends its audit row inside its own transaction.
 """

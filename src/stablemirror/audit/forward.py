@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from stablemirror.audit.events import AuditRecord
 from stablemirror.audit.log import AuditLog, AuditQuery
+from stablemirror.index.audit_events import AuditRecord
 
 BATCH = 1000
 log = logging.getLogger("stablemirror.audit")

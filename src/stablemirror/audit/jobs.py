@@ -1,38 +1,27 @@
-"""Periodic audit jobs inside the server: retention pruning and forwarding.
+"""Periodic audit jobs inside the server: retention pruning (forwarding: forward.py).
 
-Every worker runs them; they are safe to run concurrently (pruning holds the chain head's
-lock and finds nothing left to do the second time; forwarding takes a file lock). They move
-to the persistent job queue once the index has one.
+Every worker runs them, on the server's background lifecycle (compose/background.py); they
+are safe to run concurrently (pruning holds the chain head's lock and finds nothing left to
+do the second time; forwarding takes a file lock). They move to the persistent job queue
+once the index has one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from stablemirror.audit.log import AuditLog
 
 log = logging.getLogger("stablemirror.audit")
-DAY = 86400.0
-
-
-async def every(interval: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-    """Run `job` now and then every `interval` seconds until cancelled; log failures."""
-    while True:
-        try:
-            await job()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("audit job %s failed; retrying in %.0fs", name, interval)
-        await asyncio.sleep(interval)
 
 
 def retention_job(audit: AuditLog, retention_days: float) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        checkpoint = await audit.prune_older_than(time.time() - retention_days * DAY)
+        before = time.time() - timedelta(days=retention_days).total_seconds()
+        checkpoint = await audit.prune_older_than(before)
         if checkpoint is not None:
             log.info("audit retention pruned %s record(s) through seq %d",
                      checkpoint.payload["pruned"], checkpoint.through_seq)

@@ -11,8 +11,6 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Select, select
 
-from stablemirror.audit.chain import ChainCheck, append, row_record, stored_detail_matches
-from stablemirror.audit.events import AuditEvent, AuditRecord
 from stablemirror.audit.retention import (
     Checkpoint,
     CheckpointKey,
@@ -20,9 +18,11 @@ from stablemirror.audit.retention import (
     load_checkpoints,
     prune,
 )
-from stablemirror.auth.conditions import glob_match  # pure; repository patterns as in policies
+from stablemirror.index.audit_chain import ChainCheck, append, row_record, stored_detail_matches
+from stablemirror.index.audit_events import AuditEvent, AuditRecord
 from stablemirror.index.db import Database
 from stablemirror.index.schema_auth import audit_head, audit_log
+from stablemirror.oci.patterns import glob_match
 
 T = TypeVar("T")
 BATCH = 2000

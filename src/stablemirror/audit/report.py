@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stablemirror.audit.events import OK, AuditRecord
+from stablemirror.index.audit_events import OK, AuditRecord
 
 PULL = "manifest.pull"
 ROW_FIELDS = ("seq", "time", "actor", "client", "user_agent", "action", "repository",

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from sqlalchemy import Connection, delete, func, select
 
-from stablemirror.audit.chain import GENESIS, append
-from stablemirror.audit.events import AuditEvent, canonical, now
 from stablemirror.create_once import create_once
+from stablemirror.index.audit_chain import GENESIS, append
+from stablemirror.index.audit_events import AuditEvent, canonical, now
 from stablemirror.index.schema_auth import audit_checkpoints, audit_head, audit_log
 
 

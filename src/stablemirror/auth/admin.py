@@ -12,8 +12,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from stablemirror.audit.chain import append
-from stablemirror.audit.events import AuditEvent
 from stablemirror.auth import keys
 from stablemirror.auth.conditions import PolicyError
 from stablemirror.auth.passwords import Passwords, new_robot_secret
@@ -21,8 +19,10 @@ from stablemirror.auth.policy import ROLES, Decision, parse_policy
 from stablemirror.auth.principals import ANONYMOUS, ROBOT_PREFIX, Principal, valid_name
 from stablemirror.auth.service import PolicyCache
 from stablemirror.auth.store import Account, AuthStore, Binding
+from stablemirror.index.audit_chain import append
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
-from stablemirror.services.protocol import RequestContext
+from stablemirror.registry.protocol import RequestContext
 
 ADMIN_USER = "admin"
 

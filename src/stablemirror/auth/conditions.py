@@ -10,11 +10,11 @@ except for negated operators (which hold), `...IfExists` variants (which hold) a
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+
+from stablemirror.oci.patterns import glob_match
 
 ContextValue = str | Sequence[str]
 Context = Mapping[str, ContextValue]
@@ -27,19 +27,6 @@ class PolicyError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-@lru_cache(maxsize=4096)
-def glob(pattern: str) -> re.Pattern[str]:
-    """IAM wildcards: `*` any run of characters (slashes included), `?` one character."""
-    out = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.compile(out, re.DOTALL)
-
-
-def glob_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
-    if ignore_case:
-        pattern, value = pattern.lower(), value.lower()
-    return glob(pattern).fullmatch(value) is not None
 
 
 def _date(raw: str) -> float:

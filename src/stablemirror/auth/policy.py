@@ -18,10 +18,10 @@ from stablemirror.auth.conditions import (
     Condition,
     Context,
     PolicyError,
-    glob_match,
     parse_conditions,
 )
 from stablemirror.auth.principals import Principal
+from stablemirror.oci.patterns import glob_match
 
 PULL, PUSH, DELETE = "registry:Pull", "registry:Push", "registry:Delete"
 PROMOTE, ADMIN = "registry:Promote", "registry:Admin"

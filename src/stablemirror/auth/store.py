@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from stablemirror.audit.chain import append
-from stablemirror.audit.events import AuditEvent
 from stablemirror.auth.principals import Principal, PrincipalKind
+from stablemirror.index.audit_chain import append
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
 from stablemirror.index.schema_auth import auth_bindings, auth_policies, auth_principals, auth_state
 

@@ -51,15 +51,37 @@ class Authenticator:
         if params.get("service"):
             query["service"] = params["service"]
         auth = aiohttp.BasicAuth(*self.credentials) if self.credentials else None
-        async with self.session.get(params["realm"], params=query, auth=auth) as resp:
-            if resp.status != 200:
-                raise Unauthorized(realm=params["realm"], status=resp.status,
-                                   reason="token request refused")
-            try:
-                doc = await resp.json(content_type=None)
-            except ValueError as e:
-                raise Unauthorized(realm=params["realm"], reason="token reply not JSON") from e
-        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
-        if not isinstance(token, str) or not token:
-            raise Unauthorized(realm=params["realm"], reason="token reply without a token")
+        try:
+            token, _lifetime = await request_token(self.session, params["realm"], query, auth)
+        except TokenRefused as e:
+            raise Unauthorized(realm=params["realm"], status=e.status, reason=e.reason) from None
         return token
+
+
+class TokenRefused(Exception):
+    """The token endpoint gave no token: `status` its HTTP status when it answered."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason, status)
+        self.reason = reason
+        self.status = status
+
+
+async def request_token(session: aiohttp.ClientSession, realm: str, query: dict[str, str],
+                        credentials: aiohttp.BasicAuth | None) -> tuple[str, float | None]:
+    """The Docker token flow's one request: GET `realm` with `query`; (token, lifetime in
+    seconds when the reply says). Network errors propagate as aiohttp raises them."""
+    async with session.get(realm, params=query, auth=credentials) as resp:
+        if resp.status != 200:
+            raise TokenRefused("token request refused", resp.status)
+        try:
+            doc = await resp.json(content_type=None)
+        except ValueError as e:
+            raise TokenRefused("token reply not JSON") from e
+    token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+    if not isinstance(token, str) or not token:
+        raise TokenRefused("token reply without a token")
+    try:
+        return token, float(doc["expires_in"])
+    except (KeyError, TypeError, ValueError):
+        return token, None

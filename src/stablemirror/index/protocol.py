@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from stablemirror.audit.events import AuditEvent
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.manifest import Manifest
 

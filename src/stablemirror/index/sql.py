@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select
 
-from stablemirror.audit.chain import append as append_audit
-from stablemirror.audit.events import AuditEvent
 from stablemirror.index import schema as s
+from stablemirror.index.audit_chain import append as append_audit
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
 from stablemirror.index.hot_reads import SqliteHotReads
 from stablemirror.index.protocol import IndexUsage, Referrer, StoredManifest, Upload

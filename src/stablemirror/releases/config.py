@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from stablemirror.oci.patterns import longest_prefix
+
 
 class RetentionSettings(BaseModel):
     enabled: bool = Field(default=False, description="run the periodic retention job here")
@@ -37,9 +39,5 @@ class ReleaseSettings(BaseModel):
 
     def namespace(self, repository: str) -> ReleaseNamespace:
         """The longest matching prefix; defaults when none matches."""
-        best: ReleaseNamespace | None = None
-        for ns in self.namespaces:
-            if repository.startswith(ns.prefix) and (best is None
-                                                     or len(ns.prefix) > len(best.prefix)):
-                best = ns
+        best = longest_prefix(repository, self.namespaces, lambda ns: ns.prefix)
         return best or ReleaseNamespace()

@@ -1,6 +1,6 @@
 """The registry-service wrapper that makes channels readable as tags, and version tags
 immutable, in hosted namespaces (proxied repositories pass through untouched: their
-channels live upstream, see services/mirror.py).
+channels live upstream, see mirror/proxied.py).
 
 * GET/HEAD by tag: a channel resolves, per client identity, to one of its versions; the
   answer is that version's manifest with `Docker-Content-Digest` of it and a
@@ -19,12 +19,12 @@ from collections.abc import Callable
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestUnknown
+from stablemirror.registry.forwarding import ForwardingRegistry
+from stablemirror.registry.protocol import PutManifestResult, RegistryService, RequestContext
 from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.releases.rules import merge_tags
 from stablemirror.releases.semver import parse_version
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.forwarding import ForwardingRegistry
-from stablemirror.services.protocol import PutManifestResult, RegistryService, RequestContext
 
 
 class ReleaseRegistry(ForwardingRegistry):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from stablemirror.releases.semver import Version, ordered, parse_version
 
@@ -35,7 +36,7 @@ def plan(facts: list[VersionFacts], keep_per_line: int, keep_days: float, now: f
         v = parse_version(f.tag)
         if v is not None:
             by_line[v.line].append((v, f))
-    cutoff = now - keep_days * 86400.0
+    cutoff = now - timedelta(days=keep_days).total_seconds()
     doomed: list[Doomed] = []
     for line in sorted(by_line):
         entries = by_line[line]

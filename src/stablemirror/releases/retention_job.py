@@ -13,14 +13,14 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from stablemirror.audit.events import AuditEvent
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest
+from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases import store
 from stablemirror.releases.retention import Doomed, VersionFacts, plan
 from stablemirror.releases.semver import is_floating_tag, parse_version
 from stablemirror.releases.service import ReleaseService
-from stablemirror.services.protocol import RequestContext
 
 
 @dataclass(frozen=True, slots=True)

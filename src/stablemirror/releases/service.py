@@ -9,17 +9,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from fnmatch import fnmatchcase
 from typing import Any
 
 from sqlalchemy import Connection
 
-from stablemirror.audit.chain import append as append_audit
-from stablemirror.audit.events import AuditEvent
+from stablemirror.index.audit_chain import append as append_audit
+from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
 from stablemirror.oci.names import is_valid_tag, validate_name
+from stablemirror.oci.patterns import fnmatch_match
+from stablemirror.registry.protocol import RequestContext
 from stablemirror.releases import store
 from stablemirror.releases.config import ReleaseNamespace, ReleaseSettings
 from stablemirror.releases.identity import client_address, client_identity, via_mirror
@@ -40,7 +41,6 @@ from stablemirror.releases.semver import (
     ordered,
     parse_version,
 )
-from stablemirror.services.protocol import RequestContext
 
 log = logging.getLogger("stablemirror.releases")
 Audit = Callable[[AuditEvent], Awaitable[None]]
@@ -159,7 +159,7 @@ class ReleaseService:
                                  "`stablemirror release promote`, do not push it")
             version = parse_version(tag)
             immutable = (version is not None and ns.version_tags_immutable) or any(
-                fnmatchcase(tag, p) for p in ns.immutable_tags)
+                fnmatch_match(p, tag) for p in ns.immutable_tags)
             old = existing.get(tag)
             if immutable and old is not None and old[0] != digest:
                 what = f"version {tag}" if version is not None else f"tag {tag}"

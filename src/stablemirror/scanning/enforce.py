@@ -19,23 +19,23 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from stablemirror.audit.events import DENIED, OK, AuditEvent
+from stablemirror.index.audit_events import DENIED, OK, AuditEvent
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.metrics import Metrics, ScanBlock
 from stablemirror.oci.errors import Denied
+from stablemirror.registry.forwarding import ForwardingRegistry
+from stablemirror.registry.protocol import (
+    BlobSource,
+    PutManifestResult,
+    RegistryService,
+    RequestContext,
+)
 from stablemirror.scanning.analyze import ANALYZER_VERSION
 from stablemirror.scanning.exemptions import covers, verified
 from stablemirror.scanning.findings import Finding
 from stablemirror.scanning.jobs import ScanJobs
 from stablemirror.scanning.policy import ScanPolicy, select_scan_policy
 from stablemirror.scanning.store import FAILED, PENDING, ScanStore
-from stablemirror.services.forwarding import ForwardingRegistry
-from stablemirror.services.protocol import (
-    BlobSource,
-    PutManifestResult,
-    RegistryService,
-    RequestContext,
-)
 from stablemirror.trust.keys import PublicKey
 
 log = logging.getLogger("stablemirror.scanning")

@@ -24,12 +24,12 @@ from typing import Protocol
 
 from stablemirror.metrics import Metrics, ScanCategory
 from stablemirror.oci.manifest import Descriptor, parse_manifest
+from stablemirror.registry.protocol import BlobSource, RegistryService, RequestContext
 from stablemirror.scanning.allowlist import Allowlist
 from stablemirror.scanning.analyze import ANALYZER_VERSION, Analyzer
 from stablemirror.scanning.findings import Finding
 from stablemirror.scanning.report import MANIFEST_MEDIA_TYPE, referrer, report_referrer
 from stablemirror.scanning.store import DONE, FAILED, PENDING, ManifestScan, ScanStore
-from stablemirror.services.protocol import BlobSource, RegistryService, RequestContext
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.scanning")

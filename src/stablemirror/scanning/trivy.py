@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from stablemirror.oci.manifest import parse_manifest
+from stablemirror.registry.protocol import RegistryService, RequestContext
 from stablemirror.scanning.findings import Finding
 from stablemirror.scanning.report import SBOM_ARTIFACT_TYPE
-from stablemirror.services.protocol import RegistryService, RequestContext
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.scanning")

@@ -4,8 +4,8 @@ Layout under the root:
     blobs/<algorithm>/<hex[:2]>/<hex>   committed, verified blobs (one copy per digest)
     uploads/<upload id>/data            staged bytes of an upload session
     uploads/<upload id>/offset          how many of them were acknowledged (see below)
-    trash/                              blobs GC is about to remove (see services/gc.py)
-    quarantine/                         blobs that failed verification (services/scrub.py)
+    trash/                              blobs GC is about to remove (see registry/gc.py)
+    quarantine/                         blobs that failed verification (integrity/scrub.py)
 Upload ids are validated by the HTTP layer (hex), so no path can leave the root.
 
 A PATCH is all-or-nothing, across crashes too: `offset` is replaced (atomically) only after a

@@ -21,14 +21,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from stablemirror.audit.events import DENIED, OK, AuditEvent
+from stablemirror.index.audit_events import DENIED, OK, AuditEvent
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.metrics import Metrics
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import Denied, ManifestUnknown, NameUnknown, OCIError
-from stablemirror.services.forwarding import ForwardingRegistry
-from stablemirror.services.protocol import RegistryService, RequestContext
+from stablemirror.registry.forwarding import ForwardingRegistry
+from stablemirror.registry.protocol import RegistryService, RequestContext
 from stablemirror.trust.cosign import (
     MAX_PAYLOAD_BYTES,
     SignatureLayer,

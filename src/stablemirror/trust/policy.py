@@ -8,7 +8,6 @@ Servers re-read the index every `refresh_seconds`, so a change needs no restart.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from stablemirror.index.sql_trust import PolicyKeyRow, PolicyRow, SqlTrustIndex
+from stablemirror.oci.patterns import fnmatch_match
 from stablemirror.trust.keys import PublicKey, key_id, load_public_key, public_pem
 
 PolicyMode = Literal["enforce", "warn", "off"]
@@ -53,7 +53,7 @@ class TrustPolicy:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def matches(self, repository: str) -> bool:
-        return fnmatch.fnmatchcase(repository, self.pattern)
+        return fnmatch_match(self.pattern, repository)
 
 
 def specificity(pattern: str) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stablemirror.scanning.analyze import analyze_bytes
-from tests.scanning_corpus import benign_files, malicious_files
+from tests.support.scanning_corpus import benign_files, malicious_files
 
 MALICIOUS = malicious_files()
 BENIGN = benign_files()
@@ -37,7 +37,7 @@ def test_malicious_file_has_a_finding_of_its_category(name: str) -> None:
 
 
 def test_a_tar_layer_may_carry_the_name_of_the_file_it_packs() -> None:
-    from tests.scanning_corpus import malicious_pickle, safetensors, tar_of
+    from tests.support.scanning_corpus import malicious_pickle, safetensors, tar_of
     assert analyze_bytes(tar_of({"w/model.safetensors": safetensors()}),
                          "w/model.safetensors") == []
     found = analyze_bytes(tar_of({"w/model.safetensors": malicious_pickle()}),

@@ -8,7 +8,7 @@ from stablemirror.scanning.allowlist import Allowlist
 from stablemirror.scanning.analyze import analyze_bytes
 from stablemirror.scanning.findings import Findings
 from stablemirror.scanning.pickle_scan import scan_pickle_stream
-from tests.scanning_corpus import malicious_pickles, sbu
+from tests.support.scanning_corpus import malicious_pickles, sbu
 
 
 def test_finding_names_module_name_and_offset() -> None:

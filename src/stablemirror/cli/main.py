@@ -1,0 +1,169 @@
+"""Command line: `stablemirror serve | gc | status`.
+
+A start-up mistake (a setting, the listen address, the data dir) is one line on stderr,
+`stablemirror: error: ...`, and a non-zero exit (2 for settings, 1 for the rest): never a
+traceback (main below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated, Literal, NoReturn
+
+import typer
+from rich.console import Console
+from typer._click.exceptions import ClickException, UsageError
+
+from stablemirror.cli.audit import audit_app
+from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
+from stablemirror.cli.release import release_app
+from stablemirror.cli.scan import scan as scan_command
+from stablemirror.cli.scan import scan_exempt as scan_exempt_command
+from stablemirror.cli.scrub import scrub as scrub_command
+from stablemirror.cli.status import status as status_command
+from stablemirror.cli.trust import key_app, trust_app
+from stablemirror.cli.trust import sign as sign_command
+from stablemirror.cli.trust import verify as verify_command
+from stablemirror.config import Role, Settings, SettingsError, load_settings
+from stablemirror.server.startup import (
+    StartupError,
+    check_data_dir,
+    configure_command_logging,
+    migrate_index,
+)
+
+app = typer.Typer(help="stablemirror: OCI registry and pull-through mirror", no_args_is_help=True)
+
+
+
+LogFormatOpt = Annotated[Literal["text", "json"] | None,
+                         typer.Option(help="log lines as text or one JSON object each")]
+LogLevelOpt = Annotated[Literal["debug", "info", "warning", "error"] | None,
+                        typer.Option(help="least severe level logged (default info)")]
+
+
+@app.command()
+def serve(
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT (default 127.0.0.1:5000)")] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        help="processes, at least 1; default: CPU count (node: 1)")] = None,
+    role: Annotated[Role | None, typer.Option(
+        help="placement: center (default), edge or node; edge and node need an upstream")
+    ] = None,
+    log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
+    upstream: Annotated[list[str] | None, typer.Option(
+        help="proxy every repository to this registry URL; repeat for backups, in order")
+    ] = None,
+    auth: Annotated[bool, typer.Option(
+        "--auth", help="require tokens (docs/auth.md); STABLEMIRROR_ADMIN_PASSWORD creates "
+        "`admin` on first start")] = False,
+) -> None:
+    """Run the registry."""
+    from stablemirror.server.prefork import serve as run
+
+    settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers,
+                             role=role, log_format=log_format, log_level=log_level,
+                             upstream=upstream or None,
+                             auth={"enabled": True} if auth else None)
+    configure_command_logging(settings)
+    run(settings)
+
+
+@app.command()
+def gc(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    grace: Annotated[float | None, typer.Option(help="seconds a fresh blob is safe")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
+) -> None:
+    """Online garbage collection: safe while the server runs; reports what it freed."""
+    from stablemirror.compose.commands import garbage_collector
+
+    settings = load_settings(config, data_dir=data_dir)
+    configure_command_logging(settings)
+    check_data_dir(settings, create=False)  # a mistyped path must not report "all clean"
+    migrate_index(settings)
+
+    async def run() -> None:
+        async with garbage_collector(settings, grace) as collector:
+            report = await collector.run(dry_run=dry_run)
+        # A dry run deletes nothing: its rows say what a real run would do.
+        rows = [("blobs", "deleted", "would delete", report.blobs_deleted),
+                ("orphan files", "deleted", "would delete", report.orphan_files_deleted),
+                ("stale uploads", "removed", "would remove", report.uploads_removed),
+                ("abandoned mirror transfers", "removed", "would remove",
+                 report.partial_fetches_removed)]
+        counts = [(f"{would}: {what}" if dry_run else f"{what} {done}", f"{count:,}")
+                  for what, done, would, count in rows]
+        counts.append(("would free: bytes" if dry_run else "bytes freed",
+                       f"{report.bytes_freed:,}"))
+        table = counts_table("garbage collection" + (" (dry run)" if dry_run else ""), counts)
+        Console().print(table)
+        if not dry_run:
+            _record_gc(settings, report.bytes_freed)
+
+    asyncio.run(run())
+
+
+def _record_gc(settings: Settings, freed: int) -> None:
+    """Add to gc_freed_bytes_total of a server running on this data dir: its workers and
+    this process share its metrics directory (server/metrics_dir.py)."""
+    from stablemirror.metrics import Metrics, prepare_multiprocess_dir
+    from stablemirror.server.metrics_dir import running_server_dir
+
+    directory = running_server_dir(settings.data_dir)
+    if freed <= 0 or directory is None:
+        return
+    try:
+        prepare_multiprocess_dir(directory, clean=False)
+        Metrics(multiprocess_dir=directory).gc_freed_bytes(freed)
+    except OSError as exc:
+        logging.getLogger("stablemirror.gc").warning("freed bytes not recorded: %s", exc)
+
+
+app.command(name="status")(status_command)
+# Integrity and trust (cli/trust.py, cli/scrub.py).
+app.add_typer(key_app, name="key")
+app.add_typer(trust_app, name="trust")
+app.command(name="sign")(sign_command)
+app.command(name="verify")(verify_command)
+app.command(name="scrub")(scrub_command)
+app.command(name="scan")(scan_command)
+app.command(name="scan-exempt")(scan_exempt_command)
+# Access control and audit (cli/auth.py, cli/audit.py).
+app.add_typer(user_app, name="user")
+app.add_typer(robot_app, name="robot")
+app.add_typer(role_app, name="role")
+app.add_typer(policy_app, name="policy")
+app.add_typer(auth_app, name="auth")
+app.add_typer(audit_app, name="audit")
+# Release channels (cli/release.py).
+app.add_typer(release_app, name="release")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"stablemirror: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main() -> None:
+    # Not standalone: typer would draw a usage error as a box of several lines; here every
+    # mistake is one line. (typer==0.29.2 is pinned; _click is its vendored click.)
+    try:
+        result = app(standalone_mode=False)
+    except (SettingsError, StartupError) as err:
+        _fail(str(err), err.exit_code)
+    except UsageError as err:
+        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        _fail(err.format_message() + where, err.exit_code)
+    except ClickException as err:
+        _fail(err.format_message(), err.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,26 @@
+"""What several command groups share: the options that name a data dir, a config file or a
+running server, and the table of counts that maintenance commands print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="admin API of a running server")]
+UserOpt = Annotated[str, typer.Option("--username", envvar="STABLEMIRROR_USERNAME",
+                                      help="admin login for --url")]
+
+
+def counts_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """What a maintenance run did: one row per kind of thing, its count on the right."""
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for what, count in rows:
+        table.add_row(what, count)
+    return table

@@ -1,0 +1,122 @@
+"""Composition of the mirror side (called from app.py, the composition root)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from stablemirror.compose.background import Background
+from stablemirror.compose.layout import DataDir
+from stablemirror.config import Settings
+from stablemirror.create_once import create_once
+from stablemirror.index.db import Database
+from stablemirror.index.mirror_sql import MirrorIndex
+from stablemirror.index.sql import SqlIndex
+from stablemirror.metrics import Metrics
+from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.events import (
+    BlobMissed,
+    FailedOver,
+    MirrorEvent,
+    MirrorListener,
+    UpstreamHealthChanged,
+    UpstreamRequested,
+)
+from stablemirror.mirror.evict import CacheEvictor
+from stablemirror.mirror.fetch import BlobFetches
+from stablemirror.mirror.proxied import MirrorRegistry
+from stablemirror.mirror.routing import Mode, RoutingRegistry
+from stablemirror.mirror.upstream import HttpClient, UpstreamGroup
+from stablemirror.registry.hosted import HostedRegistry
+from stablemirror.store.filesystem import FilesystemBlobStore
+
+
+def node_id(settings: Settings) -> str:
+    """This node's name in Via headers: configured, or made once and kept in the data dir
+    (workers start together: one of them makes it, all read the same, create_once.py)."""
+    if settings.mirror.node_id:
+        return settings.mirror.node_id
+    name = create_once(DataDir(settings.data_dir).node_id,
+                       lambda: f"stablemirror-{secrets.token_hex(4)}".encode(), mode=0o644)
+    return name.decode().strip()
+
+
+@dataclass
+class MirrorParts:
+    registry: RoutingRegistry
+    client: HttpClient
+    groups: dict[str, UpstreamGroup]
+    access: AccessRecorder
+    fetches: BlobFetches
+    evictor: CacheEvictor
+
+    def schedule(self, background: Background) -> None:
+        background.run("access times", self.access.run)
+        if self.evictor.enabled:
+            background.run("eviction", self.evictor.run)
+        for name, group in self.groups.items():
+            if group.settings.health_check_interval > 0:
+                background.run(f"health checks of {name}", group.health_loop)
+
+    async def start(self, _app: web.Application) -> None:
+        await self.client.start()
+
+    async def stop(self, _app: web.Application) -> None:
+        await self.fetches.aclose()
+        await self.client.close()
+
+
+def metrics_of(metrics: Metrics) -> MirrorListener:
+    """The mirror's events, counted."""
+    def record(event: MirrorEvent) -> None:
+        match event:
+            case UpstreamHealthChanged(upstream, up):
+                metrics.set_upstream_up(upstream, up)
+            case UpstreamRequested(upstream, result, seconds):
+                metrics.upstream_request(upstream, result, seconds)
+            case FailedOver():
+                metrics.failover()
+            case BlobMissed(coalesced):
+                metrics.cache("coalesced" if coalesced else "miss")
+    return record
+
+
+def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBlobStore,
+                 index: SqlIndex, db: Database, metrics: Metrics) -> MirrorParts | None:
+    groups_cfg, namespaces = settings.mirror.effective(settings.upstream)
+    if not namespaces:
+        return None
+    via = f"1.1 {node_id(settings)} (stablemirror)"
+    record = metrics_of(metrics)
+    client = HttpClient()
+    groups: dict[str, UpstreamGroup] = {}
+    for name, cfg in groups_cfg.items():
+        group = UpstreamGroup(name, cfg, client, via)
+        group.listeners.append(record)
+        for u in group.upstreams:
+            metrics.set_upstream_up(u.name, True)
+        groups[name] = group
+    mirror_index = MirrorIndex(db)
+    cache = settings.mirror.cache
+    evicting = cache.max_bytes is not None or cache.inactive_seconds is not None
+    access = AccessRecorder(mirror_index, immediate_for_manifests=evicting)
+    fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
+
+    fetches.listeners.append(record)
+    routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
+    for ns in namespaces:
+        mirror = None
+        if ns.mode != "hosted":
+            if ns.upstream_group not in groups:
+                raise ValueError(f"namespace {ns.prefix!r}: unknown upstream group "
+                                 f"{ns.upstream_group!r}")
+            mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
+                                    mirror_index, store, fetches, access, metrics,
+                                    node_id(settings))
+        routes.append((ns.prefix, ns.mode, mirror))
+    registry = RoutingRegistry(hosted, routes)
+    evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
+                           DataDir(settings.data_dir).evict_lock)
+    return MirrorParts(registry, client, groups, access, fetches, evictor)

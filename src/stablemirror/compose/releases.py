@@ -1,0 +1,68 @@
+"""Composition of release channels (called from app.py, the composition root).
+
+    ReleaseService   channels, history, pull counts (releases/service.py)
+      + ReleaseRegistry wrapping the registry service: channel tags, immutable versions
+      + the release admin API, the pull-count flusher and the periodic retention job
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from stablemirror.api.releases import RELEASES, RETENTION, add_release_routes
+from stablemirror.compose.background import Background
+from stablemirror.config import Settings
+from stablemirror.index.audit_events import AuditEvent
+from stablemirror.index.db import Database
+from stablemirror.index.protocol import RegistryIndex
+from stablemirror.metrics import Metrics
+from stablemirror.registry.protocol import RegistryService, RequestContext
+from stablemirror.releases.registry import ReleaseRegistry
+from stablemirror.releases.retention_job import Retention
+from stablemirror.releases.service import ReleaseService
+
+log = logging.getLogger("stablemirror.releases")
+
+
+@dataclass
+class ReleaseParts:
+    service: ReleaseService
+    retention: Retention
+
+    def wrap(self, registry: RegistryService, is_hosted: Callable[[str], bool]
+             ) -> RegistryService:
+        self.service.is_hosted = is_hosted
+        return ReleaseRegistry(registry, self.service, self.retention.index, is_hosted)
+
+    def install(self, app: web.Application, interval: float, background: Background) -> None:
+        app[RELEASES] = self.service
+        app[RETENTION] = self.retention
+        add_release_routes(app)
+
+        async def start(_app: web.Application) -> None:
+            await self.service.start()
+
+        async def stop(_app: web.Application) -> None:
+            await self.service.stop()  # before on_cleanup closes the database
+
+        app.on_startup.append(start)
+        app.on_shutdown.append(stop)
+        if any(ns.retention.enabled for ns in self.service.settings.namespaces):
+            background.every("release retention", interval, self._retention_once,
+                             first_now=False)
+
+    async def _retention_once(self) -> None:
+        ctx = RequestContext(actor="retention", client="local", user_agent="stablemirror")
+        removed = await self.retention.run(ctx, dry_run=False)
+        if removed:
+            log.info("retention removed %d versions", len(removed))
+
+
+def build_releases(settings: Settings, db: Database, index: RegistryIndex, metrics: Metrics,
+                   audit: Callable[[AuditEvent], Awaitable[None]] | None) -> ReleaseParts:
+    service = ReleaseService(db, settings.releases, metrics, audit)
+    return ReleaseParts(service, Retention(service, index))

@@ -1,0 +1,63 @@
+"""Composition of integrity and trust (called from app.py, the composition root).
+
+    TrustEnforcer  (signature policies on manifest GETs)
+      -> VerifiedReads  (verify_on_read, quarantine, heal on read)
+        -> the registry (hosted, or the mirror's router over hosted + proxied)
+plus the background ScrubWorker when `integrity.scrub.interval_seconds` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stablemirror.compose.background import Background
+from stablemirror.config import Settings
+from stablemirror.index.db import Database
+from stablemirror.index.sql_trust import SqlTrustIndex
+from stablemirror.integrity.reads import VerifiedReads
+from stablemirror.integrity.scrub import (
+    AuditSink,
+    BlobHealer,
+    Quarantine,
+    Scrubber,
+    ScrubWorker,
+)
+from stablemirror.metrics import Metrics
+from stablemirror.registry.protocol import RegistryService
+from stablemirror.store.protocol import BlobStore
+from stablemirror.trust.enforce import TrustEnforcer
+from stablemirror.trust.policy import PolicySource, TrustPolicy, policy_from_config
+
+
+def config_policies(settings: Settings) -> list[TrustPolicy]:
+    return [policy_from_config(p.pattern, p.mode, p.require) for p in settings.trust.policies]
+
+
+@dataclass
+class TrustParts:
+    registry: RegistryService
+    index: SqlTrustIndex
+    worker: ScrubWorker | None
+
+    def schedule(self, background: Background) -> None:
+        if self.worker is not None:
+            background.run("scrub", self.worker.run)
+
+
+def build_trust(settings: Settings, inner: RegistryService, store: BlobStore, db: Database,
+                metrics: Metrics, audit: AuditSink | None = None,
+                healer: BlobHealer | None = None) -> TrustParts:
+    index = SqlTrustIndex(db)
+    quarantine = Quarantine(store, index, metrics, audit, healer)
+    integrity = settings.integrity
+    reads = VerifiedReads(inner, index, quarantine, integrity.verify_on_read,
+                          integrity.namespaces)
+    policies = PolicySource(index, config_policies(settings), settings.trust.refresh_seconds)
+    enforcer = TrustEnforcer(reads, policies, index, metrics, audit)
+    worker = None
+    if integrity.scrub.interval_seconds > 0:
+        scrubber = Scrubber(store, index, quarantine, integrity.scrub.rate_bytes_per_second,
+                            metrics)
+        worker = ScrubWorker(scrubber, index, integrity.scrub.interval_seconds,
+                             integrity.scrub.reverify_after_seconds)
+    return TrustParts(enforcer, index, worker)

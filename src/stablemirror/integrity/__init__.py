@@ -1,0 +1,1 @@
+"""Integrity: verified reads and scrub (re-hash, quarantine, self-heal)."""

@@ -1,0 +1,1 @@
+"""Running the server: start-up checks, the pre-forked worker processes, their metrics directory."""
