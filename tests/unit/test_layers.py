@@ -14,7 +14,7 @@ import stablemirror
 
 # Lowest floor first. A new room gets a floor here before it can import anything.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("oci", "metrics", "logs", "create_once", "settings_names", "services"),
+    ("oci", "metrics", "logs", "settings_names", "files"),
     ("index", "store", "client"),
     ("audit",),
     ("registry",),

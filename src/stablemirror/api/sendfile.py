@@ -9,7 +9,7 @@ the event loop stays free. Threads come from a dedicated pool (many transfers bl
 The thread never writes to the transport's fd number: the event loop closes that socket
 when the client resets or half-closes, and the next accepted connection gets the same
 number. The socket is duplicated while the transport is known open (before any await),
-and each transfer thread works on duplicates it owns (services/fd_jobs.py), so a late
+and each transfer thread works on duplicates it owns (files/fd_jobs.py), so a late
 write can only reach the client it belongs to, and a client that went away ends the
 transfer with an error.
 """
@@ -28,8 +28,8 @@ from pathlib import Path
 from aiohttp import web
 
 from stablemirror.api.ranges import parse_range
+from stablemirror.files.fd_jobs import run_on_dups
 from stablemirror.oci.errors import BlobUnknown
-from stablemirror.services.fd_jobs import run_on_dups
 
 STALL_SECONDS = 120.0  # a client that accepts nothing for this long is dropped
 POLL_SLICE_MS = 200  # how soon a cancelled transfer's thread notices `stop`

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from sqlalchemy import Connection, delete, func, select
 
-from stablemirror.create_once import create_once
+from stablemirror.files.create_once import create_once
 from stablemirror.index.audit_chain import GENESIS, append
 from stablemirror.index.audit_events import AuditEvent, canonical, now
 from stablemirror.index.schema_auth import audit_checkpoints, audit_head, audit_log

@@ -10,7 +10,7 @@ from aiohttp import web
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
-from stablemirror.create_once import create_once
+from stablemirror.files.create_once import create_once
 from stablemirror.index.db import Database
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex

@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
+from stablemirror.files.fd_jobs import pread_job, run_on_dups
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.mirror.events import BlobMissed, MirrorEvent, MirrorListener
 from stablemirror.mirror.part_writer import PartWriter
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
-from stablemirror.services.fd_jobs import pread_job, run_on_dups
 from stablemirror.store.fetch_files import FetchFiles, lock_fetch
 from stablemirror.store.filesystem import FilesystemBlobStore
 

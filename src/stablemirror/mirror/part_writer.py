@@ -9,7 +9,7 @@ Both release the GIL for their heavy work (writev, hashlib on large buffers).
 
 Memory stays bounded: `put` waits while `depth` batches are not yet written or not yet hashed.
 
-The writer thread writes to its own dup(2) of the file (services/fd_jobs.py), never to the
+The writer thread writes to its own dup(2) of the file (files/fd_jobs.py), never to the
 number of `f`: a leader cancelled mid-fetch closes `f` while queued batches may still be
 written, and a reused number would put them into an unrelated file. It also holds dups of
 `hold` (the fetch's flock) until its last write, so no new leader can start appending to
@@ -27,8 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from stablemirror.files.fd_jobs import close_all, dup_all
 from stablemirror.oci.digest import Hasher
-from stablemirror.services.fd_jobs import close_all, dup_all
 
 IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 _STOP: list[bytes] = []  # sentinel batch: the threads finish after it

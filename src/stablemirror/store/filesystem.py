@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from stablemirror.files.create_once import fsync_dir
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.oci.errors import (
     BlobUnknown,
@@ -46,14 +47,6 @@ class _HashState:
     def __init__(self, hasher: Hasher, offset: int) -> None:
         self.hasher = hasher
         self.offset = offset
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_disk_full(e: OSError) -> bool:
@@ -338,7 +331,7 @@ def _publish(staged: Path, dest: Path) -> None:
         staged.unlink(missing_ok=True)
         return
     os.rename(staged, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 def _make_durable_dirs(directory: Path) -> None:
@@ -351,4 +344,4 @@ def _make_durable_dirs(directory: Path) -> None:
         directory.mkdir()
     except FileExistsError:
         return  # another worker made it; it fsyncs the parent
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)

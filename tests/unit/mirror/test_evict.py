@@ -14,8 +14,13 @@ from stablemirror.mirror.config import CacheSettings
 from stablemirror.mirror.evict import CacheEvictor
 from stablemirror.store.protocol import BlobStore
 
-NOW = time.time()
 HOUR = 3600.0
+
+
+def ago(seconds: float) -> float:
+    """A pull time `seconds` before now, taken when the test builds its blobs (a module-level
+    NOW would age by however long the suite ran before this test)."""
+    return time.time() - seconds
 
 
 def digest(n: int) -> str:
@@ -59,18 +64,18 @@ def evictor(cached: Cached, **settings: Any) -> CacheEvictor:
 
 
 async def test_above_max_bytes_the_least_recently_used_go_first() -> None:
-    cached = Cached((1, 100, NOW - 3 * HOUR, ["mirror/a"]), (2, 100, NOW - 2 * HOUR, ["mirror/a"]),
-                    (3, 100, NOW - 1 * HOUR, ["mirror/a"]))
+    cached = Cached((1, 100, ago(3 * HOUR), ["mirror/a"]), (2, 100, ago(2 * HOUR), ["mirror/a"]),
+                    (3, 100, ago(1 * HOUR), ["mirror/a"]))
     report = await evictor(cached, max_bytes=150, in_use_seconds=60).run_once()
     assert cached.forgotten == [digest(1), digest(2)]
     assert (report.evicted, report.bytes_freed, report.cached_bytes) == (2, 200, 300)
 
 
 async def test_pinned_hosted_and_in_use_blobs_stay() -> None:
-    cached = Cached((1, 100, NOW - 3 * HOUR, ["mirror/pinned/x"]),
-                    (2, 100, NOW - 3 * HOUR, ["mirror/a", "team/pushed"]),  # also hosted
-                    (3, 100, NOW - 10, ["mirror/a"]),  # pulled seconds ago
-                    (4, 100, NOW - 3 * HOUR, []))  # linked nowhere any more
+    cached = Cached((1, 100, ago(3 * HOUR), ["mirror/pinned/x"]),
+                    (2, 100, ago(3 * HOUR), ["mirror/a", "team/pushed"]),  # also hosted
+                    (3, 100, ago(10), ["mirror/a"]),  # pulled seconds ago
+                    (4, 100, ago(3 * HOUR), []))  # linked nowhere any more
     report = await evictor(cached, max_bytes=0, in_use_seconds=60,
                            pinned=["mirror/pinned/*"]).run_once()
     assert cached.forgotten == [digest(4)]
@@ -78,6 +83,6 @@ async def test_pinned_hosted_and_in_use_blobs_stay() -> None:
 
 
 async def test_inactivity_evicts_below_max_bytes_too() -> None:
-    cached = Cached((1, 100, NOW - 3 * HOUR, ["mirror/a"]), (2, 100, NOW - 10 * 60, ["mirror/a"]))
+    cached = Cached((1, 100, ago(3 * HOUR), ["mirror/a"]), (2, 100, ago(10) * 60, ["mirror/a"]))
     await evictor(cached, inactive_seconds=HOUR, in_use_seconds=60).run_once()
     assert cached.forgotten == [digest(1)]

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so the names just made or renamed in it survive a power loss."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -43,7 +44,7 @@ def create_once(path: Path, make: Callable[[], bytes], mode: int = 0o600) -> byt
         except FileExistsError:
             pass  # another process won: its content is the one
         else:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path.read_bytes()

@@ -8,7 +8,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 from stablemirror.audit.retention import CheckpointKey
-from stablemirror.create_once import create_once
+from stablemirror.files.create_once import create_once
 
 PROCESSES = 8
 ROUNDS = 15

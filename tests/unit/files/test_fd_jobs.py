@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stablemirror.services.fd_jobs import pread_job, run_on_dups
+from stablemirror.files.fd_jobs import pread_job, run_on_dups
 
 
 def _open_fds() -> int:
