@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from stablemirror.api.auth import basic_credentials, event, record, set_actor
+from stablemirror.api.body import json_object_body
 from stablemirror.api.context import context
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_ADMIN
 from stablemirror.audit.log import AuditLog, AuditQuery
@@ -95,13 +96,7 @@ def admin(handler: Callable[[web.Request, RequestContext], Awaitable[Any]]) -> H
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise AdminInvalid(field="body", reason="not JSON") from None
-    if not isinstance(doc, dict):
-        raise AdminInvalid(field="body", reason="a JSON object is expected")
-    return doc
+    return await json_object_body(request, AdminInvalid)
 
 
 def _roles(doc: dict[str, Any]) -> list[tuple[str, str]]:

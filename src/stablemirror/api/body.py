@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from stablemirror.api.connections import body_chunks
-from stablemirror.oci.errors import ManifestTooLarge, SizeInvalid
+from stablemirror.oci.errors import ManifestTooLarge, OCIError, SizeInvalid
 from stablemirror.oci.manifest import MAX_MANIFEST_BYTES
 
 CHUNK = 1 << 20
@@ -46,3 +47,14 @@ async def read_manifest_body(request: web.Request) -> bytes:
             raise ManifestTooLarge(size=f">{MAX_MANIFEST_BYTES}", limit=MAX_MANIFEST_BYTES)
     return bytes(buf)
 
+
+async def json_object_body(request: web.Request, invalid: type[OCIError]) -> dict[str, Any]:
+    """The request body as a JSON object (admin and release APIs); `invalid` names the
+    API's own error when it is not one."""
+    try:
+        doc = await request.json()
+    except ValueError:
+        raise invalid(field="body", reason="not JSON") from None
+    if not isinstance(doc, dict):
+        raise invalid(field="body", reason="a JSON object is expected")
+    return doc

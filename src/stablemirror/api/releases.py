@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from stablemirror.api.auth import basic_credentials, event, record, set_actor
+from stablemirror.api.body import json_object_body
 from stablemirror.api.context import context
 from stablemirror.api.keys import AUTH
 from stablemirror.auth.policy import PROMOTE, PULL, repository_resource
@@ -74,13 +75,7 @@ def _handler(action: str, fn: Callable[[web.Request, RequestContext, str], Await
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise ReleaseInvalid(field="body", reason="not JSON") from None
-    if not isinstance(doc, dict):
-        raise ReleaseInvalid(field="body", reason="a JSON object is expected")
-    return doc
+    return await json_object_body(request, ReleaseInvalid)
 
 
 def _text(doc: dict[str, Any], key: str, required: bool = True) -> str:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,7 +16,7 @@ from aiohttp import web
 from stablemirror.api.releases import RELEASES, RETENTION, add_release_routes
 from stablemirror.compose.background import Background
 from stablemirror.config import Settings
-from stablemirror.index.audit_events import AuditEvent
+from stablemirror.index.audit_events import AuditSink
 from stablemirror.index.db import Database
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.metrics import Metrics
@@ -63,6 +63,6 @@ class ReleaseParts:
 
 
 def build_releases(settings: Settings, db: Database, index: RegistryIndex, metrics: Metrics,
-                   audit: Callable[[AuditEvent], Awaitable[None]] | None) -> ReleaseParts:
+                   audit: AuditSink | None) -> ReleaseParts:
     service = ReleaseService(db, settings.releases, metrics, audit)
     return ReleaseParts(service, Retention(service, index))

@@ -9,13 +9,12 @@ Nothing is wrapped when no scanning policy is set.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from stablemirror.config import Settings
-from stablemirror.index.audit_events import AuditEvent
+from stablemirror.index.audit_events import AuditSink
 from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.registry.protocol import RegistryService
@@ -45,7 +44,7 @@ class ScanningParts:
 def build_scanning(settings: Settings, front: RegistryService, backend: RegistryService,
                    hosted: RegistryService,
                    store: BlobStore, db: Database, metrics: Metrics,
-                   audit: Callable[[AuditEvent], Awaitable[None]] | None = None
+                   audit: AuditSink | None = None
                    ) -> ScanningParts:
     scanning = settings.scanning
     if not scanning.policies:

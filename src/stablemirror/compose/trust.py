@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from stablemirror.compose.background import Background
 from stablemirror.config import Settings
+from stablemirror.index.audit_events import AuditSink
 from stablemirror.index.db import Database
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.integrity.reads import VerifiedReads
 from stablemirror.integrity.scrub import (
-    AuditSink,
     BlobHealer,
     Quarantine,
     Scrubber,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,3 +58,7 @@ class AuditRecord:
                 "reference": e.reference, "digest": e.digest, "result": e.result,
                 "detail": e.detail, "request_id": e.request_id, "prev_hash": self.prev_hash,
                 "hash": self.hash}
+
+
+# Where a component hands its audit events: the audit log's append (audit/log.py).
+AuditSink = Callable[[AuditEvent], Awaitable[None]]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from stablemirror.index.audit_events import FAILED, OK, AuditEvent
+from stablemirror.index.audit_events import FAILED, OK, AuditEvent, AuditSink
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.metrics import FoundBy, Metrics
 from stablemirror.oci.digest import Digest, Hasher
@@ -35,7 +35,6 @@ from stablemirror.store.protocol import BlobStore
 log = logging.getLogger("stablemirror.integrity")
 
 CHUNK = 1 << 20
-AuditSink = Callable[[AuditEvent], Awaitable[None]]
 SYSTEM = RequestContext(actor="system:scrub", client="", user_agent="stablemirror-scrub",
                         request_id="")
 

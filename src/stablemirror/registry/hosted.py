@@ -6,11 +6,11 @@ import errno
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from stablemirror.index.audit_events import AuditEvent
+from stablemirror.index.audit_events import AuditEvent, AuditSink
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.oci import mediatypes as mt
 from stablemirror.oci.digest import Digest
@@ -59,7 +59,7 @@ class HostedRegistry:
         self,
         store: BlobStore,
         index: RegistryIndex,
-        audit: Callable[[AuditEvent], Awaitable[None]] | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         """`audit`: when given, pulls are recorded through it and every change hands its
         audit event to the index, which writes it in the change's own transaction."""

@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
 
 from stablemirror.index.audit_chain import append as append_audit
-from stablemirror.index.audit_events import AuditEvent
+from stablemirror.index.audit_events import AuditEvent, AuditSink
 from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
@@ -43,7 +43,6 @@ from stablemirror.releases.semver import (
 )
 
 log = logging.getLogger("stablemirror.releases")
-Audit = Callable[[AuditEvent], Awaitable[None]]
 
 
 def _version(text: str, field: str = "version") -> Version:
@@ -56,7 +55,7 @@ def _version(text: str, field: str = "version") -> Version:
 
 class ReleaseService:
     def __init__(self, db: Database, settings: ReleaseSettings, metrics: Metrics,
-                 audit: Audit | None) -> None:
+                 audit: AuditSink | None) -> None:
         """`audit`: when given, pulls are recorded through it and every channel move
         appends its audit record in the move's own transaction."""
         self.db = db

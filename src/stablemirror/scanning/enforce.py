@@ -16,10 +16,10 @@ blob whose own analysis has blocking findings is refused in `enforce` too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from stablemirror.index.audit_events import DENIED, OK, AuditEvent
+from stablemirror.index.audit_events import DENIED, OK, AuditEvent, AuditSink
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.metrics import Metrics, ScanBlock
 from stablemirror.oci.errors import Denied
@@ -39,7 +39,6 @@ from stablemirror.scanning.store import FAILED, PENDING, ScanStore
 from stablemirror.trust.keys import PublicKey
 
 log = logging.getLogger("stablemirror.scanning")
-AuditSink = Callable[[AuditEvent], Awaitable[None]]
 DETAIL_FINDINGS = 10
 
 

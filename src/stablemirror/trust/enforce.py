@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from stablemirror.index.audit_events import DENIED, OK, AuditEvent
+from stablemirror.index.audit_events import DENIED, OK, AuditEvent, AuditSink
 from stablemirror.index.protocol import StoredManifest
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.metrics import Metrics
@@ -40,7 +39,6 @@ from stablemirror.trust.verify import satisfied_roles, verify_signatures
 
 log = logging.getLogger("stablemirror.trust")
 
-AuditSink = Callable[[AuditEvent], Awaitable[None]]
 
 # Layer / artifact types of signatures, attestations and SBOMs: never runnable content.
 ARTIFACT_TYPE_PREFIXES = (
