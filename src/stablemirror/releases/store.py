@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, Select, and_, bindparam, func, select
 
 from stablemirror.index import schema as s
 from stablemirror.index import schema_releases as r
@@ -51,12 +51,18 @@ def repo_id(c: Connection, repository: str) -> int | None:
                      .where(s.repositories.c.name == repository)).scalar()
 
 
+def channel_query() -> Select[Any]:
+    """The hot read: is this tag a channel of the repository, and where does it point.
+    Bound parameters `repo` and `name`; on SQLite it runs off the engine (index/hot_reads.py)
+    because every GET by tag of a hosted repository asks it."""
+    return (select(r.release_channels.c.entries)
+            .join(s.repositories, s.repositories.c.id == r.release_channels.c.repo_id)
+            .where(s.repositories.c.name == bindparam("repo"),
+                   r.release_channels.c.name == bindparam("channel")))
+
+
 def channel(c: Connection, repository: str, name: str) -> tuple[Entry, ...] | None:
-    """The hot read: is this tag a channel of the repository, and where does it point."""
-    q = (select(r.release_channels.c.entries)
-         .join(s.repositories, s.repositories.c.id == r.release_channels.c.repo_id)
-         .where(s.repositories.c.name == repository, r.release_channels.c.name == name))
-    text = c.execute(q).scalar()
+    text = c.execute(channel_query(), {"repo": repository, "channel": name}).scalar()
     return None if text is None else load_entries(text)
 
 
