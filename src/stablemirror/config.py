@@ -141,6 +141,16 @@ class Settings(BaseSettings):
                 except ValueError as exc:
                     raise ValueError(f"mirror.upstream_groups.{group}.upstreams[{i}].url "
                                      f"{upstream.url!r}: {exc}") from None
+        replicas = self.mirror.replicas
+        if (replicas.advertise_url is None) != (replicas.secret is None):
+            raise ValueError("mirror.replicas needs both advertise_url and secret "
+                             "(or neither)")
+        if replicas.advertise_url is not None:
+            try:
+                check_upstream_url(replicas.advertise_url)
+            except ValueError as exc:
+                raise ValueError(f"mirror.replicas.advertise_url "
+                                 f"{replicas.advertise_url!r}: {exc}") from None
         _groups, namespaces = self.mirror.effective(self.upstream)
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "

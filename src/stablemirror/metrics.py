@@ -90,6 +90,7 @@ _KINDS = frozenset(get_args(Kind))
 _REASONS = frozenset(get_args(FailureReason))
 _SOURCES = frozenset(get_args(Source))
 _CACHE_RESULTS = frozenset(get_args(CacheResult))
+_REPLICA_ROLES = frozenset({"owner", "follower", "fallback"})
 _UPSTREAM_RESULTS = frozenset(get_args(UpstreamResult))
 _SIGNATURE_RESULTS = frozenset(get_args(SignatureResult))
 _SCRUB_RESULTS = frozenset(get_args(ScrubResult))
@@ -176,6 +177,11 @@ class Metrics:
         self.failovers = Counter(
             f"{PREFIX}upstream_failovers_total",
             "Requests retried on another upstream after one failed.", registry=r)
+        self.replica_fetches = Counter(
+            f"{PREFIX}replica_fetches_total",
+            "Fetch leaders by role across replicas: owner (transferred from upstream), "
+            "follower (streamed from the owning replica), fallback (owner unreachable).",
+            ["role"], registry=r)
         self.storage_bytes = Gauge(
             f"{PREFIX}storage_bytes", "Bytes of blobs stored, by tier.",
             ["tier"], multiprocess_mode="mostrecent", registry=r)
@@ -294,6 +300,9 @@ class Metrics:
 
     def failover(self) -> None:
         self.failovers.inc()
+
+    def replica_fetch(self, role: str) -> None:
+        self.replica_fetches.labels(_check(role, _REPLICA_ROLES, "replica fetch role")).inc()
 
     # -- storage, GC -------------------------------------------------------------------------
     def set_storage(self, tier: str, used: int, capacity: int | None) -> None:

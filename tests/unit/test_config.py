@@ -91,6 +91,19 @@ def test_upstream_must_be_an_http_url(url: str) -> None:
     assert message.startswith(f"--upstream {url!r}: "), message
 
 
+@pytest.mark.parametrize(("replicas", "expected"), [
+    ("advertise_url: http://10.0.0.5:5000", "needs both advertise_url and secret"),
+    ("secret: 0123456789abcdef", "needs both advertise_url and secret"),
+    ("advertise_url: 10.0.0.5:5000\n    secret: 0123456789abcdef",
+     "mirror.replicas.advertise_url '10.0.0.5:5000': expected an http"),
+])
+def test_replica_settings_come_whole(tmp_path: Path, replicas: str, expected: str) -> None:
+    config = write(tmp_path, f"upstream: [http://center:5000]\nmirror:\n  replicas:\n"
+                             f"    {replicas}\n")
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(config)
+
+
 def test_upstream_urls_of_groups_are_checked_too(tmp_path: Path) -> None:
     config = write(tmp_path, "mirror:\n  upstream_groups:\n    hub:\n      upstreams:\n"
                              "        - url: center:5000\n")

@@ -16,6 +16,7 @@ from stablemirror.api.connections import (
 from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
 from stablemirror.api.ops import add_ops_routes
+from stablemirror.api.replica import add_replica_routes
 from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
@@ -94,6 +95,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     install_access(app, settings, db, audit, background)  # token endpoint, admin API, audit
     releases.install(app, settings.releases.retention_interval_seconds, background)
     add_routes(app)
+    if settings.mirror.replicas.secret is not None and mirror is not None:
+        add_replica_routes(app, settings.mirror.replicas.secret)
     add_ops_routes(app)
     background.install(app)
     return app

@@ -12,6 +12,7 @@ from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.files.create_once import create_once
 from stablemirror.index.db import Database
+from stablemirror.index.fetch_leases import FetchLeases
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
@@ -27,6 +28,7 @@ from stablemirror.mirror.events import (
 from stablemirror.mirror.evict import CacheEvictor
 from stablemirror.mirror.fetch import BlobFetches
 from stablemirror.mirror.proxied import MirrorRegistry
+from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.routing import Mode, RoutingRegistry
 from stablemirror.mirror.upstream import HttpClient, UpstreamGroup
 from stablemirror.registry.hosted import HostedRegistry
@@ -105,6 +107,10 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
     fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
     fetches.listeners.append(record)
+    peers = None
+    if settings.mirror.replicas.enabled:
+        peers = ReplicaPeers(settings.mirror.replicas, FetchLeases(db), client,
+                             metrics.replica_fetch)
     routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
     for ns in namespaces:
         mirror = None
@@ -115,6 +121,7 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
             mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
                                     mirror_index, store, fetches, access, metrics,
                                     node_id(settings))
+            mirror.peers = peers
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,

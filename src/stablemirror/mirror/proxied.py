@@ -23,7 +23,8 @@ from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import NamespaceSettings
-from stablemirror.mirror.fetch import BlobFetches, FetchFailed
+from stablemirror.mirror.fetch import BlobFetches, BlobUpstream, FetchFailed
+from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.source import GroupBlobSource
 from stablemirror.mirror.upstream import (
     ManifestReply,
@@ -76,6 +77,7 @@ class MirrorRegistry:
                                   tuple[asyncio.Task[StoredManifest], str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.channel_tags = MirrorChannelTags(mirror_index.db)  # upstream release channels
+        self.peers: ReplicaPeers | None = None  # replicas sharing fetches (compose sets it)
 
     def upstream_repository(self, repository: str) -> str:
         if self.ns.strip_prefix and self.ns.prefix and repository.startswith(self.ns.prefix):
@@ -329,7 +331,9 @@ class MirrorRegistry:
             return await self.hosted.open_blob(ctx, repository, digest)
         self._check_loop(ctx)
         name, ns = self.upstream_reference(ctx, repository)
-        source = GroupBlobSource(self.group, name, d, ctx.via, ns)
+        source: BlobUpstream = GroupBlobSource(self.group, name, d, ctx.via, ns)
+        if self.peers is not None:
+            source = self.peers.wrap(source, repository, d, ctx.from_replica)
         try:
             total = await self.fetches.ensure(d, repository, source)
         except FetchFailed as e:

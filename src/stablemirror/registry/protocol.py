@@ -28,6 +28,9 @@ class RequestContext:
     # X-Forwarded-For headers, from which a gray release finds the client's cohort.
     client_id: str = ""
     forwarded_for: str = ""
+    # Another replica of this mirror asks (api/replica.py): never hand the request back to
+    # another replica (mirror/replicas.py).
+    from_replica: bool = False
 
 
 @dataclass(frozen=True, slots=True)
