@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from stablemirror.index.audit_chain import append as append_audit
 from stablemirror.index.audit_events import AuditEvent, AuditSink
 from stablemirror.index.db import Database
-from stablemirror.index.hot_reads import SqliteHotReads
+from stablemirror.index.hot_reads import hot_reads
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
 from stablemirror.oci.names import is_valid_tag, validate_name
@@ -68,9 +68,7 @@ class ReleaseService:
         # upstream, so moves are refused here.
         self.is_hosted: Callable[[str], bool] = lambda _repository: True
         self._flusher: asyncio.Task[None] | None = None
-        database = db.reader.url.database
-        self._hot = (SqliteHotReads(database, {"channel": store.channel_query()})
-                     if db.is_sqlite and database and database != ":memory:" else None)
+        self._hot = hot_reads(db.url, {"channel": store.channel_query()})
 
     def namespace(self, repository: str) -> ReleaseNamespace:
         return self.settings.namespace(repository)
@@ -104,7 +102,7 @@ class ReleaseService:
     async def _channel(self, repository: str, tag: str) -> tuple[Entry, ...] | None:
         if self._hot is None:
             return await self.db.read(lambda c: store.channel(c, repository, tag))
-        row = self._hot.one("channel", repo=repository, channel=tag)
+        row = await self._hot.one("channel", repo=repository, channel=tag)
         return None if row is None else store.load_entries(row[0])
 
     async def pulled(self, ctx: RequestContext, repository: str, channel: str | None,
@@ -151,7 +149,7 @@ class ReleaseService:
                 await self._flusher
         await self.flush_pulls()
         if self._hot is not None:
-            self._hot.close()
+            await self._hot.close()
 
     # -- pushes -----------------------------------------------------------------------------
     async def check_push(self, repository: str, tags: list[str], digest: str) -> list[str]:
