@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from stablemirror.models.layer_reader import HeaderSniffer, SmallFileKeeper, read_once
+from stablemirror.models.weights import HeaderError
+
+
+def test_every_sink_sees_every_byte_in_order(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    (tmp_path / "f").write_bytes(data)
+    seen: list[bytes] = []
+    h = hashlib.sha256()
+    assert read_once(tmp_path / "f", [seen.append, h.update], chunk=1000) == len(data)
+    assert b"".join(seen) == data and h.digest() == hashlib.sha256(data).digest()
+
+
+def test_a_header_longer_than_a_chunk_is_parsed_from_the_same_pass(tmp_path: Path) -> None:
+    header = {f"t{i}": {"dtype": "U8", "shape": [1], "data_offsets": [i, i + 1]}
+              for i in range(2000)}
+    raw = json.dumps(header).encode()
+    (tmp_path / "m.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 2000)
+    size = (tmp_path / "m.safetensors").stat().st_size
+    sniffer = HeaderSniffer("safetensors", size)
+    calls: list[int] = []
+    read_once(tmp_path / "m.safetensors", [sniffer, lambda p: calls.append(len(p))], chunk=4096)
+    assert sniffer.result().parameters == 2000
+    assert len(calls) > 10  # many chunks went by before the header was whole
+
+
+def test_a_truncated_header_is_an_error_at_the_end(tmp_path: Path) -> None:
+    sniffer = HeaderSniffer("gguf", 30)
+    sniffer(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + b"\x05")
+    with pytest.raises(HeaderError):
+        sniffer.result()
+
+
+def test_small_file_keeper_gives_up_past_its_limit() -> None:
+    keeper = SmallFileKeeper(limit=4)
+    keeper(b"abc")
+    assert keeper.data == b"abc"
+    keeper(b"de")
+    assert keeper.data is None
