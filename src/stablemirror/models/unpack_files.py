@@ -30,6 +30,13 @@ class Mismatch(ValueError):
     """What was written is not what the descriptor names."""
 
 
+def _check_components(parts: tuple[str, ...]) -> None:
+    """models/paths.py checked the text already; a second look here costs nothing."""
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or "\0" in part:
+            raise UnsafePath("/".join(parts), f"component {part!r}")
+
+
 class StagedFile:
     """A `.partial` file being written: sequential writes, hashed on the way."""
 
@@ -66,6 +73,7 @@ class TargetDir:
 
     def open_dir(self, parts: tuple[str, ...]) -> int:
         """An fd of directory `parts` under the root, made as needed; the caller closes it."""
+        _check_components(parts)
         fd = os.dup(self.fd)
         try:
             for i, part in enumerate(parts):
@@ -89,6 +97,7 @@ class TargetDir:
         """Write `parts` through a staged file; renamed into place on a clean exit whose
         bytes match `digest` (and `size`), removed otherwise. No digest: a member of a tar
         whose own digest was verified before it was opened."""
+        _check_components(parts)
         parent = self.open_dir(parts[:-1])
         name = parts[-1]
         temp = f".{name[:200]}.{secrets.token_hex(6)}.partial"

@@ -72,3 +72,12 @@ def test_an_existing_regular_file_is_replaced(tmp_path: Path) -> None:
     with TargetDir(tmp_path) as target:
         write(target, ("f",), b"new")
     assert (tmp_path / "f").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("parts", [("..", "x"), ("a", ".", "b"), ("a/b",), ("",)])
+def test_unchecked_components_are_refused_on_disk_too(tmp_path: Path,
+                                                      parts: tuple[str, ...]) -> None:
+    root = tmp_path / "out"
+    with TargetDir(root) as target, pytest.raises(UnsafePath):
+        write(target, parts, b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
