@@ -30,7 +30,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from stablemirror.cli.trust import InsecureOpt, _credentials, _fail, _reference
+from stablemirror.cli.options import InsecureOpt, registry_credentials
+from stablemirror.client.reference import ImageReference, parse_image_reference
 from stablemirror.client.registry import RegistryClient
 from stablemirror.models.artifact import ModelMeta
 from stablemirror.models.classify import Selection
@@ -46,6 +47,7 @@ from stablemirror.oci.errors import OCIError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+models_app = typer.Typer(help="models as CNCF ModelPack artifacts", no_args_is_help=True)
 Globs = Annotated[list[str] | None, typer.Option(metavar="GLOB")]
 Text = Annotated[str | None, typer.Option()]
 JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=64,
@@ -53,10 +55,22 @@ JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=64,
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="no progress bars")]
 
 
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+def _reference(text: str) -> ImageReference:
+    try:
+        return parse_image_reference(text)
+    except OCIError as e:
+        raise _fail(e.describe()) from None
+
+
 def _bars() -> Progress:
     return Progress(TextColumn("{task.description:<10}"), BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(), console=err,
-                    transient=False)
+                    transient=True)
 
 
 class _PackBars:
@@ -144,6 +158,7 @@ def _modelfile(path: Path | None) -> Modelfile:
         raise _fail(str(e)) from None
 
 
+@models_app.command("pack")
 def pack(
     directory: Annotated[Path, typer.Argument(help="the model directory")],
     target: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
@@ -187,7 +202,7 @@ def pack(
 
     async def run(bars: Progress | None) -> None:
         async with RegistryClient(ref.registry, insecure=insecure,
-                                  credentials=_credentials()) as client:
+                                  credentials=registry_credentials()) as client:
             packer = ModelPacker(client, jobs=jobs,
                                  progress=_PackBars(bars) if bars is not None else None)
             result = await packer.pack(directory, ref.repository, ref.tag or "latest", meta,
@@ -200,6 +215,7 @@ def pack(
     _run(lambda bars: run(bars), not no_progress)
 
 
+@models_app.command("unpack")
 def unpack(
     source: Annotated[str, typer.Argument(help="REGISTRY/REPO[:TAG|@DIGEST]")],
     directory: Annotated[Path, typer.Argument(help="where the files go (created)")],
@@ -213,7 +229,7 @@ def unpack(
 
     async def run(bars: Progress | None) -> None:
         async with RegistryClient(ref.registry, insecure=insecure,
-                                  credentials=_credentials()) as client:
+                                  credentials=registry_credentials()) as client:
             unpacker = ModelUnpacker(client, jobs=jobs,
                                      progress=_UnpackBars(bars) if bars is not None else None)
             result = await unpacker.unpack(ref.repository, ref.reference, directory,
