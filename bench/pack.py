@@ -152,8 +152,8 @@ def render(results: dict[str, list[float]], total: int, rounds: int, workers: in
         f"| oras-py push | {oras:,.0f} | "
         f"{', '.join(f'{x:,.0f}' for x in results['oras'])} | 1.00x |",
         "",
-        f"Of each pack run, {results['startup'][0]:.2f} s is the CLI starting (imports of "
-        "every command group; `stablemirror pack --help`, best of 3): a fixed cost that "
+        f"Of each pack run, {results['startup'][0]:.2f} s is the CLI starting "
+        "(`stablemirror pack --help`, best of 3; cli/entry.py): a fixed cost that "
         "the 256 MiB run feels and the 4 GiB run hardly does. Both clients read each file "
         "twice (once to hash, once to send); pack hashes several files at once and "
         "uploads up to --jobs blobs in parallel while later files are still being hashed.",
