@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import tarfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,30 +92,32 @@ class ModelUnpacker:
         manifest = await self.client.get_manifest(repository, reference, mt.OCI_MANIFEST)
         layers = selected(model_layers(manifest.content), filters)
         self.progress.planned(layers)
+        # Raw paths are known up front: a tar member may take none of them, nor another's.
+        taken = _Taken({"/".join(x.parts) for x in layers if x.packing == "raw"})
         written: list[str] = []
         with TargetDir(directory) as target:
             try:
                 async with asyncio.TaskGroup() as group:
                     for layer in layers:
-                        group.create_task(self._one(repository, layer, target, written))
+                        group.create_task(self._one(repository, layer, target, written, taken))
             except* (UnsafePath, UnpackError, ValueError, tarfile.TarError) as caught:
                 raise caught.exceptions[0] from None
         return UnpackResult(manifest.digest, len(layers), sorted(written),
                             sum(layer.size for layer in layers))
 
     async def _one(self, repository: str, layer: Layer, target: TargetDir,
-                   written: list[str]) -> None:
+                   written: list[str], taken: _Taken) -> None:
         async with self.jobs:
             if layer.packing == "raw":
                 with target.staged(layer.parts, layer.digest, layer.size) as out:
                     await self.fetcher.fetch(repository, layer, out, self.progress.received)
                 written.append("/".join(layer.parts))
             else:
-                await self._tar(repository, layer, target, written)
+                await self._tar(repository, layer, target, written, taken)
         self.progress.finished(layer)
 
     async def _tar(self, repository: str, layer: Layer, target: TargetDir,
-                   written: list[str]) -> None:
+                   written: list[str], taken: _Taken) -> None:
         name = f"layer-{layer.digest.hex[:16]}.tar"
         staging = (".stablemirror-unpack", name)
         with target.staged(staging, layer.digest, layer.size) as out:
@@ -122,15 +125,12 @@ class ModelUnpacker:
         staging_dir = target.root / staging[0]
         try:
             members = await asyncio.to_thread(_extract, staging_dir / name, layer.packing,
-                                              target)
+                                              target, taken)
         finally:
             (staging_dir / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # another tar layer may still be in it
                 staging_dir.rmdir()
-        for member in members:
-            if member in written:
-                raise UnsafePath(member, "named twice")
-            written.append(member)
+        written.extend(members)
 
 
 def _open_tar(path: Path, packing: str) -> tuple[tarfile.TarFile, IO[bytes]]:
@@ -145,9 +145,23 @@ def _open_tar(path: Path, packing: str) -> tuple[tarfile.TarFile, IO[bytes]]:
     return tarfile.open(fileobj=raw, mode=mode), raw  # type: ignore[call-overload]
 
 
-def _extract(archive: Path, packing: str, target: TargetDir) -> list[str]:
-    """Regular files and directories only, each path checked. Members carry no digests of
-    their own: the archive's was verified before it was opened."""
+class _Taken:
+    """Paths written or reserved, shared by the threads extracting tar layers."""
+
+    def __init__(self, paths: set[str]) -> None:
+        self.paths = paths
+        self.lock = threading.Lock()
+
+    def claim(self, path: str) -> None:
+        with self.lock:
+            if path in self.paths:
+                raise UnsafePath(path, "named twice")
+            self.paths.add(path)
+
+
+def _extract(archive: Path, packing: str, target: TargetDir, taken: _Taken) -> list[str]:
+    """Regular files and directories only, each path checked, none written twice (nor one
+    in `taken`). Members carry no digests: the archive's was verified before it was opened."""
     out: list[str] = []
     tar, raw = _open_tar(archive, packing)
     try:
@@ -158,12 +172,14 @@ def _extract(archive: Path, packing: str, target: TargetDir) -> list[str]:
             if not member.isreg():
                 raise UnsafePath(member.name, "tar member is not a regular file or directory")
             parts = safe_parts(member.name)
+            path = "/".join(parts)
+            taken.claim(path)
             source = tar.extractfile(member)
             assert source is not None
             with target.staged(parts, None, member.size) as dest:
                 while piece := source.read(1 << 20):
                     dest.write(piece)
-            out.append("/".join(parts))
+            out.append(path)
     finally:
         tar.close()
         raw.close()

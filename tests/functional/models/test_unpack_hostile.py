@@ -154,3 +154,22 @@ def test_a_legacy_cnai_artifact_is_unpacked(model_server: LiveServer, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert (out / "w.safetensors").read_bytes() == b"weights"
     assert (out / "docs/README.md").read_bytes() == b"# hi"
+
+
+@pytest.mark.parametrize("clash", ["with a raw layer", "inside the tar"])
+def test_a_tar_member_may_not_take_a_path_twice(model_server: LiveServer, tmp_path: Path,
+                                                clash: str) -> None:
+    repo = "kit/clash"
+    members = [_file("w.bin", b"from the tar")]
+    if clash == "inside the tar":
+        members.append(_file("./w.bin", b"again"))
+    blob = _tar(members)
+    layers = [{"mediaType": "application/vnd.cncf.model.weight.v1.tar+gzip",
+               "digest": push_blob(model_server, repo, blob), "size": len(blob),
+               "annotations": {"org.cncf.model.filepath": "bundle"}}]
+    if clash == "with a raw layer":
+        layers.append(raw_layer(model_server, repo, "w.bin", b"raw"))
+    put_manifest(model_server, repo, "t", model_manifest(model_server, repo, layers))
+    result = cli("unpack", f"{model_server.host}/{repo}:t", str(tmp_path / "o"),
+                 "--no-progress")
+    assert result.returncode == 1 and "named twice" in result.stderr, result.stderr
