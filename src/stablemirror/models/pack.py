@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -138,9 +138,13 @@ def analyze_file(f: PlannedFile, extra_sinks: Sequence[Sink] = (),
 
 
 class ModelPacker:
+    """`extra_sinks(file)`: more consumers of each file's one pass (a chunk indexer)."""
+
     def __init__(self, client: RegistryClient, *, jobs: int = 4, read_jobs: int = 2,
-                 progress: PackProgress | None = None) -> None:
+                 progress: PackProgress | None = None,
+                 extra_sinks: Callable[[PlannedFile], Sequence[Sink]] | None = None) -> None:
         self.client = client
+        self.extra_sinks = extra_sinks
         self.uploads = asyncio.Semaphore(max(1, jobs))
         self.reads = asyncio.Semaphore(max(1, read_jobs))
         self.progress = progress or NoProgress()
@@ -173,7 +177,8 @@ class ModelPacker:
     async def _one(self, f: PlannedFile, repository: str, push: bool,
                    results: dict[str, tuple[PackedFile, bytes | None, bool]]) -> None:
         async with self.reads:
-            packed, kept = await asyncio.to_thread(analyze_file, f, (), self.progress)
+            extra = self.extra_sinks(f) if self.extra_sinks is not None else ()
+            packed, kept = await asyncio.to_thread(analyze_file, f, extra, self.progress)
         upload = push and not await self.client.blob_exists(repository, packed.digest)
         if upload:
             async with self.uploads:

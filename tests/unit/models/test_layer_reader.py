@@ -46,3 +46,18 @@ def test_small_file_keeper_gives_up_past_its_limit() -> None:
     assert bytes(keeper.data or b"") == b"abc"
     keeper(b"de")
     assert keeper.data is None
+
+
+def test_analyze_file_hands_the_same_pass_to_extra_sinks(tmp_path: Path) -> None:
+    from stablemirror.models.pack import PlannedFile, analyze_file
+
+    data = b"x" * 10_000_000
+    (tmp_path / "w.bin").write_bytes(data)
+    seen = hashlib.sha256()
+    count: list[int] = []
+    planned = PlannedFile("w.bin", tmp_path / "w.bin", len(data), "weight", False)
+    packed, kept = analyze_file(planned, [seen.update, lambda p: count.append(len(p))])
+    assert str(packed.digest) == "sha256:" + seen.hexdigest() == (
+        "sha256:" + hashlib.sha256(data).hexdigest())
+    assert sum(count) == len(data) and kept is None
+    assert packed.weight is not None and packed.weight.format == "pickle"
