@@ -252,3 +252,5 @@ def _run(job: Any, progress: bool) -> None:
         raise _fail(str(e)) from None
     except OSError as e:
         raise _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted") from None

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 from urllib.parse import urljoin
 
 import aiohttp
@@ -36,6 +36,12 @@ from stablemirror.oci.manifest import MAX_MANIFEST_BYTES
 
 ACCEPT_MANIFESTS = ", ".join(sorted(mt.MANIFESTS))
 _BY_CODE = {cls.code: cls for cls in reversed(ALL_ERRORS)}  # base class wins over subclass
+
+
+class BlobSink(Protocol):
+    """Where a downloaded blob goes: a binary file, or anything that takes its bytes."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +212,7 @@ class RegistryClient:
             raise DigestInvalid(url=url, digest=str(digest), actual=str(actual))
         return data
 
-    async def download_blob(self, repository: str, digest: Digest, out: BinaryIO,
+    async def download_blob(self, repository: str, digest: Digest, out: BlobSink,
                             on_chunk: Callable[[int], None] | None = None) -> int:
         """Stream a blob of any size into `out`, verified against its digest; `on_chunk`
         hears the size of each piece written (progress)."""

@@ -158,8 +158,8 @@ class ModelPacker:
             async with asyncio.TaskGroup() as group:
                 for f in planned:
                     group.create_task(self._one(f, repository, push, results))
-        except* (PackError, HeaderError) as caught:
-            raise caught.exceptions[0] from None
+        except* Exception as caught:  # the first failure, as itself (one line in the CLI)
+            raise first_error(caught) from None
         files = [results[f.path][0] for f in planned]
         kept = next((k for _, k, _ in results.values() if k is not None), None)
         hints = hints_from_config_json(kept) if kept is not None else ConfigHints()
@@ -188,3 +188,10 @@ class ModelPacker:
         self.progress.finished(f, upload)
 
 
+def first_error(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first failure of a task group, unwrapped: what the user is told."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, Exception)
+    return error

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from stablemirror.client.registry import RegistryClient
+from stablemirror.models.pack import first_error
 from stablemirror.models.paths import UnsafePath, safe_parts
 from stablemirror.models.reading import Layer, model_layers, selected
 from stablemirror.models.unpack_files import TargetDir
@@ -51,8 +52,7 @@ class WholeBlobFetcher:
 
     async def fetch(self, repository: str, layer: Layer, out: SequentialWriter,
                     on_chunk: Callable[[int], None]) -> None:
-        await self.client.download_blob(repository, layer.digest, out,  # type: ignore[arg-type]
-                                        on_chunk)
+        await self.client.download_blob(repository, layer.digest, out, on_chunk)
 
 
 class UnpackProgress(Protocol):
@@ -73,10 +73,6 @@ class UnpackResult:
     layers: int
     files: list[str]
     bytes: int
-
-
-class UnpackError(Exception):
-    pass
 
 
 class ModelUnpacker:
@@ -100,8 +96,8 @@ class ModelUnpacker:
                 async with asyncio.TaskGroup() as group:
                     for layer in layers:
                         group.create_task(self._one(repository, layer, target, written, taken))
-            except* (UnsafePath, UnpackError, ValueError, tarfile.TarError) as caught:
-                raise caught.exceptions[0] from None
+            except* Exception as caught:  # the first failure, as itself
+                raise first_error(caught) from None
         return UnpackResult(manifest.digest, len(layers), sorted(written),
                             sum(layer.size for layer in layers))
 

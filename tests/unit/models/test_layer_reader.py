@@ -61,3 +61,23 @@ def test_analyze_file_hands_the_same_pass_to_extra_sinks(tmp_path: Path) -> None
         "sha256:" + hashlib.sha256(data).hexdigest())
     assert sum(count) == len(data) and kept is None
     assert packed.weight is not None and packed.weight.format == "pickle"
+
+
+def test_the_first_failure_of_a_task_group_is_what_surfaces() -> None:
+    import asyncio
+
+    from stablemirror.models.pack import first_error
+    from stablemirror.oci.errors import BlobUnknown
+
+    async def fail() -> None:
+        raise BlobUnknown(digest="sha256:x")
+
+    async def run() -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(fail())
+        except* Exception as caught:
+            raise first_error(caught) from None
+
+    with pytest.raises(BlobUnknown):
+        asyncio.run(run())
