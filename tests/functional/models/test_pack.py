@@ -16,6 +16,7 @@ import requests
 
 from tests.functional.models.conftest import LogCursor, cli, digest_line, tree
 from tests.support.clients import ArtifactRegistry
+from tests.support.gguf_bytes import gguf, string_value, u32
 from tests.support.live import LiveServer
 from tests.support.models import synthetic_model, write_safetensors
 
@@ -153,9 +154,10 @@ def test_a_pickle_weight_is_packed_opaque_and_never_loaded(model_server: LiveSer
 def test_an_interrupted_pack_uploads_only_what_is_missing(model_server: LiveServer,
                                                           tmp_path: Path) -> None:
     src = tmp_path / "model"
-    synthetic_model(src, shards=8, shard_bytes=4 << 20)
+    synthetic_model(src, shards=8, shard_bytes=16 << 20)
     total = len(tree(src))
     target = f"{model_server.host}/models/resume:v1"
+    dry = digest_line(cli("pack", str(src), target, "--dry-run", "--no-progress"))
     cursor = LogCursor(model_server)
     proc = subprocess.Popen([sys.executable, "-m", "stablemirror", "pack", str(src), target,
                              "--jobs", "1", "--no-progress"], stdout=subprocess.DEVNULL,
@@ -169,16 +171,24 @@ def test_an_interrupted_pack_uploads_only_what_is_missing(model_server: LiveServ
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(10)
-    pushed = len(cursor.lines(r"PUT /v2/models/resume/blobs/uploads/\S+ 201"))
-    assert 3 <= pushed < total
+    time.sleep(0.5)  # a PUT whose body had all arrived may still be committing
     assert cursor.lines(r"PUT /v2/models/resume/manifests/") == []
+    layers = file_digests(src)
+    present = [d for d in layers if requests.head(
+        f"{model_server.url}/v2/models/resume/blobs/{d}", timeout=30).status_code == 200]
+    assert 3 <= len(present) < total
     cursor = LogCursor(model_server)
-    digest_line(cli("pack", str(src), target, "--no-progress"))
+    assert digest_line(cli("pack", str(src), target, "--no-progress")) == dry
     uploads = cursor.lines(r"POST /v2/models/resume/blobs/uploads/ 202")
-    assert len(uploads) == total - pushed + 1  # the missing files and the config
+    assert len(uploads) == total - len(present) + 1  # the missing files and the config
     out = tmp_path / "out"
     assert cli("unpack", target, str(out), "--no-progress").returncode == 0
     assert tree(out) == tree(src)
+
+
+def file_digests(src: Path) -> list[str]:
+    """The layer digests of a directory's files: sha256 of each file's content."""
+    return ["sha256:" + digest for digest in tree(src).values()]
 
 
 def test_the_real_minilm_model_packs_and_unpacks_identical(model_server: LiveServer,
@@ -223,3 +233,23 @@ def test_shards_written_by_safetensors_itself_are_understood(model_server: LiveS
     config = json.loads(blob(model_server, "models/st", config_desc["digest"]))
     assert config["config"] == {"format": "safetensors", "paramSize": "0.1K",
                                 "precision": "fp16"}
+
+
+def test_a_gguf_model_says_its_quantization_and_a_bad_one_is_named(model_server: LiveServer,
+                                                                   tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "tiny-q4.gguf").write_bytes(gguf(
+        [("general.architecture", 8, string_value("llama")),
+         ("general.file_type", 4, u32(15))], [("w", [64, 32], 12)]))
+    target = f"{model_server.host}/models/gguf:v1"
+    digest = digest_line(cli("pack", str(src), target, "--no-progress"))
+    config_desc = manifest_of(model_server, "models/gguf", digest)["config"]
+    assert isinstance(config_desc, dict)
+    config = json.loads(blob(model_server, "models/gguf", config_desc["digest"]))
+    assert config["config"] == {"format": "gguf", "paramSize": "2K", "quantization": "Q4_K_M"}
+    assert config["descriptor"]["family"] == "llama"
+    (src / "broken.gguf").write_bytes(b"GGUF" + b"\x03\0\0\0" + b"\xff" * 16)
+    result = cli("pack", str(src), target, "--no-progress")
+    assert result.returncode == 1 and "broken.gguf" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

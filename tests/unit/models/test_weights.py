@@ -13,7 +13,7 @@ from stablemirror.models.weights import (
     parse_safetensors,
     precision_of,
 )
-from tests.unit.models.gguf_bytes import gguf, string_array, string_value, u32
+from tests.support.gguf_bytes import gguf, string_array, string_value, u32
 
 
 def st(header: object, data_size: int, raw: bytes | None = None) -> bytes:
