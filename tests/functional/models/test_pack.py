@@ -253,3 +253,32 @@ def test_a_gguf_model_says_its_quantization_and_a_bad_one_is_named(model_server:
     result = cli("pack", str(src), target, "--no-progress")
     assert result.returncode == 1 and "broken.gguf" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_modelfile_names_the_model_and_sorts_files_into_kinds(model_server: LiveServer,
+                                                                tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    synthetic_model(src, shards=1, shard_bytes=1 << 16)
+    (src / "evals.json").write_text("[]")
+    (src / "notes.tmp").write_text("scratch")
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text("# demo\nNAME demo-model\nFAMILY toy\nLICENSE MIT\n"
+                         "DATASET evals.json\nEXCLUDE *.tmp\nCREATED 2025-01-02T03:04:05Z\n")
+    target = f"{model_server.host}/models/modelfile:v1"
+    digest = digest_line(cli("pack", str(src), target, "-f", str(modelfile),
+                             "--version", "2", "--no-progress"))
+    doc = manifest_of(model_server, "models/modelfile", digest)
+    layers = doc["layers"]
+    assert isinstance(layers, list)
+    kinds = {x["annotations"]["org.cncf.model.filepath"]: x["mediaType"] for x in layers}
+    assert kinds["evals.json"] == "application/vnd.cncf.model.dataset.v1.raw"
+    assert "notes.tmp" not in kinds
+    assert doc["annotations"] == {"org.opencontainers.image.created": "2025-01-02T03:04:05Z"}
+    config_desc = doc["config"]
+    assert isinstance(config_desc, dict)
+    config = json.loads(blob(model_server, "models/modelfile", config_desc["digest"]))
+    assert config["descriptor"] == {"name": "demo-model", "family": "toy", "version": "2",
+                                    "licenses": ["MIT"],
+                                    "createdAt": "2025-01-02T03:04:05Z"}
+    bad = cli("pack", str(src), target, "--created", "yesterday", "--no-progress")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
