@@ -119,9 +119,10 @@ class ModelUnpacker:
         with target.staged(staging, layer.digest, layer.size) as out:
             await self.fetcher.fetch(repository, layer, out, self.progress.received)
         staging_dir = target.root / staging[0]
+        own = target.duplicate()  # taken here, closed by the thread (docs/architecture.md)
         try:
             members = await asyncio.to_thread(_extract, staging_dir / name, layer.packing,
-                                              target, taken)
+                                              own, taken)
         finally:
             (staging_dir / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # another tar layer may still be in it
@@ -157,26 +158,32 @@ class _Taken:
 
 def _extract(archive: Path, packing: str, target: TargetDir, taken: _Taken) -> list[str]:
     """Regular files and directories only, each path checked, none written twice (nor one
-    in `taken`). Members carry no digests: the archive's was verified before it was opened."""
+    in `taken`). Members carry no digests: the archive's was verified before it was opened.
+    Runs in a worker thread, which owns (and closes) `target`."""
+    with target:
+        tar, raw = _open_tar(archive, packing)
+        try:
+            return _write_members(tar, target, taken)
+        finally:
+            tar.close()
+            raw.close()
+
+
+def _write_members(tar: tarfile.TarFile, target: TargetDir, taken: _Taken) -> list[str]:
     out: list[str] = []
-    tar, raw = _open_tar(archive, packing)
-    try:
-        for member in tar:
-            if member.isdir():
-                os.close(target.open_dir(safe_parts(member.name.rstrip("/"))))
-                continue
-            if not member.isreg():
-                raise UnsafePath(member.name, "tar member is not a regular file or directory")
-            parts = safe_parts(member.name)
-            path = "/".join(parts)
-            taken.claim(path)
-            source = tar.extractfile(member)
-            assert source is not None
-            with target.staged(parts, None, member.size) as dest:
-                while piece := source.read(1 << 20):
-                    dest.write(piece)
-            out.append(path)
-    finally:
-        tar.close()
-        raw.close()
+    for member in tar:
+        if member.isdir():
+            os.close(target.open_dir(safe_parts(member.name.rstrip("/"))))
+            continue
+        if not member.isreg():
+            raise UnsafePath(member.name, "tar member is not a regular file or directory")
+        parts = safe_parts(member.name)
+        path = "/".join(parts)
+        taken.claim(path)
+        source = tar.extractfile(member)
+        assert source is not None
+        with target.staged(parts, None, member.size) as dest:
+            while piece := source.read(1 << 20):
+                dest.write(piece)
+        out.append(path)
     return out

@@ -55,10 +55,17 @@ class StagedFile:
 class TargetDir:
     """The unpack target; `close()` (or `with`) releases its directory fd."""
 
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path, fd: int | None = None) -> None:
+        if fd is None:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.root = root
-        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = fd
+
+    def duplicate(self) -> TargetDir:
+        """The same target on a dup(2) of its fd, for a worker thread to own and close: the
+        coroutine that owns this one may close it while the thread still runs."""
+        return TargetDir(self.root, os.dup(self.fd))
 
     def __enter__(self) -> TargetDir:
         return self
