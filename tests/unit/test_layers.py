@@ -19,7 +19,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("audit",),
     ("registry",),
     ("auth", "trust", "releases", "integrity"),
-    ("scanning",),
+    ("scanning", "models"),
     ("mirror",),
     ("config",),
     ("api",),

@@ -19,6 +19,8 @@ from typer._click.exceptions import ClickException, UsageError
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
+from stablemirror.cli.pack import pack as pack_command
+from stablemirror.cli.pack import unpack as unpack_command
 from stablemirror.cli.release import release_app
 from stablemirror.cli.scan import scan as scan_command
 from stablemirror.cli.scan import scan_exempt as scan_exempt_command
@@ -145,6 +147,9 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
 # Release channels (cli/release.py).
 app.add_typer(release_app, name="release")
+# Models as ModelPack artifacts (cli/pack.py).
+app.command(name="pack")(pack_command)
+app.command(name="unpack")(unpack_command)
 
 
 def _fail(message: str, code: int) -> NoReturn:
