@@ -10,12 +10,14 @@ from aiohttp import web
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
+from stablemirror.delta.store import ChunkTable
 from stablemirror.files.create_once import create_once
 from stablemirror.index.db import Database
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.delta_source import MirrorDelta
 from stablemirror.mirror.events import (
     BlobMissed,
     FailedOver,
@@ -51,6 +53,7 @@ class MirrorParts:
     access: AccessRecorder
     fetches: BlobFetches
     evictor: CacheEvictor
+    delta: MirrorDelta
 
     def schedule(self, background: Background) -> None:
         background.run("access times", self.access.run)
@@ -65,6 +68,7 @@ class MirrorParts:
 
     async def stop(self, _app: web.Application) -> None:
         await self.fetches.aclose()
+        await self.delta.aclose()
         await self.client.close()
 
 
@@ -105,6 +109,8 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
     fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
     fetches.listeners.append(record)
+    delta = MirrorDelta(ChunkTable(db), store, metrics, index)
+    fetches.published.append(delta.published)
     routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
     for ns in namespaces:
         mirror = None
@@ -114,9 +120,9 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
                                  f"{ns.upstream_group!r}")
             mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
                                     mirror_index, store, fetches, access, metrics,
-                                    node_id(settings))
+                                    node_id(settings), delta)
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
                            DataDir(settings.data_dir).evict_lock)
-    return MirrorParts(registry, client, groups, access, fetches, evictor)
+    return MirrorParts(registry, client, groups, access, fetches, evictor, delta)
