@@ -22,8 +22,8 @@ from pyfastcdc import FastCDC
 
 from stablemirror.delta.format import ChunkIndex, ChunkParams
 
-# Chosen from the measurements in docs/delta.md: ~320 KiB chunks on average.
-DEFAULT_PARAMS = ChunkParams(avg=256 * 1024, min=64 * 1024, max=1024 * 1024)
+# Chosen from the measurements in docs/delta.md: ~160 KiB chunks on average (avg + min).
+DEFAULT_PARAMS = ChunkParams(avg=128 * 1024, min=32 * 1024, max=512 * 1024)
 BATCH = 4 << 20
 READ = 4 << 20
 
