@@ -120,7 +120,8 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
                                  f"{ns.upstream_group!r}")
             mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
                                     mirror_index, store, fetches, access, metrics,
-                                    node_id(settings), delta)
+                                    node_id(settings),
+                                    delta if settings.mirror.delta else None)
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
