@@ -4,11 +4,10 @@ weight layers of manifests that passed through a mirror."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, Row, Select, delete, select
+from sqlalchemy import Connection, delete, select
 
 from stablemirror.delta.format import ChunkIndex
 from stablemirror.delta.schema import delta_chunks, delta_indexed, delta_layers
@@ -85,19 +84,19 @@ class ChunkTable:
 
     async def lookup(self, hashes: Sequence[bytes], params_key: str, exclude: str = ""
                      ) -> dict[bytes, tuple[str, int]]:
-        """hash -> (blob digest, offset) for the hashes some local blob holds."""
-        found: dict[bytes, tuple[str, int]] = {}
+        """hash -> (blob digest, offset) for the hashes some local blob holds. One snapshot
+        read in a thread: a large layer's hashes take many batches, too long for the loop."""
         unique = list(dict.fromkeys(hashes))
-        for i in range(0, len(unique), LOOKUP_BATCH):
-            batch = unique[i:i + LOOKUP_BATCH]
-            q = (select(delta_chunks.c.hash, delta_chunks.c.digest, delta_chunks.c.offset)
-                 .where(delta_chunks.c.hash.in_(batch), delta_chunks.c.params == params_key,
-                        delta_chunks.c.digest != exclude))
-            for row in await self.db.read(_all(q)):
-                found.setdefault(bytes(row.hash), (str(row.digest), int(row.offset)))
-        return found
 
+        def run(c: Connection) -> dict[bytes, tuple[str, int]]:
+            found: dict[bytes, tuple[str, int]] = {}
+            for i in range(0, len(unique), LOOKUP_BATCH):
+                q = (select(delta_chunks.c.hash, delta_chunks.c.digest, delta_chunks.c.offset)
+                     .where(delta_chunks.c.hash.in_(unique[i:i + LOOKUP_BATCH]),
+                            delta_chunks.c.params == params_key,
+                            delta_chunks.c.digest != exclude))
+                for row in c.execute(q):
+                    found.setdefault(bytes(row.hash), (str(row.digest), int(row.offset)))
+            return found
 
-
-def _all(q: Select[Any]) -> Callable[[Connection], Sequence[Row[Any]]]:
-    return lambda c: c.execute(q).all()
+        return await self.db.snapshot(run)

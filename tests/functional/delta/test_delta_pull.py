@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -268,3 +269,46 @@ def test_an_interrupted_delta_fetch_resumes(tiers: Tiers) -> None:
     assert cut, tiers.proxy.summary()
     assert all("range" in e.headers for e in tiers.proxy.requests(changed_layer, "GET"))
     assert tiers.upstream_blob_bytes() <= 1.15 * v2.changed_bytes + index + 200_000
+
+
+def test_a_delta_fetch_resumes_from_the_part_after_a_crash(tiers: Tiers) -> None:
+    """The node dies mid-delta; restarted, its next leader resumes from the `.part` on
+    disk, by delta, without asking for any byte before it again."""
+    v1 = v1_model(71)
+    v2 = with_changed(v1, 0.10, 72)
+    hold_v1(tiers, "models/e", v1)
+    digest = push_model(tiers.center.url, "models/e", "v2", v2)
+    wait_for_index(tiers.center.url, "models/e", digest)
+    layer, data = next((sha256(n), n) for o, n in zip(v1.files, v2.files, strict=True)
+                       if o != n)
+    requests.get(f"{tiers.node.url}/v2/models/e/manifests/v2", timeout=TIMEOUT,
+                 headers={"Accept": OCI_MANIFEST}).raise_for_status()
+    tiers.proxy.set("stall", after=100_000, match=layer, seconds=60)
+
+    def stalled_pull() -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.get(f"{tiers.node.url}/v2/models/e/blobs/{layer}", timeout=TIMEOUT)
+
+    puller = threading.Thread(target=stalled_pull, daemon=True)
+    puller.start()
+    parts = lambda: list((tiers.node.data_dir / "fetch").glob("*.part"))  # noqa: E731
+    deadline = time.monotonic() + TIMEOUT
+    while not (parts() and parts()[0].stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the local chunks before the stalled range land
+    tiers.node.kill()
+    puller.join(10)
+    part = parts()[0]
+    have = part.stat().st_size
+    assert 0 < have < len(data)
+    assert part.read_bytes() == data[:have]
+
+    tiers.proxy.pass_through()
+    tiers.proxy.reset_counters()
+    tiers.node.start()
+    pull(tiers.node.url, "models/e", "v2", v2)
+    starts = [int(e.headers["range"].split("=")[1].split("-")[0])
+              for e in tiers.proxy.requests(layer, "GET")]
+    assert starts and min(starts) >= have - 512 * 1024, (have, starts)
+    assert "range" in tiers.proxy.requests(layer, "GET")[0].headers
+    assert tiers.upstream_blob_bytes() <= 1.15 * v2.changed_bytes + 512 * 1024
