@@ -13,9 +13,7 @@ plain whole-blob source for the rest of this fetch, from the bytes already verif
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,37 +23,19 @@ from stablemirror.delta.assemble import Assembly, DeltaError
 from stablemirror.delta.chunker import index_file
 from stablemirror.delta.format import ChunkIndex, IndexRejected, decode, max_index_size
 from stablemirror.delta.plan import LocalChunk, plan
-from stablemirror.delta.referrer import (
-    ARTIFACT_TYPE,
-    MANIFEST_MEDIA_TYPE,
-    index_blob_for,
-    referrer_digests,
-)
+from stablemirror.delta.referrer import index_blob_for
 from stablemirror.delta.store import ChunkTable, LayerOrigin
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.metrics import DeltaFallback, Metrics
+from stablemirror.mirror.delta_upstream import Fallback, UpstreamReader
 from stablemirror.mirror.source import GroupBlobSource
-from stablemirror.mirror.upstream import (
-    NoUpstreamAvailable,
-    Upstream,
-    UpstreamAnswer,
-    UpstreamFailure,
-    with_ns,
-)
+from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest
-from stablemirror.oci.errors import OCIError
-from stablemirror.oci.manifest import Manifest, parse_manifest
+from stablemirror.oci.manifest import Manifest
 from stablemirror.store.filesystem import FilesystemBlobStore
 
 log = logging.getLogger("stablemirror.delta")
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 MIN_SHARED = 0.05  # below 5% of the layer local, a delta saves less than its requests cost
-
-
-class Fallback(Exception):
-    def __init__(self, reason: DeltaFallback) -> None:
-        super().__init__(reason)
-        self.reason: DeltaFallback = reason
 
 
 class MirrorDelta:
@@ -96,6 +76,18 @@ class MirrorDelta:
         except Exception:
             log.exception("indexing %s for delta transfer failed", digest)
 
+    async def cache_referrers(self, up: UpstreamReader, repository: str, manifest: str
+                              ) -> None:
+        """Keep the upstream's chunk-index referrers of a model manifest that just passed
+        through, so a tier below finds them in our referrers API before its first miss."""
+        try:
+            for referrer in await up.referrers(manifest):
+                await self.index.put_manifest(repository, referrer, [],
+                                              check_references=False)
+        except (Fallback, UpstreamFailure, UpstreamAnswer, NoUpstreamAvailable) as e:
+            log.info("no chunk-index referrers of %s upstream: %s", manifest,
+                     getattr(e, "reason", type(e).__name__))
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -124,6 +116,7 @@ class DeltaBlobSource:
         self.origin = origin
         self.upstream_repository = upstream_repository
         self.digest = plain.digest
+        self.up = UpstreamReader(plain.group, upstream_repository, plain.via, plain.ns)
         self._off = False
         self._assembly: Assembly | None = None
         self.verified_index: ChunkIndex | None = None  # set once a delta fetch completed
@@ -186,47 +179,15 @@ class DeltaBlobSource:
                  p.local_bytes, index.size, len(p.ranges))
         return Assembly(index, p, self._fetch_range, self.delta.parallel)
 
-    def _path(self, u: Upstream, tail: str) -> str:
-        return with_ns(f"/v2/{u.repository(self.upstream_repository)}/{tail}", self.plain.ns)
-
-    async def _get(self, tail: str, limit: int, accept: str = "") -> bytes:
-        async def call(u: Upstream) -> bytes:
-            headers = {"Accept": accept} if accept else {}
-            response = await u.request("GET", self._path(u, tail), headers, self.plain.via)
-            try:
-                if response.status != 200:
-                    raise Fallback("no_index")
-                if (response.content_length or 0) > limit:
-                    raise Fallback("bad_index")
-                body = await response.content.read(limit + 1)
-            except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                raise UpstreamFailure(u.name, type(e).__name__) from e
-            finally:
-                response.release()
-            if len(body) > limit:
-                raise Fallback("bad_index")
-            return body
-        return await self.plain.group.attempt(call)
-
     async def _fetch_index(self) -> ChunkIndex:
-        manifest = self.origin.manifest
-        listing = await self._get(f"referrers/{manifest}?artifactType={ARTIFACT_TYPE}",
-                                  4 << 20)
-        for ref in referrer_digests(listing):
-            raw = await self._get(f"manifests/{ref}", 4 << 20, MANIFEST_MEDIA_TYPE)
-            try:
-                referrer = parse_manifest(raw, MANIFEST_MEDIA_TYPE)
-            except OCIError:
-                continue
-            if str(referrer.digest) != ref:
-                continue
+        for referrer in await self.up.referrers(self.origin.manifest):
             d = index_blob_for(referrer, self.digest)
             if d is None:
                 continue
             await self._cache_referrer(referrer)
             if d.size > max_index_size(self.origin.size):
                 raise Fallback("bad_index")
-            blob = await self._get(f"blobs/{d.digest}", d.size)
+            blob = await self.up.get(f"blobs/{d.digest}", d.size)
             if Digest.of(blob) != d.digest:
                 raise Fallback("bad_index")
             try:
@@ -246,21 +207,4 @@ class DeltaBlobSource:
             log.warning("could not cache the chunk-index referrer %s", referrer.digest)
 
     async def _fetch_range(self, start: int, end: int) -> bytes:
-        async def call(u: Upstream) -> bytes:
-            path = self._path(u, f"blobs/{self.digest}")
-            response = await u.request("GET", path, {"Range": f"bytes={start}-{end - 1}"},
-                                       self.plain.via)
-            try:
-                if response.status != 206:
-                    raise DeltaError("no_range")
-                m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-                if m is None or (int(m.group(1)), int(m.group(2))) != (start, end - 1):
-                    raise DeltaError("no_range")
-                return await response.content.readexactly(end - start)
-            except (TimeoutError, aiohttp.ClientError, OSError,
-                    asyncio.IncompleteReadError) as e:
-                raise UpstreamFailure(u.name, type(e).__name__) from e
-            finally:
-                with contextlib.suppress(Exception):
-                    response.release()
-        return await self.plain.group.attempt(call)
+        return await self.up.range(self.digest, start, end)

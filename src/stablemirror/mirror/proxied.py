@@ -25,6 +25,7 @@ from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import NamespaceSettings
 from stablemirror.mirror.delta_source import MirrorDelta
+from stablemirror.mirror.delta_upstream import UpstreamReader
 from stablemirror.mirror.fetch import BlobFetches, BlobUpstream, FetchFailed
 from stablemirror.mirror.source import GroupBlobSource
 from stablemirror.mirror.upstream import (
@@ -251,11 +252,14 @@ class MirrorRegistry:
             return manifest
 
         manifest = await self._call(ctx, repository, reference, call)
-        if self.delta is not None:
-            # remember where its weight layers' chunk indexes hang (a later blob miss asks)
+        layers = weight_layers(manifest) if self.delta is not None else []
+        if self.delta is not None and layers:
+            # remember where its weight layers' chunk indexes hang (a later blob miss asks),
+            # and keep those referrers here for the tiers below
             await self.delta.chunks.remember_layers(repository, str(manifest.digest),
-                                                    manifest.media_type,
-                                                    weight_layers(manifest))
+                                                    manifest.media_type, layers)
+            await self.delta.cache_referrers(UpstreamReader(self.group, name, ctx.via, ns),
+                                             repository, str(manifest.digest))
         return manifest
 
     async def _call(self, ctx: RequestContext, repository: str, reference: str,
