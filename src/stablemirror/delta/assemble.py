@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable
-from itertools import accumulate
 
 from stablemirror.delta.chunker import chunk_hash
 from stablemirror.delta.format import ChunkIndex
-from stablemirror.delta.plan import LocalStep, Plan, RemoteStep, Step
+from stablemirror.delta.plan import LocalStep, Plan, RemoteStep, Step, offsets_of
 
 PARALLEL = 4
-LOCAL_BATCH = 4 << 20
 
 # (start, end) -> exactly bytes [start, end) of the layer; raises DeltaError("no_range")
 # when the other side answers without Range support.
@@ -42,27 +41,20 @@ class Assembly:
         self.plan = plan
         self.fetch = fetch
         self.parallel = parallel
-        self.offsets = [0, *accumulate(index.lengths)]
+        self.offsets = offsets_of(index)
         self.local_bytes = 0
         self.fetched_bytes = 0
         self.chunks_reused = 0
         self.chunks_fetched = 0
 
     def _chunk_at(self, pos: int) -> int:
-        lo, hi = 0, len(self.index.lengths) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.offsets[mid] <= pos:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        """The chunk that holds byte `pos`."""
+        return bisect_right(self.offsets, pos) - 1
 
     def _steps_from(self, pos: int) -> list[Step]:
         steps: list[Step] = []
         for s in self.plan.steps:
-            end = s.end if isinstance(s, RemoteStep) else s.offset + s.length
-            if end <= pos:
+            if s.end <= pos:
                 continue
             if isinstance(s, RemoteStep) and s.start < pos:
                 first = self._chunk_at(pos)
@@ -84,24 +76,15 @@ class Assembly:
                 ahead += 1
 
         try:
-            i = 0
-            while i < len(steps):
-                step = steps[i]
+            for step in steps:
                 top_up()
                 if isinstance(step, RemoteStep):
                     data = await tasks.pop(step.start)
                     self.fetched_bytes += len(data)
                     self.chunks_fetched += step.last - step.first + 1
-                    i += 1
                 else:
-                    group = [step]
-                    while (i + len(group) < len(steps)
-                           and isinstance(nxt := steps[i + len(group)], LocalStep)
-                           and sum(g.length for g in group) < LOCAL_BATCH):
-                        group.append(nxt)
-                    data = await self._local(group)
-                    i += len(group)
-                skip = max(0, pos - _start(step))
+                    data = await self._local(step)
+                skip = max(0, pos - step.start)
                 yield data[skip:] if skip else data
         finally:
             for task in tasks.values():
@@ -128,44 +111,39 @@ class Assembly:
                 return False
         return True
 
-    async def _local(self, group: list[LocalStep]) -> bytes:
-        pieces = await asyncio.to_thread(_read_local, group)
+    async def _local(self, step: LocalStep) -> bytes:
+        pieces = await asyncio.to_thread(self._read_local, step)
         out = bytearray()
-        for step, piece in zip(group, pieces, strict=True):
+        for i, piece in zip(range(step.first, step.last + 1), pieces, strict=True):
             if piece is None:  # changed or gone since it was indexed: fetch it instead
-                i = self._chunk_at(step.offset)
-                piece = await self._fetch_checked(RemoteStep(step.offset,
-                                                             step.offset + step.length, i, i))
-                self.fetched_bytes += step.length
+                start, end = self.offsets[i], self.offsets[i + 1]
+                piece = await self._fetch_checked(RemoteStep(start, end, i, i))
+                self.fetched_bytes += end - start
                 self.chunks_fetched += 1
             else:
-                self.local_bytes += step.length
+                self.local_bytes += len(piece)
                 self.chunks_reused += 1
             out += piece
         return bytes(out)
 
-
-def _start(step: Step) -> int:
-    return step.start if isinstance(step, RemoteStep) else step.offset
-
-
-def _read_local(group: list[LocalStep]) -> list[bytes | None]:
-    """Read and check each chunk (in a thread; files opened and closed here)."""
-    out: list[bytes | None] = []
-    files: dict[str, int] = {}
-    try:
-        for step in group:
-            key = str(step.source.path)
-            try:
-                if key not in files:
-                    files[key] = os.open(key, os.O_RDONLY)
-                data = os.pread(files[key], step.length, step.source.offset)
-            except OSError:
-                out.append(None)
-                continue
-            out.append(data if len(data) == step.length and chunk_hash(data) == step.hash
-                       else None)
-    finally:
-        for fd in files.values():
+    def _read_local(self, step: LocalStep) -> list[bytes | None]:
+        """One read of the run, each chunk checked (in a thread; the file is opened and
+        closed here)."""
+        try:
+            fd = os.open(step.source.path, os.O_RDONLY)
+        except OSError:
+            return [None] * (step.last - step.first + 1)
+        try:
+            data = os.pread(fd, step.length, step.source.offset)
+        except OSError:
+            data = b""
+        finally:
             os.close(fd)
-    return out
+        view = memoryview(data)
+        out: list[bytes | None] = []
+        for i in range(step.first, step.last + 1):
+            a, b = self.offsets[i] - step.start, self.offsets[i + 1] - step.start
+            piece = view[a:b]
+            ok = len(piece) == b - a and chunk_hash(piece) == self.index.hash_at(i)
+            out.append(bytes(piece) if ok else None)
+        return out

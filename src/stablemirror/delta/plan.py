@@ -3,19 +3,24 @@
 Missing chunks next to each other become one Range request; two runs separated by local
 chunks of at most `gap` bytes become one too (one request costs more than re-fetching a
 few KiB: a round trip plus headers), and no range grows past `max_range`, so ranges can be
-fetched in parallel and held in memory while they wait their turn.
+fetched in parallel and held in memory while they wait their turn. Local chunks that follow
+each other in the same local file become one read of up to `max_read` bytes: a layer that
+is mostly unchanged makes few steps, not one per chunk.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 from stablemirror.delta.format import ChunkIndex
 
 GAP = 64 * 1024
 MAX_RANGE = 8 << 20
+MAX_READ = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +33,18 @@ class LocalChunk:
 
 @dataclass(frozen=True, slots=True)
 class LocalStep:
-    offset: int  # in the new layer
-    length: int
-    hash: bytes
+    """Bytes [start, end) of the new layer: chunks `first`..`last`, which lie one after the
+    other in `source.path` from `source.offset` on."""
+
+    start: int
+    end: int
+    first: int
+    last: int
     source: LocalChunk
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,48 +78,52 @@ class Plan:
         return [s for s in self.steps if isinstance(s, RemoteStep)]
 
 
+def offsets_of(index: ChunkIndex) -> array:  # type: ignore[type-arg]
+    """Chunk i starts at offsets[i]; offsets[len] is the layer size."""
+    return array("Q", accumulate(index.lengths, initial=0))
+
+
 def plan(index: ChunkIndex, local: Mapping[bytes, LocalChunk], gap: int = GAP,
-         max_range: int = MAX_RANGE) -> Plan:
-    chunks = list(index.chunks())
-    have = [local.get(c.hash) for c in chunks]
+         max_range: int = MAX_RANGE, max_read: int = MAX_READ) -> Plan:
+    n = len(index)
+    off = offsets_of(index)
+    have = [local.get(index.hash_at(i)) for i in range(n)]
     result = Plan(index.size)
     i = 0
-    while i < len(chunks):
-        if have[i] is not None:
-            source = have[i]
-            assert source is not None
-            c = chunks[i]
-            result.steps.append(LocalStep(c.offset, c.length, c.hash, source))
-            i += 1
+    while i < n:
+        source = have[i]
+        if source is not None:
+            last = i
+            while (last + 1 < n and (nxt := have[last + 1]) is not None
+                   and nxt.path == source.path
+                   and nxt.offset == source.offset + off[last + 1] - off[i]
+                   and off[last + 2] - off[i] <= max_read):
+                last += 1
+            result.steps.append(LocalStep(off[i], off[last + 1], i, last, source))
+            i = last + 1
             continue
         first = i
-        end = i  # exclusive: chunks[first:end] go into this range
-        while end < len(chunks):
-            if chunks[end].offset + chunks[end].length - chunks[first].offset > max_range \
-                    and end > first:
+        end = i  # exclusive: chunks first..end-1 go into this range
+        while end < n:
+            if off[end + 1] - off[first] > max_range and end > first:
                 break
             if have[end] is None:
                 end += 1
                 continue
             # a run of local chunks: bridge it if short and more missing chunks follow
             j = end
-            while j < len(chunks) and have[j] is not None:
+            while j < n and have[j] is not None:
                 j += 1
-            bridged = chunks[j - 1].offset + chunks[j - 1].length - chunks[end].offset
-            fits = j < len(chunks) and chunks[j].offset + chunks[j].length \
-                - chunks[first].offset <= max_range
-            if bridged <= gap and fits:
+            if off[j] - off[end] <= gap and j < n and off[j + 1] - off[first] <= max_range:
                 end = j
                 continue
             break
-        start = chunks[first].offset
-        stop = chunks[end - 1].offset + chunks[end - 1].length
-        result.steps.append(RemoteStep(start, stop, first, end - 1))
+        result.steps.append(RemoteStep(off[first], off[end], first, end - 1))
         i = end
     for step in result.steps:
         if isinstance(step, LocalStep):
             result.local_bytes += step.length
-            result.chunks_reused += 1
+            result.chunks_reused += step.last - step.first + 1
         else:
             result.remote_bytes += step.length
             result.chunks_fetched += step.last - step.first + 1

@@ -59,6 +59,25 @@ def test_ranges_are_split_at_max_range_on_chunk_boundaries() -> None:
     assert plan(_fake_index([500]), {}, max_range=100).ranges == [RemoteStep(0, 500, 0, 0)]
 
 
+def test_local_chunks_in_sequence_in_one_file_are_one_read() -> None:
+    index = _fake_index([100] * 6)
+    a, b = Path("/a"), Path("/b")
+    local = {index.hash_at(0): LocalChunk(a, 1000), index.hash_at(1): LocalChunk(a, 1100),
+             index.hash_at(2): LocalChunk(a, 1200),  # 0-2: one run in /a
+             index.hash_at(3): LocalChunk(a, 5000),  # not where 2 ends: a new run
+             index.hash_at(4): LocalChunk(b, 5100),  # another file: a new run
+             index.hash_at(5): LocalChunk(b, 5200)}
+    p = plan(index, local)
+    assert p.steps == [LocalStep(0, 300, 0, 2, LocalChunk(a, 1000)),
+                       LocalStep(300, 400, 3, 3, LocalChunk(a, 5000)),
+                       LocalStep(400, 600, 4, 5, LocalChunk(b, 5100))]
+    assert p.chunks_reused == 6 and p.local_bytes == 600
+    # runs stop at max_read
+    p = plan(index, local, max_read=200)
+    assert [(s.start, s.end) for s in p.steps] == [(0, 200), (200, 300), (300, 400),
+                                                  (400, 600)]
+
+
 def _real(tmp_path: Path, data: bytes, name: str) -> tuple[ChunkIndex, Path]:
     path = tmp_path / name
     path.write_bytes(data)
@@ -97,6 +116,7 @@ async def test_assembles_v2_from_v1_fetching_little(tmp_path: Path) -> None:
     old, old_path = _real(tmp_path, v1, "v1")
     new, _ = _real(tmp_path, v2, "v2")
     p = plan(new, _local_table(old, old_path))
+    assert len(p.steps) < len(new) / 4  # unchanged stretches are read in runs, not by chunk
     up = Upstream(v2)
     a = Assembly(new, p, up.fetch)
     assert await _collect(a) == v2
