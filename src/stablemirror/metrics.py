@@ -51,6 +51,10 @@ FoundBy = Literal["scrub", "read"]
 ScanResult = Literal["clean", "findings", "failed"]
 ScanCategory = Literal["unsafe_code", "malformed", "secret", "vulnerability"]
 ScanBlock = Literal["findings", "pending", "failed", "warned"]
+# Why a weight layer was fetched whole instead of by delta (delta/, mirror/delta_source.py).
+DeltaFallback = Literal["no_index", "bad_index", "no_shared_chunks", "no_range",
+                        "index_mismatch", "digest_mismatch", "error"]
+ChunkOutcome = Literal["reused", "fetched"]
 
 # From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -228,6 +232,23 @@ class Metrics:
             f"{PREFIX}scan_blocked_pulls_total",
             "Manifest GETs refused (or served under warn) by a scanning policy, by reason.",
             ["reason"], registry=r)
+        # Delta transfer (mirror/delta_source.py, delta/fetcher.py).
+        self.delta_saved = Counter(
+            f"{PREFIX}delta_bytes_saved_total",
+            "Bytes of weight layers taken from local chunks instead of fetched upstream.",
+            registry=r)
+        self.delta_chunks = Counter(
+            f"{PREFIX}delta_chunks_total",
+            "Chunks of delta-fetched layers, reused locally or fetched (hit ratio).",
+            ["outcome"], registry=r)
+        self.delta_fallbacks = Counter(
+            f"{PREFIX}delta_fallbacks_total",
+            "Weight-layer fetches that went whole instead of by delta, by reason.",
+            ["reason"], registry=r)
+        for outcome in get_args(ChunkOutcome):
+            self.delta_chunks.labels(outcome)
+        for fallback in get_args(DeltaFallback):
+            self.delta_fallbacks.labels(fallback)
         for scan_result in get_args(ScanResult):
             self.scans.labels(scan_result)
         for block in get_args(ScanBlock):
@@ -344,6 +365,16 @@ class Metrics:
 
     def scan_pull_blocked(self, reason: ScanBlock) -> None:
         self.scan_pulls.labels(_check(reason, frozenset(get_args(ScanBlock)), "reason")).inc()
+
+    # -- delta transfer ----------------------------------------------------------------------
+    def delta_done(self, reused_chunks: int, fetched_chunks: int, saved_bytes: int) -> None:
+        self.delta_chunks.labels("reused").inc(reused_chunks)
+        self.delta_chunks.labels("fetched").inc(fetched_chunks)
+        self.delta_saved.inc(saved_bytes)
+
+    def delta_fallback(self, reason: DeltaFallback) -> None:
+        self.delta_fallbacks.labels(
+            _check(reason, frozenset(get_args(DeltaFallback)), "reason")).inc()
 
     # -- release channels ----------------------------------------------------------------------
     def release_pull(self, repository: str, channel: str, version: str) -> None:

@@ -18,7 +18,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("index", "store", "client"),
     ("audit",),
     ("registry",),
-    ("auth", "trust", "releases", "integrity"),
+    ("auth", "trust", "releases", "integrity", "delta"),
     ("scanning", "models"),
     ("mirror",),
     ("config",),

@@ -232,6 +232,36 @@ class RegistryClient:
             raise DigestInvalid(url=url, digest=str(digest))
         return size
 
+    async def get_range(self, repository: str, digest: Digest, start: int, end: int
+                        ) -> bytes | None:
+        """Bytes [start, end) of a blob; None when the registry answers without Range
+        support (a 200), so the caller can fall back to the whole blob."""
+        url = self._url(repository, f"blobs/{digest}")
+        async with await self._send("GET", url, self._scope(repository),
+                                    headers={"Range": f"bytes={start}-{end - 1}"}) as resp:
+            if resp.status == 200:
+                return None
+            if resp.status != 206:
+                raise await _error(resp, BlobUnknown)
+            if resp.headers.get("Content-Range", "").split("/")[0] != \
+                    f"bytes {start}-{end - 1}":
+                return None
+            try:
+                return await resp.content.readexactly(end - start)
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as e:
+                raise Unavailable(url=url, reason=f"{type(e).__name__}: {e}") from e
+
+    async def referrers(self, repository: str, digest: str, artifact_type: str) -> bytes:
+        """The referrers-API answer (an OCI index) for `digest`, filtered by artifact type;
+        an empty index where the registry has no referrers API (404)."""
+        url = self._url(repository, f"referrers/{digest}?artifactType={artifact_type}")
+        async with await self._send("GET", url, self._scope(repository)) as resp:
+            if resp.status == 404:
+                return b'{"manifests": []}'
+            if resp.status != 200:
+                raise await _error(resp, ManifestUnknown)
+            return await _read_limited(resp, MAX_MANIFEST_BYTES)
+
     async def push_blob(self, repository: str, data: bytes) -> Digest:
         """Upload `data` (POST a session, PUT it whole) unless the registry has it."""
         digest = Digest.of(data)

@@ -26,6 +26,7 @@ from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
+from stablemirror.delta.hosted import PushIndexer
 from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
 from stablemirror.integrity.scrub import ServiceHealer
@@ -53,7 +54,10 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
     mirror = build_mirror(settings, hosted, store, index, db, metrics)
-    routed = mirror.registry if mirror is not None else hosted
+    # Pushed weight layers get chunk indexes, as referrers, in the background (delta/).
+    push_indexer = PushIndexer(hosted, store)
+    routed = push_indexer.wrap(mirror.registry if mirror is not None else hosted)
+    app.on_cleanup.append(push_indexer.stop)
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
                               audit.record if audit is not None else None)

@@ -10,6 +10,7 @@ from aiohttp import web
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
+from stablemirror.delta.store import ChunkTable
 from stablemirror.files.create_once import create_once
 from stablemirror.index.db import Database
 from stablemirror.index.fetch_leases import FetchLeases
@@ -17,6 +18,7 @@ from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.delta_source import MirrorDelta
 from stablemirror.mirror.events import (
     BlobMissed,
     FailedOver,
@@ -53,6 +55,7 @@ class MirrorParts:
     access: AccessRecorder
     fetches: BlobFetches
     evictor: CacheEvictor
+    delta: MirrorDelta
 
     def schedule(self, background: Background) -> None:
         background.run("access times", self.access.run)
@@ -67,6 +70,7 @@ class MirrorParts:
 
     async def stop(self, _app: web.Application) -> None:
         await self.fetches.aclose()
+        await self.delta.aclose()
         await self.client.close()
 
 
@@ -107,6 +111,8 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
     fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
     fetches.listeners.append(record)
+    delta = MirrorDelta(ChunkTable(db), store, metrics, index)
+    fetches.published.append(delta.published)
     peers = None
     if settings.mirror.replicas.enabled:
         peers = ReplicaPeers(settings.mirror.replicas, FetchLeases(db), client,
@@ -120,10 +126,11 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
                                  f"{ns.upstream_group!r}")
             mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
                                     mirror_index, store, fetches, access, metrics,
-                                    node_id(settings))
+                                    node_id(settings),
+                                    delta if settings.mirror.delta else None)
             mirror.peers = peers
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
                            DataDir(settings.data_dir).evict_lock)
-    return MirrorParts(registry, client, groups, access, fetches, evictor)
+    return MirrorParts(registry, client, groups, access, fetches, evictor, delta)

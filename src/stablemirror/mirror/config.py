@@ -78,6 +78,8 @@ class MirrorSettings(BaseModel):
     upstream_groups: dict[str, UpstreamGroupSettings] = Field(default_factory=dict)
     namespaces: list[NamespaceSettings] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    delta: bool = Field(default=True, description="fetch weight layers by delta when a chunk "
+                        "index exists upstream (docs/delta.md)")
 
     def effective(
         self, quick_upstreams: list[str]

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -82,6 +82,8 @@ class BlobFetches:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._publishing: set[str] = set()
         self.listeners: list[MirrorListener] = []
+        # called by the leader once a fetched blob is published, with the source it used
+        self.published: list[Callable[[Digest, BlobUpstream], None]] = []
 
     def _emit(self, event: MirrorEvent) -> None:
         for listener in self.listeners:
@@ -200,6 +202,15 @@ class BlobFetches:
                 reason = "incomplete" if offset != total else "digest_mismatch"
                 log.error("fetch of %s rejected: %s", digest, reason)
                 self._discard(digest, reason)
+                # a source that assembled the blob another way (mirror/delta_source.py)
+                # switches to a whole-blob fetch once when those bytes do not verify
+                retry = getattr(source, "retry_plain", None)
+                if reason == "digest_mismatch" and retry is not None and retry():
+                    # the assembled bytes were wrong: waiters on this .part abort (its
+                    # inode is gone), a fresh .part is fetched whole under the same lock
+                    f.close()
+                    self.files.drop(digest, "error")
+                    await self._download(digest, repository, source, part, lock_fd)
                 return
             # Verified: waiters may send their last byte now; the durable publish (fsync,
             # rename, directory fsync) need not hold up the clients. From here on a
@@ -214,6 +225,8 @@ class BlobFetches:
         # The store's one publish path, shared with pushes: it fsyncs file and directory.
         await self.store.publish_verified(part, digest)
         self.files.drop(digest, "size", "verified")
+        for published in self.published:
+            published(digest, source)
 
     async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
                        digest: Digest) -> int:

@@ -18,11 +18,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from stablemirror.delta.referrer import weight_layers
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import NamespaceSettings
+from stablemirror.mirror.delta_source import MirrorDelta
+from stablemirror.mirror.delta_upstream import UpstreamReader
 from stablemirror.mirror.fetch import BlobFetches, BlobUpstream, FetchFailed
 from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.source import GroupBlobSource
@@ -60,8 +63,9 @@ class MirrorRegistry:
     def __init__(self, namespace: NamespaceSettings, group: UpstreamGroup,
                  hosted: HostedRegistry, index: RegistryIndex, mirror_index: MirrorIndex,
                  store: FilesystemBlobStore, fetches: BlobFetches, access: AccessRecorder,
-                 metrics: Metrics, node_id: str) -> None:
+                 metrics: Metrics, node_id: str, delta: MirrorDelta | None = None) -> None:
         self.ns = namespace
+        self.delta = delta  # weight layers by delta transfer (mirror/delta_source.py)
         self.group = group
         self.hosted = hosted  # local reads of what is cached share the hosted code paths
         self.index = index
@@ -249,7 +253,16 @@ class MirrorRegistry:
                 raise UpstreamFailure(u.name, "digest_mismatch")
             return manifest
 
-        return await self._call(ctx, repository, reference, call)
+        manifest = await self._call(ctx, repository, reference, call)
+        layers = weight_layers(manifest) if self.delta is not None else []
+        if self.delta is not None and layers:
+            # remember where its weight layers' chunk indexes hang (a later blob miss asks),
+            # and keep those referrers here for the tiers below
+            await self.delta.chunks.remember_layers(repository, str(manifest.digest),
+                                                    manifest.media_type, layers)
+            await self.delta.cache_referrers(UpstreamReader(self.group, name, ctx.via, ns),
+                                             repository, str(manifest.digest))
+        return manifest
 
     async def _call(self, ctx: RequestContext, repository: str, reference: str,
                     call: Callable[[Upstream], Awaitable[T]]) -> T:
@@ -332,6 +345,12 @@ class MirrorRegistry:
         self._check_loop(ctx)
         name, ns = self.upstream_reference(ctx, repository)
         source: BlobUpstream = GroupBlobSource(self.group, name, d, ctx.via, ns)
+        origin = await self.delta.chunks.layer(digest) if self.delta is not None else None
+        if self.delta is not None and origin is not None and isinstance(source,
+                                                                         GroupBlobSource):
+            # a weight layer of a manifest we served: try to fetch only what changed
+            source = self.delta.source(source, origin,
+                                       self.upstream_reference(ctx, origin.repository)[0])
         if self.peers is not None:
             source = self.peers.wrap(source, repository, d, ctx.from_replica)
         try:
