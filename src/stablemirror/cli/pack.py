@@ -34,7 +34,9 @@ from stablemirror.cli.options import InsecureOpt, registry_credentials
 from stablemirror.client.reference import ImageReference, parse_image_reference
 from stablemirror.client.registry import RegistryClient
 from stablemirror.models.artifact import ModelMeta
+from stablemirror.models.chunk_indexes import PackIndexes, push_referrer
 from stablemirror.models.classify import Selection
+from stablemirror.models.delta_unpack import DeltaUnpackFetcher, old_files
 from stablemirror.models.mediatypes import Kind
 from stablemirror.models.modelfile import Modelfile, ModelfileError, parse_modelfile
 from stablemirror.models.pack import ModelPacker, PackError, PlannedFile
@@ -179,6 +181,10 @@ def pack(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="build and print the digest, push nothing")] = False,
     insecure: InsecureOpt = False,
+    chunk_index: Annotated[bool, typer.Option(
+        "--chunk-index/--no-chunk-index",
+        help="attach chunk indexes of the weight layers as a referrer, so holders of an "
+             "earlier version fetch only what changed (docs/delta.md)")] = True,
 ) -> None:
     """Pack a model directory as a CNCF ModelPack artifact and push it."""
     ref = _reference(target)
@@ -203,10 +209,22 @@ def pack(
     async def run(bars: Progress | None) -> None:
         async with RegistryClient(ref.registry, insecure=insecure,
                                   credentials=registry_credentials()) as client:
+            indexes = PackIndexes() if chunk_index else None
             packer = ModelPacker(client, jobs=jobs,
-                                 progress=_PackBars(bars) if bars is not None else None)
-            result = await packer.pack(directory, ref.repository, ref.tag or "latest", meta,
-                                       selection, push=not dry_run)
+                                 progress=_PackBars(bars) if bars is not None else None,
+                                 extra_sinks=indexes.sinks if indexes is not None else None)
+            try:
+                result = await packer.pack(directory, ref.repository, ref.tag or "latest",
+                                           meta, selection, push=not dry_run)
+                # joins the indexer threads: off the event loop
+                referrer = (await asyncio.to_thread(indexes.referrer, result.manifest,
+                                                    result.files)
+                            if indexes is not None else None)
+            finally:
+                if indexes is not None:
+                    indexes.close_on_failure()
+            if referrer is not None and not dry_run:
+                await push_referrer(client, ref.repository, referrer)
         err.print(f"{len(result.files)} files, {result.uploaded} uploaded "
                   f"({result.uploaded_bytes:,} bytes), {result.skipped} already there",
                   highlight=False)
@@ -223,6 +241,10 @@ def unpack(
         "--filter", metavar="GLOB", help="only layers whose path matches; repeatable")
     ] = None,
     jobs: JobsOpt = 4, no_progress: NoProgressOpt = False, insecure: InsecureOpt = False,
+    from_: Annotated[Path | None, typer.Option(
+        "--from", metavar="OLD_DIR",
+        help="an earlier version's files: weight layers are rebuilt from their chunks and "
+             "only the changed byte ranges are fetched (docs/delta.md)")] = None,
 ) -> None:
     """Write a model artifact's files into DIR, each verified (ModelPack, legacy, KitOps)."""
     ref = _reference(source)
@@ -230,10 +252,16 @@ def unpack(
     async def run(bars: Progress | None) -> None:
         async with RegistryClient(ref.registry, insecure=insecure,
                                   credentials=registry_credentials()) as client:
-            unpacker = ModelUnpacker(client, jobs=jobs,
+            delta = (DeltaUnpackFetcher(client, old_files(from_), directory)
+                     if from_ is not None else None)
+            unpacker = ModelUnpacker(client, delta, jobs=jobs,
                                      progress=_UnpackBars(bars) if bars is not None else None)
             result = await unpacker.unpack(ref.repository, ref.reference, directory,
                                            filter_ or [])
+            if delta is not None:
+                delta.cleanup()
+                err.print(f"{delta.saved_bytes:,} bytes reused from {from_}",
+                          highlight=False)
         for path in result.files:
             out.print(path, highlight=False)
         err.print(f"{len(result.files)} files from {result.layers} layers "

@@ -40,6 +40,9 @@ class LayerFetcher(Protocol):
     what is written, so a fetcher that rebuilds a blob from other sources, e.g. chunks of
     an older copy, plugs in here without being trusted)."""
 
+    def for_manifest(self, digest: Digest) -> None:
+        """Told which manifest the layers come from, before the first `fetch`."""
+
     async def fetch(self, repository: str, layer: Layer, out: SequentialWriter,
                     on_chunk: Callable[[int], None]) -> None: ...
 
@@ -49,6 +52,9 @@ class WholeBlobFetcher:
 
     def __init__(self, client: RegistryClient) -> None:
         self.client = client
+
+    def for_manifest(self, digest: Digest) -> None:
+        pass
 
     async def fetch(self, repository: str, layer: Layer, out: SequentialWriter,
                     on_chunk: Callable[[int], None]) -> None:
@@ -87,6 +93,7 @@ class ModelUnpacker:
                      filters: list[str]) -> UnpackResult:
         manifest = await self.client.get_manifest(repository, reference, mt.OCI_MANIFEST)
         layers = selected(model_layers(manifest.content), filters)
+        self.fetcher.for_manifest(manifest.digest)
         self.progress.planned(layers)
         # Raw paths are known up front: a tar member may take none of them, nor another's.
         taken = _Taken({"/".join(x.parts) for x in layers if x.packing == "raw"})
