@@ -5,6 +5,13 @@ in WAL mode a reader never waits for a writer and a point lookup takes microseco
 so they run inline, which is what makes manifest GETs cheap. SQLite writers take the
 lock up front (BEGIN IMMEDIATE) so concurrent worker processes queue instead of failing,
 and one writer thread per process keeps them in order.
+
+On PostgreSQL a process holds at most `pool_size + max_overflow` connections however many
+clients it serves: queries run in that many threads, so further requests queue for a
+thread rather than open a connection, and a connection not free within `timeout` seconds,
+like a server that is down or restarting, is a clean 503 UNAVAILABLE (Retry-After) for
+the request at hand (docs/jobs.md); the pool pings a connection before using it, so the
+next request after a PostgreSQL restart reconnects.
 """
 
 from __future__ import annotations
@@ -13,13 +20,15 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from stablemirror.oci.errors import StorageFull
+from stablemirror.oci.errors import StorageFull, Unavailable
 
 T = TypeVar("T")
 
@@ -59,10 +68,26 @@ def sqlite_engine(url: str, begin: str | None) -> Engine:
     return engine
 
 
-def make_engines(url: str) -> tuple[Engine, Engine, Engine]:
+@dataclass(frozen=True, slots=True)
+class PoolSize:
+    """PostgreSQL connections per process (settings `database.*`)."""
+
+    size: int = 10
+    max_overflow: int = 10
+    timeout: float = 10.0
+
+    @property
+    def most(self) -> int:
+        return self.size + self.max_overflow
+
+
+def make_engines(url: str, pool: PoolSize | None = None
+                 ) -> tuple[Engine, Engine, Engine]:
     """(reader, writer, snapshot) engines for `url`; one engine for PostgreSQL."""
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        pool = pool or PoolSize()
+        engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow,
+                               pool_timeout=pool.timeout, pool_pre_ping=True)
         return engine, engine, engine
     # Writers take the lock up front; a snapshot is a deferred transaction, which in WAL
     # mode becomes a read transaction at its first SELECT and never blocks writers.
@@ -70,12 +95,26 @@ def make_engines(url: str) -> tuple[Engine, Engine, Engine]:
             sqlite_engine(url, "BEGIN"))
 
 
+def _unreachable(e: Exception) -> bool:
+    """The database cannot be reached or dropped the connection (a restart, a failover),
+    or no pooled connection came free in time: nothing about the request itself."""
+    if isinstance(e, PoolTimeout | InterfaceError):
+        return True
+    if isinstance(e, OperationalError) and not _is_disk_full(e):
+        return True
+    return isinstance(e, DBAPIError) and e.connection_invalidated
+
+
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PoolSize | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.reader, self.writer, self._snapshot = make_engines(url)
-        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else 8, thread_name_prefix="db")
+        self.pool = pool or PoolSize()
+        self.reader, self.writer, self._snapshot = make_engines(url, self.pool)
+        # As many query threads as connections: more clients wait for a thread, not a
+        # connection of their own (the snapshot reads run in asyncio's default threads).
+        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else self.pool.most,
+                                        thread_name_prefix="db")
         self.insert = sqlite.insert if self.is_sqlite else postgresql.insert
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -106,7 +145,19 @@ class Database:
         except OperationalError as e:
             if _is_disk_full(e):
                 raise StorageFull(reason="index") from e
-            raise
+            if self.is_sqlite:
+                raise
+            raise self._unavailable(e) from e
+        except (PoolTimeout, DBAPIError) as e:
+            if self.is_sqlite or not _unreachable(e):
+                raise
+            raise self._unavailable(e) from e
+
+    @staticmethod
+    def _unavailable(e: Exception) -> Unavailable:
+        err = Unavailable(reason="index", cause=type(e).__name__)
+        err.headers["Retry-After"] = "1"
+        return err
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
