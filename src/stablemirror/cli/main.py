@@ -18,6 +18,7 @@ from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.release import release_app
 from stablemirror.cli.scan import scan as scan_command
@@ -145,6 +146,7 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
 # Release channels (cli/release.py).
 app.add_typer(release_app, name="release")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str, code: int) -> NoReturn:
