@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from stablemirror.index.db import Database
+from stablemirror.index.migrate import upgrade
 from stablemirror.index.sql_jobs import SqlJobQueue
+from tests.contract.conftest import PostgresServer
 from tests.contract.test_index import BACKENDS, _url
 
 
@@ -199,3 +201,27 @@ async def test_prune_drops_old_done_and_dead_jobs_only(queue: SqlJobQueue) -> No
     assert await queue.prune(time.time() + 1, time.time() + 1) == 1
     assert await queue.get(done_id) is None  # type: ignore[arg-type]
     assert await queue.get(queued_id) is not None  # type: ignore[arg-type]
+
+
+def test_replicas_starting_together_migrate_one_at_a_time(postgres: PostgresServer) -> None:
+    """Every `serve` migrates the index at start-up; several replicas start at once on one
+    fresh PostgreSQL database, and every one of them must come up."""
+    url = postgres.url(postgres.create_database())
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(url)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=migrate, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a migration hung"
+    assert errors == []
+    assert postgres.scalar("SELECT version_num FROM alembic_version",
+                           url.rsplit("/", 1)[1]) is not None
