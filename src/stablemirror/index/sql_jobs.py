@@ -106,6 +106,16 @@ class SqlJobQueue:
             pin = or_(pin, j.c.pinned_to == replica)
         mine = and_(j.c.kind.in_(kinds), pin)
 
+        def due_now(now: float) -> ColumnElement[bool]:
+            expired = and_(j.c.state == "running", j.c.lease_expires < now)
+            return or_(and_(j.c.state.in_(("queued", "failed")), j.c.run_at <= now), expired)
+
+        # Every worker asks every poll: a read first (inline on SQLite, no write lock), the
+        # write transaction only when something is due.
+        anything = select(j.c.id).where(mine, due_now(time.time())).limit(1)
+        if await self.db.read(lambda c: c.execute(anything).first()) is None:
+            return None
+
         def tx(c: Connection) -> Job | None:
             now = time.time()
             expired = and_(j.c.state == "running", j.c.lease_expires < now)
@@ -115,8 +125,7 @@ class SqlJobQueue:
             c.execute(update(j).where(j.c.id.in_(last)).values(
                 state="dead", lease_expires=None, updated_at=now,
                 last_error="lease expired on the last attempt (its runner died or hung)"))
-            due = or_(and_(j.c.state.in_(("queued", "failed")), j.c.run_at <= now), expired)
-            pick = (select(j.c.id).where(mine, due, j.c.attempts < j.c.max_attempts)
+            pick = (select(j.c.id).where(mine, due_now(now), j.c.attempts < j.c.max_attempts)
                     .order_by(j.c.run_at, j.c.id).limit(1)
                     .with_for_update(skip_locked=True).scalar_subquery())
             row = c.execute(update(j).where(j.c.id == pick).values(
