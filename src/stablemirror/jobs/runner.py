@@ -70,7 +70,7 @@ class JobRunner:
         self._periodic: list[Periodic] = []
         self._next_slot: dict[str, int] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
-        self.every(PRUNE_KIND, PRUNE_EVERY, self._prune)
+        self.every(PRUNE_KIND, PRUNE_EVERY, self._prune, first_now=False)
 
     @property
     def kinds(self) -> list[str]:
