@@ -10,8 +10,8 @@ On PostgreSQL a process holds at most `pool_size + max_overflow` connections how
 clients it serves: queries run in that many threads, so further requests queue for a
 thread rather than open a connection, and a connection not free within `timeout` seconds,
 like a server that is down or restarting, is a clean 503 UNAVAILABLE (Retry-After) for
-the request at hand (docs/jobs.md); the pool pings a connection before using it, so the
-next request after a PostgreSQL restart reconnects.
+the request at hand (docs/jobs.md); the first failure after a PostgreSQL restart
+invalidates the pooled connections, so the next requests reconnect.
 """
 
 from __future__ import annotations
@@ -86,9 +86,14 @@ def make_engines(url: str, pool: PoolSize | None = None
     """(reader, writer, snapshot) engines for `url`; one engine for PostgreSQL."""
     if not url.startswith("sqlite"):
         pool = pool or PoolSize()
+        # No ping before each use (a round trip per query): a connection the server dropped
+        # fails its query, which invalidates the whole pool (SQLAlchemy does on a
+        # disconnect), and a read is then retried once on a fresh connection.
         engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow,
-                               pool_timeout=pool.timeout, pool_pre_ping=True)
-        return engine, engine, engine
+                               pool_timeout=pool.timeout)
+        # Reads are single statements or tolerate one snapshot per statement (as SQLite's
+        # reads do): autocommit spares each of them a BEGIN and a COMMIT round trip.
+        return engine.execution_options(isolation_level="AUTOCOMMIT"), engine, engine
     # Writers take the lock up front; a snapshot is a deferred transaction, which in WAL
     # mode becomes a read transaction at its first SELECT and never blocks writers.
     return (sqlite_engine(url, None), sqlite_engine(url, "BEGIN IMMEDIATE"),
@@ -121,7 +126,7 @@ class Database:
         if self.is_sqlite:
             with self.reader.connect() as conn:
                 return fn(conn)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction; everything it writes commits together or not at all."""
@@ -137,6 +142,21 @@ class Database:
             with engine.connect().execution_options(**options) as conn, conn.begin():
                 return fn(conn)
         return await asyncio.to_thread(run)
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        for first in (True, False):
+            try:
+                with self.reader.connect() as conn:
+                    return fn(conn)
+            except DBAPIError as e:
+                if first and e.connection_invalidated:
+                    continue  # a pooled connection from before a server restart
+                if _unreachable(e):
+                    raise self._unavailable(e) from e
+                raise
+            except PoolTimeout as e:
+                raise self._unavailable(e) from e
+        raise AssertionError("unreachable")
 
     def _tx(self, fn: Callable[[Connection], T]) -> T:
         try:
