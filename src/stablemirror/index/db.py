@@ -7,11 +7,13 @@ lock up front (BEGIN IMMEDIATE) so concurrent worker processes queue instead of 
 and one writer thread per process keeps them in order.
 
 On PostgreSQL a process holds at most `pool_size + max_overflow` connections however many
-clients it serves: queries run in that many threads, so further requests queue for a
-thread rather than open a connection, and a connection not free within `timeout` seconds,
-like a server that is down or restarting, is a clean 503 UNAVAILABLE (Retry-After) for
-the request at hand (docs/jobs.md); the first failure after a PostgreSQL restart
-invalidates the pooled connections, so the next requests reconnect.
+clients it serves: half of `pool_size` serve the pull path's reads from the event loop
+(`read_row`, index/pg_reads.py), the other queries run in as many threads as the engine
+has connections, so further requests queue for a thread rather than open a connection. A
+connection not free within `timeout` seconds, like a server that is down or restarting,
+is a clean 503 UNAVAILABLE (Retry-After) for the request at hand (docs/jobs.md); the
+first failure after a PostgreSQL restart invalidates the pooled connections, so the next
+requests reconnect.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from stablemirror.index.pg_reads import PostgresReads
 from stablemirror.oci.errors import StorageFull, Unavailable
 
 T = TypeVar("T")
@@ -80,6 +83,12 @@ class PoolSize:
     def most(self) -> int:
         return self.size + self.max_overflow
 
+    @property
+    def hot(self) -> int:
+        """Of `size`, the connections the pull path's reads use from the event loop
+        (index/pg_reads.py); the engine's pool gets the rest and the overflow."""
+        return self.size // 2
+
 
 def make_engines(url: str, pool: PoolSize | None = None
                  ) -> tuple[Engine, Engine, Engine]:
@@ -89,7 +98,8 @@ def make_engines(url: str, pool: PoolSize | None = None
         # No ping before each use (a round trip per query): a connection the server dropped
         # fails its query, which invalidates the whole pool (SQLAlchemy does on a
         # disconnect), and a read is then retried once on a fresh connection.
-        engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow,
+        engine = create_engine(url, pool_size=max(1, pool.size - pool.hot),
+                               max_overflow=pool.max_overflow,
                                pool_timeout=pool.timeout)
         # Reads are single statements or tolerate one snapshot per statement (as SQLite's
         # reads do): autocommit spares each of them a BEGIN and a COMMIT round trip.
@@ -118,9 +128,21 @@ class Database:
         self.reader, self.writer, self._snapshot = make_engines(url, self.pool)
         # As many query threads as connections: more clients wait for a thread, not a
         # connection of their own (the snapshot reads run in asyncio's default threads).
-        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else self.pool.most,
+        threads = max(1, self.pool.size - self.pool.hot) + self.pool.max_overflow
+        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else threads,
                                         thread_name_prefix="db")
         self.insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self.hot = (PostgresReads(url, self.pool.hot, self.pool.timeout)
+                    if not self.is_sqlite and self.pool.hot > 0 else None)
+
+    async def read_row(self, stmt: Select[Any], **params: Any) -> tuple[Any, ...] | None:
+        """One row of a statement with bind parameters, the cheapest way the backend has:
+        inline on SQLite, from the event loop on PostgreSQL. For the reads every pull runs;
+        `stmt` should be built once (it is compiled once per Database)."""
+        if self.hot is not None:
+            return await self.hot.one(stmt, **params)
+        row = await self.read(lambda c: c.execute(stmt, params).first())
+        return None if row is None else tuple(row)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self.is_sqlite:
@@ -180,6 +202,8 @@ class Database:
         return err
 
     async def close(self) -> None:
+        if self.hot is not None:
+            await self.hot.close()
         self._pool.shutdown(wait=True)
         self.reader.dispose()
         self.writer.dispose()

@@ -91,8 +91,8 @@ def replicas(pg: PostgresServer, tmp_path: Path) -> Iterator[Replicas]:
 
 def test_a_periodic_job_runs_once_per_period_across_two_replicas(replicas: Replicas) -> None:
     every = {"STABLEMIRROR_GC__INTERVAL_SECONDS": "0.5", "STABLEMIRROR_LOG_LEVEL": "debug"}
-    a, b = replicas.start("a", **every), replicas.start("b", **every)
     started = time.time()
+    a, b = replicas.start("a", **every), replicas.start("b", **every)
     time.sleep(6)
     slots = int(time.time() // 0.5) - int(started // 0.5) + 1
     rows = replicas.rows("SELECT id, state, attempts, lease_owner, dedup_key FROM jobs "
