@@ -26,6 +26,9 @@ from sqlalchemy.engine import make_url
 
 from stablemirror.oci.errors import Unavailable
 
+# A point lookup that takes this long means the server is stuck: the request gets a 503.
+QUERY_SECONDS = 30.0
+
 # The server is gone, restarting or refusing connections: nothing about the query. (An
 # idle connection the server terminated can also surface as an InternalClientError.)
 CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -77,7 +80,7 @@ class PostgresReads:
             for fresh in (not self._idle, True):
                 conn = self._idle.pop() if not fresh else await self._connect()
                 try:
-                    row = await conn.fetchrow(sql, *args, timeout=self.timeout)
+                    row = await conn.fetchrow(sql, *args, timeout=QUERY_SECONDS)
                 except (*CONNECTION_ERRORS, TimeoutError) as e:
                     conn.terminate()
                     if fresh:
