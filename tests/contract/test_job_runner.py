@@ -68,7 +68,9 @@ async def test_a_periodic_job_runs_once_per_period_across_runners(dbs: list[Data
     assert slots - 1 <= len(runs) <= slots  # one run per period (the last may be pending)
     assert len({name for name, _id in runs}) > 1  # the runners shared the work
     rows = await SqlJobQueue(dbs[0]).list(kind="tick", limit=100)
-    assert len(rows) == len(runs)
+    assert "running" not in {r.state for r in rows}  # shutdown released what it held
+    done = {r.id for r in rows if r.state == "done"}
+    assert done <= set(per_job) and len(done) >= len(runs) - 3  # (3 cut short by the stop)
     assert {r.attempts for r in rows if r.state == "done"} == {1}
     assert len({r.dedup_key for r in rows}) == len(rows)
 

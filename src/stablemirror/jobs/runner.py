@@ -105,8 +105,7 @@ class JobRunner:
     async def tick(self) -> None:
         await self._schedule()
         while len(self._running) < self.settings.concurrency:
-            job = await self.queue.claim(self.owner, self.kinds, self.settings.lease_seconds,
-                                         self.replica)
+            job = await self._claim()
             if job is None:
                 return
             task = asyncio.get_running_loop().create_task(self._run(job),
@@ -114,11 +113,30 @@ class JobRunner:
             self._running[job.id] = task
             task.add_done_callback(self._forget(job.id))
 
+    async def _claim(self) -> Job | None:
+        """A claim that a shutdown cannot strand: the claiming transaction runs on in its
+        thread when we are cancelled, so wait for it and give back what it took."""
+        claim = asyncio.ensure_future(self.queue.claim(
+            self.owner, self.kinds, self.settings.lease_seconds, self.replica))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                late = await claim
+                if late is not None:
+                    await self.queue.release(late.id, self.owner)
+            raise
+
     async def stop(self) -> None:
-        tasks = list(self._running.values())
-        for task in tasks:
+        """Cancel the running jobs and give them back for another runner to take at once
+        (a job claimed a moment ago may not have started: its task never ran a line)."""
+        running = list(self._running.items())
+        for _job_id, task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(task for _id, task in running), return_exceptions=True)
+        for job_id, _task in running:
+            with contextlib.suppress(Exception):
+                await self.queue.release(job_id, self.owner)
 
     def _forget(self, job_id: int) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
@@ -157,9 +175,7 @@ class JobRunner:
                             job.id, job.kind)
                 return
             work.cancel()
-            with contextlib.suppress(Exception):
-                await self.queue.release(job.id, self.owner)
-            raise
+            raise  # stop() releases the job
         except Exception as e:
             log.warning("job %d %s failed (attempt %d of %d): %s: %s", job.id, job.kind,
                         job.attempts, job.max_attempts, type(e).__name__, e)
