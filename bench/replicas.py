@@ -75,11 +75,11 @@ def main() -> int:
                     warm_wrk(s.port, PATH, 2, 32, 1)
                 ref_rps, sm_rps = 0.0, 0.0
                 for r in range(args.rounds):
-                    ref_rps = max(ref_rps, _parallel_wrk([ref.port], 2, 32, args.seconds))
-                    sm_rps = max(sm_rps, _parallel_wrk([p.port for p in replicas], 1, 16,
-                                                       args.seconds))
-                    log(f"round {r + 1}: reference {ref_rps:,.0f} req/s, "
-                        f"two replicas {sm_rps:,.0f} req/s")
+                    ref_now = _parallel_wrk([ref.port], 2, 32, args.seconds)
+                    sm_now = _parallel_wrk([p.port for p in replicas], 1, 16, args.seconds)
+                    ref_rps, sm_rps = max(ref_rps, ref_now), max(sm_rps, sm_now)
+                    log(f"round {r + 1}: reference {ref_now:,.0f} req/s, "
+                        f"two replicas {sm_now:,.0f} req/s")
             finally:
                 for s in servers:
                     s.stop()

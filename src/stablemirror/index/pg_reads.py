@@ -70,10 +70,13 @@ class PostgresReads:
         args = [params[name] for name in order]
         if self._slots is None:  # made in the running loop, after the fork
             self._slots = asyncio.Semaphore(self.size)
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.timeout)
-        except TimeoutError as e:
-            raise _unavailable(e) from None
+        if self._slots.locked():  # wait_for costs a task: only when there is a wait
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.timeout)
+            except TimeoutError as e:
+                raise _unavailable(e) from None
+        else:
+            await self._slots.acquire()
         try:
             while self._idle and self._idle[-1].is_closed():
                 self._idle.pop()
