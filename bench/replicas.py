@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     started = dt.datetime.now().astimezone()
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     pg = PostgresServer()
     pg.start()
     try:
@@ -85,6 +86,7 @@ def main() -> int:
                     s.stop()
     finally:
         pg.stop()
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     info = machine_info()
     ratio = sm_rps / ref_rps if ref_rps else 0.0
     section = "\n".join([
@@ -96,7 +98,10 @@ def main() -> int:
         f"- Parameters: two `serve --workers 1` replicas, one PostgreSQL 15 index "
         f"(fsync off, a throwaway server) and one data dir; one wrk -t1 -c16 per replica at "
         f"once vs one wrk -t2 -c32 against docker-registry; {args.seconds} s, best of "
-        f"{args.rounds}; server logging: errors only (as bench/run.py)", "",
+        f"{args.rounds}; server logging: errors only (as bench/run.py)",
+        f"- Load average before / after: {load_before} / {load_after} (no quiet-machine "
+        "wait, unlike bench/run.py: other work on the machine lowers both columns, "
+        "stablemirror's more)", "",
         "| Metric | Unit | reference | two replicas | ratio |",
         "|---|---|---|---|---|",
         f"| Manifest GET by tag | req/s | {ref_rps:,.0f} | {sm_rps:,.0f} | {ratio:.2f}x |", "",
