@@ -105,7 +105,10 @@ def main() -> int:
         "| Metric | Unit | reference | two replicas | ratio |",
         "|---|---|---|---|---|",
         f"| Manifest GET by tag | req/s | {ref_rps:,.0f} | {sm_rps:,.0f} | {ratio:.2f}x |", "",
-        f"Target ≥ 3.0x: {'PASS' if ratio >= 3.0 else 'FAIL'}"])
+        f"Target ≥ 3.0x: {'PASS' if ratio >= 3.0 else 'FAIL'}", "",
+        "Compare with the `quick` section (one server, SQLite, --workers 2): the same request "
+        "path without PostgreSQL. Per request the replicas run two PostgreSQL queries "
+        "(release channel, manifest) from the event loop (index/pg_reads.py)."])
     update_results_file(RESULTS_MD, "replicas", section)
     print(section)
     return 0
