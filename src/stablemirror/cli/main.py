@@ -18,6 +18,7 @@ from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.pack import pack as pack_command
 from stablemirror.cli.pack import unpack as unpack_command
@@ -150,6 +151,7 @@ app.add_typer(release_app, name="release")
 # Models as ModelPack artifacts (cli/pack.py).
 app.command(name="pack")(pack_command)
 app.command(name="unpack")(unpack_command)
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str, code: int) -> NoReturn:

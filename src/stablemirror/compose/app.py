@@ -21,6 +21,7 @@ from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
+from stablemirror.compose.jobs import build_runner, schedule_gc
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
@@ -44,7 +45,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
     store = FilesystemBlobStore(settings.data_dir)
-    db = Database(settings.index_url)
+    db = Database(settings.index_url, settings.db_pool)
     index = SqlIndex(db)
     # telemetry first (outermost but for the connection guard, which only marks when a
     # request's headers were complete): it sees the final status and sends the body itself.
@@ -75,7 +76,10 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[REGISTRY] = scanning.registry
     app.on_startup.append(scanning.start)
     app.on_cleanup.append(scanning.stop)
-    background = Background()  # every worker's loops, on one lifecycle
+    # Every worker's loops, on one lifecycle; periodic work runs as jobs of the index's
+    # queue, once across replicas (docs/jobs.md).
+    background = Background(build_runner(settings, db))
+    schedule_gc(settings, background, store, index)
     trust.schedule(background)
     if mirror is not None:
         app[QUALIFY_NAME] = mirror.registry.qualify

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from stablemirror.audit.log import AuditLog
 from stablemirror.auth.admin import AuthAdmin
 from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_file
+from stablemirror.compose.jobs import job_queue
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
 from stablemirror.index.sql import SqlIndex
+from stablemirror.index.sql_jobs import SqlJobQueue
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.integrity.scrub import Quarantine, Scrubber, ServiceHealer
 from stablemirror.metrics import Metrics
@@ -90,5 +92,15 @@ async def trust_index(settings: Settings) -> AsyncIterator[SqlTrustIndex]:
     db = _open_index(settings)
     try:
         yield SqlTrustIndex(db)
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def job_queue_of(settings: Settings) -> AsyncIterator[SqlJobQueue]:
+    """The index's job queue, for `stablemirror jobs` (reads it directly, any replica)."""
+    db = Database(settings.index_url)
+    try:
+        yield job_queue(settings, db)
     finally:
         await db.close()

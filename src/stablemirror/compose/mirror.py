@@ -16,6 +16,7 @@ from stablemirror.index.db import Database
 from stablemirror.index.fetch_leases import FetchLeases
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
+from stablemirror.jobs.runner import JobContext
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.delta_source import MirrorDelta
@@ -60,7 +61,14 @@ class MirrorParts:
     def schedule(self, background: Background) -> None:
         background.run("access times", self.access.run)
         if self.evictor.enabled:
-            background.run("eviction", self.evictor.run)
+            # Per host: the cache it bounds is this replica's own (docs/jobs.md).
+            evictor = self.evictor
+
+            async def evict(_ctx: JobContext) -> None:
+                await evictor.run_exclusive()
+
+            background.job("mirror.evict", evictor.settings.evict_interval_seconds, evict,
+                           per_host=True, first_now=False)
         for name, group in self.groups.items():
             if group.settings.health_check_interval > 0:
                 background.run(f"health checks of {name}", group.health_loop)

@@ -16,7 +16,7 @@ from stablemirror.index import schema as s
 from stablemirror.index.audit_chain import append as append_audit
 from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
-from stablemirror.index.hot_reads import hot_reads
+from stablemirror.index.hot_reads import SqliteHotReads
 from stablemirror.index.protocol import IndexUsage, Referrer, StoredManifest, Upload
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestBlobUnknown
@@ -51,8 +51,12 @@ class SqlIndex:
         self._read = db.read
         self._write = db.write
         self._insert = db.insert
-        # The pull path's lookups skip the engine (index/hot_reads.py).
-        self._hot = hot_reads(db.url, _hot_statements())
+        database = db.reader.url.database
+        # SQLite: the pull path's lookups skip the engine (index/hot_reads.py).
+        self._hot = (SqliteHotReads(database, _hot_statements())
+                     if db.is_sqlite and database and database != ":memory:" else None)
+        # PostgreSQL: the same statements, from the event loop (index/pg_reads.py).
+        self._pg_hot = _hot_statements() if db.hot is not None else None
 
     @staticmethod
     def _repo_id(conn: Connection, name: str) -> int | None:
@@ -100,7 +104,7 @@ class SqlIndex:
 
     async def close(self) -> None:
         if self._hot is not None:
-            await self._hot.close()
+            self._hot.close()
         await self.db.close()
 
     # -- repositories ---------------------------------------------------------------------
@@ -124,8 +128,12 @@ class SqlIndex:
     # -- blobs --------------------------------------------------------------------------------
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         if self._hot is not None:
-            hot = await self._hot.one("blob_size", repo=repository, ref=str(digest))
+            hot = self._hot.one("blob_size", repo=repository, ref=str(digest))
             return None if hot is None else int(hot[0])
+        if self._pg_hot is not None:
+            row = await self.db.read_row(self._pg_hot["blob_size"], repo=repository,
+                                         ref=str(digest))
+            return None if row is None else int(row[0])
         q = (
             select(s.blobs.c.size)
             .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
@@ -180,8 +188,13 @@ class SqlIndex:
     async def get_manifest(self, repository: str, reference: Digest | str) -> StoredManifest | None:
         if self._hot is not None:
             name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
-            hot = await self._hot.one(name, repo=repository, ref=str(reference))
+            hot = self._hot.one(name, repo=repository, ref=str(reference))
             return None if hot is None else StoredManifest(hot[0], hot[1], bytes(hot[2]))
+        if self._pg_hot is not None:
+            name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
+            row = await self.db.read_row(self._pg_hot[name], repo=repository,
+                                         ref=str(reference))
+            return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
         m, r = s.manifests, s.repositories
         cols = (m.c.digest, m.c.media_type, m.c.content)
         if isinstance(reference, Digest):

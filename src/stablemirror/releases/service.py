@@ -16,7 +16,6 @@ from sqlalchemy import Connection
 from stablemirror.index.audit_chain import append as append_audit
 from stablemirror.index.audit_events import AuditEvent, AuditSink
 from stablemirror.index.db import Database
-from stablemirror.index.hot_reads import hot_reads
 from stablemirror.metrics import Metrics
 from stablemirror.oci.errors import ReleaseInvalid, TagInvalid
 from stablemirror.oci.names import is_valid_tag, validate_name
@@ -60,6 +59,7 @@ class ReleaseService:
         """`audit`: when given, pulls are recorded through it and every channel move
         appends its audit record in the move's own transaction."""
         self.db = db
+        self._channel_query = store.channel_query()  # the hot read, built once
         self.settings = settings
         self.metrics = metrics
         self.audit = audit
@@ -68,7 +68,6 @@ class ReleaseService:
         # upstream, so moves are refused here.
         self.is_hosted: Callable[[str], bool] = lambda _repository: True
         self._flusher: asyncio.Task[None] | None = None
-        self._hot = hot_reads(db.url, {"channel": store.channel_query()})
 
     def namespace(self, repository: str) -> ReleaseNamespace:
         return self.settings.namespace(repository)
@@ -94,16 +93,11 @@ class ReleaseService:
         """The version this client gets for `tag` if it is a channel of `repository`."""
         if not is_valid_tag(tag) or parse_version(tag) is not None or is_floating_tag(tag):
             return None  # versions and floating tags are never channels: no query
-        entries = await self._channel(repository, tag)
+        row = await self.db.read_row(self._channel_query, repo=repository, name=tag)
+        entries = None if row is None else store.load_entries(row[0])
         if not entries:
             return None
         return resolve(repository, tag, self.identity(ctx), entries)
-
-    async def _channel(self, repository: str, tag: str) -> tuple[Entry, ...] | None:
-        if self._hot is None:
-            return await self.db.read(lambda c: store.channel(c, repository, tag))
-        row = await self._hot.one("channel", repo=repository, channel=tag)
-        return None if row is None else store.load_entries(row[0])
 
     async def pulled(self, ctx: RequestContext, repository: str, channel: str | None,
                      version: str, digest: str) -> None:
@@ -148,8 +142,6 @@ class ReleaseService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush_pulls()
-        if self._hot is not None:
-            await self._hot.close()
 
     # -- pushes -----------------------------------------------------------------------------
     async def check_push(self, repository: str, tags: list[str], digest: str) -> list[str]:

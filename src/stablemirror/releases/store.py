@@ -53,17 +53,11 @@ def repo_id(c: Connection, repository: str) -> int | None:
 
 def channel_query() -> Select[Any]:
     """The hot read: is this tag a channel of the repository, and where does it point.
-    Bound parameters `repo` and `name`; on SQLite it runs off the engine (index/hot_reads.py)
-    because every GET by tag of a hosted repository asks it."""
+    Built once (ReleaseService) and run with `Database.read_row(repo=, name=)`."""
     return (select(r.release_channels.c.entries)
             .join(s.repositories, s.repositories.c.id == r.release_channels.c.repo_id)
             .where(s.repositories.c.name == bindparam("repo"),
-                   r.release_channels.c.name == bindparam("channel")))
-
-
-def channel(c: Connection, repository: str, name: str) -> tuple[Entry, ...] | None:
-    text = c.execute(channel_query(), {"repo": repository, "channel": name}).scalar()
-    return None if text is None else load_entries(text)
+                   r.release_channels.c.name == bindparam("name")))
 
 
 def channels(c: Connection, rid: int) -> dict[str, tuple[Entry, ...]]:
