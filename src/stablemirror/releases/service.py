@@ -272,7 +272,12 @@ class ReleaseService:
     def _move(self, c: Connection, ctx: RequestContext, repository: str, rid: int,
               channel: str, action: str, after: tuple[Entry, ...], reason: str,
               forced: bool) -> store.HistoryRow:
-        before = store.channels(c, rid).get(channel, ())
+        channels = store.channels(c, rid)
+        if channel not in channels and channel in store.tags(c, rid):
+            raise ReleaseInvalid(field="channel", channel=channel,
+                                 reason=f"{repository} has a tag {channel}: a channel "
+                                        "cannot take a tag's name (delete the tag first)")
+        before = channels.get(channel, ())
         row = store.move(c, self.db.insert, rid, channel, action, self.actor(ctx), before,
                          after, reason, forced)
         if self.audit is not None:
