@@ -36,6 +36,7 @@ from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
+from stablemirror.store.config import StorageSettings
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
 Role = Literal["center", "edge", "node"]
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     trust: TrustSettings = Field(default_factory=TrustSettings)
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @field_validator("listen")
     @classmethod
@@ -145,6 +147,9 @@ class Settings(BaseSettings):
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
                              "URL or mirror.namespaces (docs/mirror.md)")
+        if self.storage.backend == "s3" and any(ns.mode != "hosted" for ns in namespaces):
+            raise ValueError("storage.backend s3: pull-through namespaces need the "
+                             "filesystem backend for now (docs/storage.md)")
         return self
 
     @classmethod

@@ -23,6 +23,7 @@ from stablemirror.compose.background import Background
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
+from stablemirror.compose.storage import build_store, filesystem_store
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
@@ -31,7 +32,6 @@ from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
 
 __all__ = ["build_app", "run_guarded"]  # run_guarded: server/prefork.py runs the app with it
 
@@ -41,7 +41,7 @@ READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
     """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
-    store = FilesystemBlobStore(settings.data_dir)
+    store = build_store(settings, metrics)
     db = Database(settings.index_url)
     index = SqlIndex(db)
     # telemetry first (outermost but for the connection guard, which only marks when a
@@ -51,7 +51,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[CONNECTION_GUARD] = ConnectionGuard(settings.connections)
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
-    mirror = build_mirror(settings, hosted, store, index, db, metrics)
+    local = filesystem_store(store)  # pull-through is refused on S3 (config.py)
+    mirror = build_mirror(settings, hosted, local, index, db, metrics) if local else None
     routed = mirror.registry if mirror is not None else hosted
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
@@ -89,6 +90,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     async def close_index(_app: web.Application) -> None:
         sendfile_pool.shutdown(wait=False, cancel_futures=True)
         await index.close()
+        await store.aclose()
 
     app.on_cleanup.append(close_index)
     install_access(app, settings, db, audit, background)  # token endpoint, admin API, audit

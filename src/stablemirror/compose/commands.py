@@ -12,6 +12,7 @@ from stablemirror.auth.admin import AuthAdmin
 from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_file
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
+from stablemirror.compose.storage import build_store, filesystem_store
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
@@ -21,20 +22,21 @@ from stablemirror.integrity.scrub import Quarantine, Scrubber, ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.gc import GarbageCollector
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
 
 
 @asynccontextmanager
 async def garbage_collector(settings: Settings, grace: float | None
                             ) -> AsyncIterator[GarbageCollector]:
     index = SqlIndex(Database(settings.index_url))
+    store = build_store(settings)
     try:
         yield GarbageCollector(
-            FilesystemBlobStore(settings.data_dir), index,
+            store, index,
             settings.gc.grace_seconds if grace is None else grace,
             settings.gc.upload_max_age_seconds, fetch_dir=DataDir(settings.data_dir).fetch)
     finally:
         await index.close()
+        await store.aclose()
 
 
 @asynccontextmanager
@@ -42,10 +44,12 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
     """A scrubber that heals from the mirror's upstreams, and audits quarantines like the
     server does."""
     db = Database(settings.index_url)
-    store = FilesystemBlobStore(settings.data_dir)
+    store = build_store(settings)
     index = SqlIndex(db)
     metrics = Metrics()
-    mirror = build_mirror(settings, HostedRegistry(store, index), store, index, db, metrics)
+    local = filesystem_store(store)
+    mirror = (build_mirror(settings, HostedRegistry(store, index), local, index, db, metrics)
+              if local else None)
     healer = ServiceHealer(mirror.registry, store) if mirror is not None else None
     try:
         if mirror is not None:
@@ -59,6 +63,7 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
         if mirror is not None:
             await mirror.fetches.aclose()
             await mirror.client.close()
+        await store.aclose()
         await db.close()
 
 

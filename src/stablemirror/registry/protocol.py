@@ -44,6 +44,8 @@ class BlobSource:
     # For a blob still arriving (the mirror): (offset, length) -> (fd, offset, count) pieces
     # as they become sendable, so the HTTP layer can sendfile(2) from the file being fetched.
     regions: Callable[[int, int], AsyncIterator[tuple[int, int, int]]] | None = None
+    # A URL the client may GET the bytes from itself (S3 with `redirect: true`): 307.
+    redirect_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,20 @@
+"""The blob store the settings name (`storage.backend`), built in one place."""
+
+from __future__ import annotations
+
+from stablemirror.config import Settings
+from stablemirror.metrics import Metrics
+from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
+from stablemirror.store.s3 import S3BlobStore
+
+
+def build_store(settings: Settings, metrics: Metrics | None = None) -> BlobStore:
+    if settings.storage.backend == "s3":
+        return S3BlobStore(settings.storage.s3, metrics)
+    return FilesystemBlobStore(settings.data_dir)
+
+
+def filesystem_store(store: BlobStore) -> FilesystemBlobStore | None:
+    """The store, when it is the filesystem one (the mirror's fetches need local files)."""
+    return store if isinstance(store, FilesystemBlobStore) else None
