@@ -1,0 +1,265 @@
+"""The registry on S3: real `serve` processes on one SeaweedFS bucket and one index.
+
+Replicas share the bucket, prefix and a SQLite index file; every request below goes to a
+named replica, so a session that moves between them really does. Faults are real too:
+SeaweedFS killed mid-PUT and mid-GET, a replica SIGKILLed mid-PATCH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.clients import Clients, KiB, MiB, OciLayout, verify_layout_blobs
+from tests.support.live import LiveServer
+from tests.support.oci_http import Api, assert_error, digest_of, random_bytes, send_partial
+from tests.support.s3_support import S3Cluster, blob_key
+
+TIMEOUT = 60
+
+
+def staged_uploads(cluster: S3Cluster) -> dict[str, int]:
+    return cluster.keys("uploads/")
+
+
+def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- real clients ---------------------------------------------------------------------------
+@pytest.mark.clients
+def test_skopeo_and_podman_push_and_pull_through_s3(s3_cluster: S3Cluster,
+                                                    tmp_path: Path) -> None:
+    """skopeo pushes to one replica and pulls from the other; podman the other way round.
+    The blobs are objects under blobs/sha256/ (one per digest), nothing is left staged."""
+    a, b = s3_cluster.replica(), s3_cluster.replica()
+    src = OciLayout(tmp_path / "src")
+    img = src.add_image([300 * KiB, 9 * MiB])  # one layer spans several 8 MiB parts
+    src.tag("v1", img.manifest)
+    to_a, to_b = Clients(tmp_path / "ca", a), Clients(tmp_path / "cb", b)
+    try:
+        to_a.skopeo("copy", "--dest-tls-verify=false", src.ref("v1"),
+                    to_a.docker_ref("s3/skopeo", "v1"))
+        out = tmp_path / "pulled"
+        to_b.skopeo("copy", "--src-tls-verify=false", to_b.docker_ref("s3/skopeo", "v1"),
+                    f"oci:{out}:v1")
+        pulled = verify_layout_blobs(out)
+        for d in (img.manifest, *img.blobs):
+            assert d.digest in pulled
+            assert (out / "blobs/sha256" / d.hex).read_bytes() == \
+                src.blob_path(d.digest).read_bytes()
+        blobs = s3_cluster.keys("blobs/")
+        for d in img.blobs:
+            assert blobs[blob_key(d.digest)] == d.size
+        # podman: push to b, pull from a
+        name_b = to_b.image_name("s3/podman", "v1")
+        to_b.podman("pull", src.ref("v1"))
+        to_b.podman("tag", img.config.hex, name_b)
+        to_b.podman("push", name_b)
+        to_a.podman("pull", to_a.image_name("s3/podman", "v1"))
+        info = to_a.podman_inspect(to_a.image_name("s3/podman", "v1"))
+        assert info["Id"] == img.config.hex
+        assert info["RootFS"]["Layers"] == img.diff_ids
+        # the same layers were mounted/deduplicated: still one object per digest
+        assert set(s3_cluster.keys("blobs/")) == set(blobs)
+        assert staged_uploads(s3_cluster) == {}
+    finally:
+        to_a.close()
+        to_b.close()
+
+
+# -- one session, three replicas --------------------------------------------------------------
+def test_chunked_push_spread_over_three_replicas(s3_cluster: S3Cluster) -> None:
+    a, b, c = (Api(s3_cluster.replica()) for _ in range(3))
+    data = random_bytes(19 * MiB + 333)
+    d = digest_of(data)
+    location = a.start_upload("s3/chunked")  # POST on a
+    cuts = [0, 6 * MiB, 6 * MiB + 10, 17 * MiB, len(data)]
+    for api, start, end in zip((b, c, a), cuts, cuts[1:], strict=False):
+        r = api.patch(location, data[start:end], start)
+        assert r.status_code == 202, r.text
+        assert r.headers["Range"] == f"0-{end - 1}"
+    r = c.request("GET", location)  # status on c
+    assert r.status_code == 204 and r.headers["Range"] == f"0-{cuts[3] - 1}"
+    r = b.finish(location, d, data[cuts[3]:])  # PUT (with the last chunk) on b
+    assert r.status_code == 201, r.text
+    for api in (a, b, c):
+        got = api.blob("s3/chunked", d)
+        assert got.status_code == 200 and got.content == data
+    r = c.get(f"/v2/s3/chunked/blobs/{d}", headers={"Range": f"bytes={8 * MiB - 5}-{8 * MiB + 4}"})
+    assert r.status_code == 206 and r.content == data[8 * MiB - 5:8 * MiB + 5]
+    assert s3_cluster.keys("blobs/") == {blob_key(d): len(data)}
+    assert staged_uploads(s3_cluster) == {}
+    # a cross-repository mount on another replica: no second object
+    r = a.request("POST", "/v2/s3/other/blobs/uploads/", params={"mount": d, "from": "s3/chunked"})
+    assert r.status_code == 201, r.text
+    assert b.blob("s3/other", d).content == data
+    assert s3_cluster.keys("blobs/") == {blob_key(d): len(data)}
+
+
+def test_replica_killed_mid_patch_session_goes_on_elsewhere(s3_cluster: S3Cluster) -> None:
+    """SIGKILL while a PATCH is half received (one part already in S3): the acknowledged
+    offset stays, the bytes of the dead PATCH never count, the session finishes on b."""
+    a_server = s3_cluster.replica()
+    a, b = Api(a_server), Api(s3_cluster.replica())
+    data = random_bytes(30 * MiB)
+    d = digest_of(data)
+    location = a.start_upload("s3/killed")
+    assert a.patch(location, data[: 6 * MiB], 0).status_code == 202
+    sock = send_partial(a_server, "PATCH", location, 20 * MiB, data[6 * MiB: 6 * MiB + 17 * MiB])
+    try:
+        # the dead PATCH gets at least one part into the multipart upload before the kill
+        wait_for(lambda: _parts_uploaded(s3_cluster), "a part of the dying PATCH", 30)
+        a_server.kill()
+    finally:
+        sock.close()
+    r = b.request("GET", location)
+    assert r.status_code == 204 and r.headers["Range"] == f"0-{6 * MiB - 1}"
+    # resending from the acknowledged offset, in two chunks, then PUT: all on b
+    assert b.patch(location, data[6 * MiB: 20 * MiB], 6 * MiB).status_code == 202
+    assert b.finish(location, d, data[20 * MiB:]).status_code == 201
+    assert b.blob("s3/killed", d).content == data
+    assert staged_uploads(s3_cluster) == {}
+
+
+def _parts_uploaded(cluster: S3Cluster) -> bool:
+    """A multipart upload with a part exists (SeaweedFS keeps parts under .uploads/)."""
+    r = requests.get(f"{cluster.seaweed.endpoint}/functional",
+                     params={"uploads": "", "prefix": cluster.prefix}, timeout=5)
+    if b"<UploadId>" not in r.content:
+        return False
+    time.sleep(1.0)  # > one 8 MiB part on loopback
+    return True
+
+
+# -- SeaweedFS faults -------------------------------------------------------------------------
+def test_s3_killed_mid_put_gives_a_clean_error_and_nothing_partial(
+        s3_cluster: S3Cluster) -> None:
+    api = Api(s3_cluster.replica())
+    data = random_bytes(40 * MiB)
+    d = digest_of(data)
+    seaweed = s3_cluster.seaweed
+    sent = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        for i in range(0, len(data), MiB):
+            if i == 20 * MiB:
+                sent.set()
+                seaweed.kill()  # SeaweedFS dies while the PUT body streams in
+            yield data[i:i + MiB]
+
+    try:
+        r = api.request("POST", "/v2/s3/fault/blobs/uploads/", params={"digest": d},
+                        data=body(), headers={"Content-Type": "application/octet-stream"})
+    except requests.ConnectionError:
+        r = None  # the server may close before the body is all sent
+    assert sent.is_set()
+    if r is not None:
+        assert_error(r, 503, "UNKNOWN")
+        assert "unavailable" in r.text
+    # a request while S3 is down: a clean error too
+    assert_error(api.request("POST", "/v2/s3/fault/blobs/uploads/", params={"digest": d},
+                             data=b"small"), 503, "UNKNOWN")
+    seaweed.start()  # same ports, same data
+    assert api.head(f"/v2/s3/fault/blobs/{d}").status_code == 404
+    assert blob_key(d) not in s3_cluster.keys("blobs/")
+    assert api.push_blob("s3/fault", data) == d  # a retry works
+    assert api.blob("s3/fault", d).content == data
+
+
+def test_s3_killed_mid_get_cuts_the_body_then_errors_cleanly(s3_cluster: S3Cluster) -> None:
+    server = s3_cluster.replica()
+    api = Api(server)
+    data = random_bytes(48 * MiB)
+    d = api.push_blob("s3/get", data)
+    seaweed = s3_cluster.seaweed
+    received = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as s:
+        s.sendall(f"GET /v2/s3/get/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        head = s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        seaweed.kill()
+        try:
+            while chunk := s.recv(1 << 16):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert received < len(data), "the body must be cut, never completed with wrong bytes"
+    r = api.blob("s3/get", d)  # S3 down: a clean OCI error, not a hang or a cut
+    assert_error(r, 503, "UNKNOWN")
+    seaweed.start()
+    got = api.blob("s3/get", d)
+    assert got.status_code == 200 and got.content == data
+
+
+# -- redirect, GC, scrub -----------------------------------------------------------------------
+def test_redirect_answers_307_to_a_presigned_url(s3_cluster: S3Cluster) -> None:
+    s3_cluster.extra_env["STABLEMIRROR_STORAGE__S3__REDIRECT"] = "true"
+    api = Api(s3_cluster.replica())
+    data = random_bytes(3 * MiB)
+    d = api.push_blob("s3/redirect", data)
+    r = api.get(f"/v2/s3/redirect/blobs/{d}", allow_redirects=False)
+    assert r.status_code == 307, r.text
+    location = r.headers["Location"]
+    assert location.startswith(s3_cluster.seaweed.endpoint)
+    assert requests.get(location, timeout=TIMEOUT).content == data
+    assert api.head(f"/v2/s3/redirect/blobs/{d}").status_code == 200  # HEAD: answered here
+    assert api.blob("s3/redirect", d).content == data  # followed by requests
+
+
+def run_command(cluster: S3Cluster, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stablemirror", *args, "--data-dir",
+                           str(data_dir)], env={**os.environ, **cluster.env()},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_gc_and_scrub_on_s3(s3_cluster: S3Cluster) -> None:
+    server = s3_cluster.replica()
+    api = Api(server)
+    _digest, manifest = api.push_image("s3/gc", "v1", layers=1, layer_size=4096)
+    orphan = api.push_blob("s3/gc", random_bytes(5000))  # referenced by nothing
+    kept_before = set(s3_cluster.keys("blobs/"))
+    r = run_command(s3_cluster, server.data_dir, "gc", "--grace", "0")
+    assert r.returncode == 0, r.stderr + r.stdout
+    left = set(s3_cluster.keys("blobs/"))
+    assert blob_key(orphan) not in left
+    assert left == kept_before - {blob_key(orphan)}
+    assert s3_cluster.keys("trash/") == {}
+    # scrub: corrupt a layer in the bucket behind the registry's back
+    layer = json.loads(manifest)["layers"][0]["digest"]
+    requests.put(s3_cluster.object_url(blob_key(layer)), data=b"x" * 4096,
+                 timeout=10).raise_for_status()
+    r = run_command(s3_cluster, server.data_dir, "scrub")
+    assert r.returncode != 0 or "corrupt" in r.stdout, r.stdout + r.stderr
+    assert blob_key(layer) not in s3_cluster.keys("blobs/")
+    quarantined = s3_cluster.keys("quarantine/")
+    assert len(quarantined) == 1 and next(iter(quarantined)).startswith(
+        "quarantine/sha256-" + layer.split(":")[1])
+    assert_error(api.blob("s3/gc", layer), 404, "BLOB_UNKNOWN")
+
+
+def test_s3_metrics_count_requests(s3_cluster: S3Cluster) -> None:
+    server: LiveServer = s3_cluster.replica()
+    api = Api(server)
+    d = api.push_blob("s3/metrics", random_bytes(1000))
+    assert api.blob("s3/metrics", d).status_code == 200
+    text = api.get("/metrics").text
+    gets = [line for line in text.splitlines()
+            if line.startswith('stablemirror_s3_requests_total{operation="get"}')]
+    assert gets and float(gets[0].split()[-1]) >= 1, gets
