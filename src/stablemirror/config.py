@@ -230,7 +230,9 @@ def describe_errors(exc: ValidationError, given: dict[str, Any],
     loc = tuple(first["loc"])
     if not loc:  # a check across settings: its message names them
         line = message
-    elif first["type"] == "missing":
+    elif first["type"] == "missing" or isinstance(first["input"], dict):
+        # a section's own check: its message names the settings; the section's values
+        # are not repeated (they may hold secrets, e.g. storage.s3.secret_key)
         line = f"{_source(loc, given, config_file)}: {message}"
     else:
         line = f"{_source(loc, given, config_file)} {_shorten(first['input'])}: {message}"

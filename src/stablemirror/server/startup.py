@@ -99,7 +99,7 @@ def check_storage(settings: Settings) -> None:
     where = cfg.endpoint or f"AWS S3 ({cfg.region})"
 
     async def probe() -> None:
-        s3 = S3Connection(cfg)
+        s3 = S3Connection(cfg, log_failures=False)
         try:
             await s3.ensure_bucket(create=cfg.create_bucket)
         finally:

@@ -44,8 +44,12 @@ def _is_missing(e: ClientError) -> bool:
 
 
 class S3Connection:
-    def __init__(self, settings: S3Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: S3Settings, metrics: Metrics | None = None,
+                 log_failures: bool = True) -> None:
+        """`log_failures`: a warning per failed call (off for the start-up probe, whose
+        failure is the one line the user sees)."""
         self.settings = settings
+        self.log_failures = log_failures
         self.bucket = settings.bucket
         self.metrics = metrics
         self._stack: contextlib.AsyncExitStack | None = None
@@ -87,6 +91,16 @@ class S3Connection:
             stack, self._stack, self._client = self._stack, None, None
             await stack.aclose()
 
+    def _unavailable(self, op: str, e: BaseException) -> StorageUnavailable:
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            reason = f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip(": ")
+        else:
+            reason = type(e).__name__ + (f": {e}" if str(e) else "")
+        if self.log_failures:
+            log.warning("S3 %s failed: %s", op, reason)
+        return StorageUnavailable(operation=op, reason=reason[:200])
+
     def _count(self, op: S3Operation, failed: bool = False) -> None:
         if self.metrics is not None:
             self.metrics.s3_request(op, failed)
@@ -105,10 +119,10 @@ class S3Connection:
             self._count(op, failed=not _is_missing(e))
             if _is_missing(e):
                 raise S3Missing(kwargs.get("Key", self.bucket)) from e
-            raise _unavailable(op, e) from e
+            raise self._unavailable(op, e) from e
         except _TRANSPORT_ERRORS as e:
             self._count(op, failed=True)
-            raise _unavailable(op, e) from e
+            raise self._unavailable(op, e) from e
         self._count(op)
         body = kwargs.get("Body")
         if isinstance(body, bytes | bytearray | memoryview):
@@ -140,7 +154,7 @@ class S3Connection:
                     data = await body.read(piece)
                 except _TRANSPORT_ERRORS as e:
                     self._count("get", failed=True)
-                    raise _unavailable("get", e) from e
+                    raise self._unavailable("get", e) from e
                 if not data:
                     return
                 self._transferred("received", len(data))
@@ -216,11 +230,3 @@ class S3Connection:
             await self.call("create_bucket", "create_bucket")
 
 
-def _unavailable(op: str, e: BaseException) -> StorageUnavailable:
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        reason = f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip(": ")
-    else:
-        reason = type(e).__name__ + (f": {e}" if str(e) else "")
-    log.warning("S3 %s failed: %s", op, reason)
-    return StorageUnavailable(operation=op, reason=reason[:200])

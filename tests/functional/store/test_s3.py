@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.support.clients import Clients, KiB, MiB, OciLayout, verify_layout_blobs
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, free_port
 from tests.support.oci_http import Api, assert_error, digest_of, random_bytes, send_partial
 from tests.support.s3_support import S3Cluster, blob_key
 
@@ -263,3 +263,56 @@ def test_s3_metrics_count_requests(s3_cluster: S3Cluster) -> None:
     gets = [line for line in text.splitlines()
             if line.startswith('stablemirror_s3_requests_total{operation="get"}')]
     assert gets and float(gets[0].split()[-1]) >= 1, gets
+
+
+# -- settings mistakes: one line each, never a traceback, never a key ----------------------------
+@pytest.mark.parametrize(("env", "named", "code"), [
+    ({"STABLEMIRROR_STORAGE__BACKEND": "tape"}, ["STABLEMIRROR_STORAGE__BACKEND", "tape"], 2),
+    ({"STABLEMIRROR_STORAGE__BACKEND": "s3"}, ["storage.s3.bucket is not set"], 2),
+    ({"STABLEMIRROR_STORAGE__BACKEND": "s3", "STABLEMIRROR_STORAGE__S3__BUCKET": "b",
+      "STABLEMIRROR_STORAGE__S3__ENDPOINT": "127.0.0.1:9"}, ["expected http(s)://"], 2),
+    ({"STABLEMIRROR_STORAGE__BACKEND": "s3", "STABLEMIRROR_STORAGE__S3__BUCKET": "b",
+      "STABLEMIRROR_STORAGE__S3__ACCESS_KEY": "AKIDSECRETVALUE"}, ["give both"], 2),
+    ({"STABLEMIRROR_STORAGE__BACKEND": "s3", "STABLEMIRROR_STORAGE__S3__BUCKET": "b",
+      "STABLEMIRROR_STORAGE__S3__ENDPOINT": "http://127.0.0.1:9",
+      "STABLEMIRROR_STORAGE__S3__ACCESS_KEY": "AKIDSECRETVALUE",
+      "STABLEMIRROR_STORAGE__S3__SECRET_KEY": "SUPERSECRETVALUE"},
+     ["storage.s3.endpoint http://127.0.0.1:9", "unusable"], 1),
+    ({"STABLEMIRROR_STORAGE__BACKEND": "s3", "STABLEMIRROR_UPSTREAM": '["http://x:5000"]',
+      "STABLEMIRROR_STORAGE__S3__BUCKET": "b"}, ["pull-through namespaces"], 2),
+], ids=["bad-backend", "no-bucket", "endpoint-no-scheme", "half-keys", "unreachable",
+        "with-mirror"])
+def test_storage_mistakes_are_one_line(tmp_path: Path, env: dict[str, str], named: list[str],
+                                       code: int) -> None:
+    r = subprocess.run([sys.executable, "-m", "stablemirror", "serve", "--listen",
+                        f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stablemirror: error: "), r.stderr
+    for value in named:
+        assert value in lines[0], lines[0]
+    assert "SECRETVALUE" not in r.stderr + r.stdout
+    assert r.returncode == code, (r.returncode, lines)
+
+
+def test_missing_bucket_is_one_line_and_create_bucket_makes_it(s3_cluster: S3Cluster,
+                                                               tmp_path: Path) -> None:
+    bucket = f"absent-{os.getpid()}-{int(time.time())}"
+    env = {**s3_cluster.env(), "STABLEMIRROR_STORAGE__S3__BUCKET": bucket,
+           "STABLEMIRROR_STORAGE__S3__CREATE_BUCKET": "false"}
+    (tmp_path / "d").mkdir()
+    r = subprocess.run([sys.executable, "-m", "stablemirror", "serve", "--listen",
+                        f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+                       check=False)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"storage.s3.bucket '{bucket}': no such bucket" in lines[0], \
+        r.stderr
+    assert r.returncode == 1
+    s3_cluster.extra_env.update({"STABLEMIRROR_STORAGE__S3__BUCKET": bucket})
+    api = Api(s3_cluster.replica())  # create_bucket: true (the cluster's default)
+    d = api.push_blob("s3/new-bucket", b"first blob")
+    assert api.blob("s3/new-bucket", d).content == b"first blob"
+    assert requests.head(f"{s3_cluster.seaweed.endpoint}/{bucket}", timeout=10).ok
