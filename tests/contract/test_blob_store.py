@@ -387,6 +387,40 @@ async def test_one_process_hashes_what_it_received(h: Harness) -> None:
     assert await read_all(a, Digest.of(data)) == data
 
 
+async def test_racing_appends_one_wins_whole(h: Harness) -> None:
+    """Two processes PATCH the same offset at once: one of them fails with
+    UploadRangeInvalid, and the upload holds exactly the other one's bytes."""
+    a, b = h.store, h.reopen()
+    uid = new_id()
+    await a.upload_create(uid)
+    await a.upload_append(uid, 0, chunks(b"base|"))
+    gate = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield b"from a, "
+        await asyncio.wait_for(gate.wait(), 20)
+        yield b"late"
+
+    first = asyncio.create_task(a.upload_append(uid, 5, held()))
+    await asyncio.sleep(0.2)  # a is mid-PATCH
+    try:
+        second: int | BaseException = await b.upload_append(uid, 5, chunks(b"from b"))
+    except UploadRangeInvalid as e:
+        second = e
+    gate.set()
+    try:
+        won_first: int | BaseException = await first
+    except UploadRangeInvalid as e:
+        won_first = e
+    outcomes = [won_first, second]
+    assert sum(isinstance(o, UploadRangeInvalid) for o in outcomes) == 1, outcomes
+    data = b"base|from a, late" if isinstance(second, BaseException) else b"base|from b"
+    assert await a.upload_size(uid) == len(data)
+    assert await b.upload_verify(uid, Digest.of(data)) == len(data)
+    await b.upload_publish(uid, Digest.of(data))
+    assert await read_all(a, Digest.of(data)) == data
+
+
 async def test_dedupe_same_digest_twice(h: Harness) -> None:
     s = h.store
     data = b"shared layer" * 100

@@ -37,10 +37,18 @@ class S3Missing(Exception):
     """The key, multipart upload or bucket does not exist (S3 said 404)."""
 
 
+class S3Conflict(Exception):
+    """A conditional write lost (S3 said 412): the object changed since it was read."""
+
+
+def _status(e: ClientError) -> int | None:
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
 def _is_missing(e: ClientError) -> bool:
     code = str(e.response.get("Error", {}).get("Code", ""))
-    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in _MISSING_CODES or status == 404
+    return code in _MISSING_CODES or _status(e) == 404
 
 
 class S3Connection:
@@ -116,9 +124,12 @@ class S3Connection:
         try:
             result: dict[str, Any] = await getattr(client, method)(**kwargs)
         except ClientError as e:
-            self._count(op, failed=not _is_missing(e))
+            lost = _status(e) == 412
+            self._count(op, failed=not (_is_missing(e) or lost))
             if _is_missing(e):
                 raise S3Missing(kwargs.get("Key", self.bucket)) from e
+            if lost:
+                raise S3Conflict(kwargs.get("Key", self.bucket)) from e
             raise self._unavailable(op, e) from e
         except _TRANSPORT_ERRORS as e:
             self._count(op, failed=True)

@@ -1,7 +1,7 @@
 """Upload sessions on S3, readable by every replica: the session is its objects.
 
     uploads/<id>/state      JSON, the one commit point of a PATCH (see UploadState)
-    uploads/<id>/tail-<g>   bytes past the last full part (< part size), generation g
+    uploads/<id>/tail-<g>-<r>  bytes past the last full part (< part size), generation g
     uploads/<id>/data       the multipart upload's key; the assembled bytes after PUT
 
 Bytes stream into an S3 multipart upload in parts of `part_size` (>= 5 MiB, S3's minimum for
@@ -25,13 +25,14 @@ import asyncio
 import contextlib
 import json
 import re
+import uuid
 from collections.abc import AsyncIterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.oci.errors import BlobUploadUnknown, DigestInvalid, UploadRangeInvalid
-from stablemirror.store.s3_client import S3Connection, S3Missing
+from stablemirror.store.s3_client import S3Conflict, S3Connection, S3Missing
 
 _UPLOAD_ID = re.compile(r"^[a-f0-9]{32}$")
 MiB = 1 << 20
@@ -47,13 +48,14 @@ class UploadState:
     tail_size: int = 0
     assembled: str | None = None  # ETag of `data` once the parts were completed onto it
     verified: str | None = None  # the digest `data` (that ETag) hashed to
+    etag: str | None = None  # of the `state` object this was read from (not stored)
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "etag"}).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> UploadState:
-        return cls(**json.loads(raw))
+    def decode(cls, raw: bytes, etag: str | None) -> UploadState:
+        return cls(**json.loads(raw), etag=etag)
 
 
 @dataclass
@@ -76,13 +78,27 @@ class S3Uploads:
         return f"{self.root}{upload_id}/{name}"
 
     async def load(self, upload_id: str) -> UploadState:
+        key = self.key(upload_id, "state")
         try:
-            return UploadState.decode(await self.s3.read_all(self.key(upload_id, "state")))
+            r = await self.s3.call("get", "get_object", Key=key)
+            async with r["Body"] as body:
+                raw = await body.read()
         except S3Missing as e:
             raise BlobUploadUnknown(upload=upload_id) from e
+        return UploadState.decode(raw, str(r.get("ETag", "")) or None)
 
     async def save(self, upload_id: str, state: UploadState) -> None:
-        await self.s3.put(self.key(upload_id, "state"), state.encode())
+        """Replace the state, but only the one it was read from (If-Match): of two
+        replicas racing on one session, the second to commit loses (UploadRangeInvalid),
+        never silently undoes the first."""
+        extra = {"IfMatch": state.etag} if state.etag else {}
+        try:
+            state.etag = await self.s3.put(self.key(upload_id, "state"), state.encode(),
+                                           **extra) or None
+        except S3Conflict as e:
+            current = await self.load(upload_id)
+            raise UploadRangeInvalid(upload=upload_id, expected_start=current.size,
+                                     reason="busy") from e
 
     # -- the session's life ----------------------------------------------------------------
     async def create(self, upload_id: str) -> None:
@@ -127,7 +143,8 @@ class S3Uploads:
             new.generation += 1
             new.tail, new.tail_size = None, len(buffer)
             if buffer:
-                new.tail = self.key(upload_id, f"tail-{new.generation}")
+                # a name of its own: a racing PATCH that loses must not overwrite it
+                new.tail = self.key(upload_id, f"tail-{new.generation}-{uuid.uuid4().hex[:8]}")
                 await self.s3.put(new.tail, bytes(buffer))
             await self.save(upload_id, new)  # now acknowledged
         except BaseException:
