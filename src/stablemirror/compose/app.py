@@ -23,7 +23,7 @@ from stablemirror.compose.background import Background
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
-from stablemirror.compose.storage import build_store, filesystem_store
+from stablemirror.compose.storage import build_store, filesystem_store, readiness_checks
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
@@ -83,7 +83,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     sendfile_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendfile")
     app[SENDFILE_POOL] = sendfile_pool
     app[HEALTH] = HealthService(index, settings.data_dir, metrics, version=__version__,
-                                role=settings.role, workers=settings.worker_count)
+                                role=settings.role, workers=settings.worker_count,
+                                **readiness_checks(store))
     app.on_response_prepare.append(add_api_version)
     app.on_response_prepare.append(add_request_id)
 

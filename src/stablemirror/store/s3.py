@@ -41,6 +41,10 @@ class S3BlobStore:
     async def aclose(self) -> None:
         await self.s3.aclose()
 
+    async def probe(self) -> None:
+        """The bucket answers (readiness); StorageUnavailable or S3Missing if not."""
+        await self.s3.call("head_bucket", "head_bucket")
+
     # -- committed blobs -----------------------------------------------------------------
     def blob_key(self, digest: Digest) -> str:
         return f"{self.prefix}blobs/{digest.algorithm}/{digest.hex}"

@@ -203,9 +203,14 @@ def test_s3_killed_mid_get_cuts_the_body_then_errors_cleanly(s3_cluster: S3Clust
     assert received < len(data), "the body must be cut, never completed with wrong bytes"
     r = api.blob("s3/get", d)  # S3 down: a clean OCI error, not a hang or a cut
     assert_error(r, 503, "UNKNOWN")
+    ready = api.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["s3"] != "ok", ready.text
     seaweed.start()
     got = api.blob("s3/get", d)
     assert got.status_code == 200 and got.content == data
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["s3"] == "ok", ready.text
+    assert "blobs" not in ready.json()["checks"]  # nothing of the data dir's push dirs
 
 
 # -- redirect, GC, scrub -----------------------------------------------------------------------
@@ -234,19 +239,26 @@ def test_gc_and_scrub_on_s3(s3_cluster: S3Cluster) -> None:
     api = Api(server)
     _digest, manifest = api.push_image("s3/gc", "v1", layers=1, layer_size=4096)
     orphan = api.push_blob("s3/gc", random_bytes(5000))  # referenced by nothing
+    abandoned = api.start_upload("s3/gc")  # a session nobody finishes
+    assert api.patch(abandoned, random_bytes(1000), 0).status_code == 202
+    assert any(k.startswith("uploads/") for k in s3_cluster.keys("uploads/"))
     kept_before = set(s3_cluster.keys("blobs/"))
+    s3_cluster.extra_env["STABLEMIRROR_GC__UPLOAD_MAX_AGE_SECONDS"] = "0"
     r = run_command(s3_cluster, server.data_dir, "gc", "--grace", "0")
     assert r.returncode == 0, r.stderr + r.stdout
     left = set(s3_cluster.keys("blobs/"))
     assert blob_key(orphan) not in left
     assert left == kept_before - {blob_key(orphan)}
     assert s3_cluster.keys("trash/") == {}
+    assert s3_cluster.keys("uploads/") == {}, "the abandoned session's objects are gone"
+    assert_error(api.request("GET", abandoned), 404, "BLOB_UPLOAD_UNKNOWN")
     # scrub: corrupt a layer in the bucket behind the registry's back
     layer = json.loads(manifest)["layers"][0]["digest"]
     requests.put(s3_cluster.object_url(blob_key(layer)), data=b"x" * 4096,
                  timeout=10).raise_for_status()
     r = run_command(s3_cluster, server.data_dir, "scrub")
-    assert r.returncode != 0 or "corrupt" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"CORRUPT {layer}: quarantined" in r.stdout, \
+        r.stdout + r.stderr
     assert blob_key(layer) not in s3_cluster.keys("blobs/")
     quarantined = s3_cluster.keys("quarantine/")
     assert len(quarantined) == 1 and next(iter(quarantined)).startswith(
