@@ -31,10 +31,11 @@ class S3Cluster:
     prefix: str = field(default_factory=lambda: f"reg-{uuid.uuid4().hex[:10]}/")
     extra_env: dict[str, str] = field(default_factory=dict)
     replicas: list[LiveServer] = field(default_factory=list)
+    database_url: str | None = None  # default: one SQLite file all replicas open
 
     @property
     def index_url(self) -> str:
-        return f"sqlite:///{self.root / 'shared-index.db'}"
+        return self.database_url or f"sqlite:///{self.root / 'shared-index.db'}"
 
     def env(self) -> dict[str, str]:
         return {

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.contract.conftest import PostgresServer
 from tests.support.clients import Clients, KiB, MiB, OciLayout, verify_layout_blobs
 from tests.support.live import LiveServer, free_port
 from tests.support.oci_http import Api, assert_error, digest_of, random_bytes, send_partial
@@ -84,7 +85,12 @@ def test_skopeo_and_podman_push_and_pull_through_s3(s3_cluster: S3Cluster,
 
 
 # -- one session, three replicas --------------------------------------------------------------
-def test_chunked_push_spread_over_three_replicas(s3_cluster: S3Cluster) -> None:
+@pytest.mark.parametrize("index", ["sqlite", "postgresql"])
+def test_chunked_push_spread_over_three_replicas(s3_cluster: S3Cluster, index: str,
+                                                 request: pytest.FixtureRequest) -> None:
+    if index == "postgresql":
+        pg: PostgresServer = request.getfixturevalue("postgres")
+        s3_cluster.database_url = pg.url(pg.create_database())
     a, b, c = (Api(s3_cluster.replica()) for _ in range(3))
     data = random_bytes(19 * MiB + 333)
     d = digest_of(data)
