@@ -147,9 +147,6 @@ class Settings(BaseSettings):
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
                              "URL or mirror.namespaces (docs/mirror.md)")
-        if self.storage.backend == "s3" and any(ns.mode != "hosted" for ns in namespaces):
-            raise ValueError("storage.backend s3: pull-through namespaces need the "
-                             "filesystem backend for now (docs/storage.md)")
         return self
 
     @classmethod

@@ -23,7 +23,7 @@ from stablemirror.compose.background import Background
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
-from stablemirror.compose.storage import build_store, filesystem_store, readiness_checks
+from stablemirror.compose.storage import build_store, readiness_checks
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
@@ -51,8 +51,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[CONNECTION_GUARD] = ConnectionGuard(settings.connections)
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
-    local = filesystem_store(store)  # pull-through is refused on S3 (config.py)
-    mirror = build_mirror(settings, hosted, local, index, db, metrics) if local else None
+    mirror = build_mirror(settings, hosted, store, index, db, metrics)
     routed = mirror.registry if mirror is not None else hosted
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,

@@ -12,7 +12,7 @@ from stablemirror.auth.admin import AuthAdmin
 from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_file
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
-from stablemirror.compose.storage import build_store, filesystem_store
+from stablemirror.compose.storage import build_store
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
@@ -47,9 +47,7 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
     store = build_store(settings)
     index = SqlIndex(db)
     metrics = Metrics()
-    local = filesystem_store(store)
-    mirror = (build_mirror(settings, HostedRegistry(store, index), local, index, db, metrics)
-              if local else None)
+    mirror = build_mirror(settings, HostedRegistry(store, index), store, index, db, metrics)
     healer = ServiceHealer(mirror.registry, store) if mirror is not None else None
     try:
         if mirror is not None:

@@ -22,8 +22,3 @@ def readiness_checks(store: BlobStore) -> dict[str, Any]:
     if isinstance(store, S3BlobStore):
         return {"push_dirs": (), "probes": {"s3": store.probe}}
     return {}
-
-
-def filesystem_store(store: BlobStore) -> FilesystemBlobStore | None:
-    """The store, when it is the filesystem one (the mirror's fetches need local files)."""
-    return store if isinstance(store, FilesystemBlobStore) else None

@@ -334,3 +334,44 @@ def test_missing_bucket_is_one_line_and_create_bucket_makes_it(s3_cluster: S3Clu
     d = api.push_blob("s3/new-bucket", b"first blob")
     assert api.blob("s3/new-bucket", d).content == b"first blob"
     assert requests.head(f"{s3_cluster.seaweed.endpoint}/{bucket}", timeout=10).ok
+
+
+# -- a pull-through mirror on S3 ----------------------------------------------------------------
+def test_mirror_on_s3_fetches_once_publishes_to_the_bucket(s3_cluster: S3Cluster,
+                                                           server: LiveServer) -> None:
+    """An edge on S3 in front of a hosted upstream: concurrent first pulls share one
+    upstream transfer (staged in the edge's local .part), the verified blob is published
+    to the bucket, later pulls (on another replica too) come from S3."""
+    upstream = Api(server)
+    manifest_digest, manifest = upstream.push_image("models/m", "v1", layers=2,
+                                                    layer_size=9 * MiB)
+    layers = [layer["digest"] for layer in json.loads(manifest)["layers"]]
+    edge = s3_cluster.replica("--upstream", server.url)
+    other = s3_cluster.replica("--upstream", server.url)
+    e = Api(edge)
+    assert e.manifest("models/m", "v1").status_code == 200
+    want = {d: upstream.blob("models/m", d).content for d in layers}
+    results: dict[int, bytes] = {}
+
+    def pull(i: int, d: str) -> None:
+        results[i] = requests.get(f"{edge.url}/v2/models/m/blobs/{d}", timeout=TIMEOUT).content
+
+    threads = [threading.Thread(target=pull, args=(i, layers[0])) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert all(results[i] == want[layers[0]] for i in range(4))
+    wait_for(lambda: blob_key(layers[0]) in s3_cluster.keys("blobs/"), "the publish to S3")
+    assert s3_cluster.keys("blobs/")[blob_key(layers[0])] == 9 * MiB
+    # from S3 now: the other replica serves it with the upstream stopped
+    server.stop()
+    got = Api(other).blob("models/m", layers[0])
+    assert got.status_code == 200 and got.content == want[layers[0]]
+    server.start()
+    assert e.blob("models/m", layers[1]).content == want[layers[1]]  # a second layer, once
+    wait_for(lambda: blob_key(layers[1]) in s3_cluster.keys("blobs/"), "the second publish")
+    assert manifest_digest
+    for log in (edge.log(), other.log()):
+        assert "Traceback" not in log and "aborting blob response" not in log, log[-3000:]
+    assert not list((edge.data_dir / "fetch").glob("*.part")), "staged parts are consumed"
