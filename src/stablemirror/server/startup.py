@@ -111,7 +111,7 @@ def check_storage(settings: Settings) -> None:
         raise StartupError(f"storage.s3.bucket {cfg.bucket!r}: no such bucket at {where} "
                            "(storage.s3.create_bucket: true creates it)") from None
     except StorageUnavailable as exc:
-        raise StartupError(f"storage.s3.endpoint {where}: unusable: "
+        raise StartupError(f"storage.s3.endpoint {where}, bucket {cfg.bucket!r}: unusable: "
                            f"{exc.detail.get('reason', 'no answer')}") from None
 
 

@@ -295,7 +295,7 @@ def test_s3_metrics_count_requests(s3_cluster: S3Cluster) -> None:
       "STABLEMIRROR_STORAGE__S3__ENDPOINT": "http://127.0.0.1:9",
       "STABLEMIRROR_STORAGE__S3__ACCESS_KEY": "AKIDSECRETVALUE",
       "STABLEMIRROR_STORAGE__S3__SECRET_KEY": "SUPERSECRETVALUE"},
-     ["storage.s3.endpoint http://127.0.0.1:9", "unusable"], 1),
+     ["storage.s3.endpoint http://127.0.0.1:9, bucket 'b': unusable"], 1),
 ], ids=["bad-backend", "no-bucket", "endpoint-no-scheme", "half-keys", "unreachable"])
 def test_storage_mistakes_are_one_line(tmp_path: Path, env: dict[str, str], named: list[str],
                                        code: int) -> None:
