@@ -5,9 +5,11 @@ with its `s3` storage driver (`redirect: disable: true`), both on one SeaweedFS.
     .venv/bin/python bench/s3.py --mib 128 --rounds 3
 
 Each round pushes a fresh random blob to each registry (monolithic: POST + PUT with the
-body; and podman's way: POST, one PATCH with the whole body, PUT), then GETs it with curl
-(cold: nothing but S3 holds it). Medians per server, the ratio stablemirror / reference
-(higher is better for stablemirror), and each server's peak RSS during the transfers.
+body; and podman's way: POST, one PATCH with the whole body, PUT), then GETs both with curl
+(cold: nothing but S3 holds them), the two servers in alternating order. Medians per server
+of the throughput and of the server's CPU time per transfer (its process tree), the ratios
+in stablemirror's favour when above 1 (MB/s ours / theirs, CPU theirs / ours), and each
+server's RSS. The machine is shared: CPU per transfer is the steadier comparison.
 Writes the `s3` section of bench/RESULTS.md.
 """
 
@@ -25,14 +27,14 @@ from pathlib import Path
 
 from harness.common import HOST, REF, REPO_ROOT, RESULTS_MD, SM, MiB, log
 from harness.data import BlobPool
-from harness.procfs import RssSampler
+from harness.procfs import RssSampler, tree_cpu_seconds
 from harness.results import command_line, machine_info, table_head, table_row, update_results_file
 from harness.servers import Server, free_port, stablemirror_server
 from harness.session import interrupt_on_sigterm, work_dir
 from harness.transfers import curl_get, push_chunked, push_monolithic, verify_blob_get
 
 sys.path.insert(0, str(REPO_ROOT))
-from tests.support.seaweed import SeaweedS3  # noqa: E402 - after the path is known
+from tests.support.seaweed import SeaweedS3
 
 REF_BUCKET, SM_BUCKET = "bench-reference", "bench-stablemirror"
 
@@ -93,21 +95,27 @@ def main() -> int:
                 s.start(sampler, timeout=60)
             sampler.set_phase("transfers")
             for r in range(args.rounds):
-                for name, s in servers.items():
-                    def record(metric: str, fn: Callable[[], float], name: str = name) -> None:
-                        results[name].setdefault(metric, []).append(fn())
+                order = list(servers.items())
+                for name, s in order if r % 2 == 0 else order[::-1]:  # neither always first
+                    def record(metric: str, fn: Callable[[], float], name: str = name,
+                               pid: int = s.pid) -> None:
+                        c0 = tree_cpu_seconds(pid)
+                        results[name].setdefault(f"{metric} MB/s", []).append(fn())
+                        cpu = results[name].setdefault(f"{metric}: server CPU s", [])
+                        cpu.append(tree_cpu_seconds(pid) - c0)
                     repo = f"bench/s3-{uuid.uuid4().hex[:6]}"
                     mono, patch = pool.take(name), pool.take(name)
-                    record("push monolithic MB/s",
+                    record("push monolithic",
                            lambda: push_monolithic(s.port, repo, mono, 600))  # noqa: B023
-                    record("push POST+PATCH+PUT MB/s",
+                    record("push POST+PATCH+PUT",
                            lambda: push_chunked(s.port, repo, patch, patch.size, 600))  # noqa: B023
-                    record("cold GET MB/s",
-                           lambda: curl_get(s.port, repo, mono, 600)["mbps"])  # noqa: B023
+                    for blob in (mono, patch):
+                        record("cold GET",
+                               lambda: curl_get(s.port, repo, blob, 600)["mbps"])  # noqa: B023
                     if r == 0:
                         verify_blob_get(s.port, repo, patch, 600)
                     log(f"round {r + 1} {name}: " + ", ".join(
-                        f"{k} {v[-1]:.0f}" for k, v in results[name].items()))
+                        f"{k} {v[-1]:.2f}" for k, v in results[name].items()))
         finally:
             sampler.stop()
             for s in servers.values():
@@ -118,7 +126,7 @@ def main() -> int:
     peak = {n: sampler.peak_tree_kib.get(n, 0) / 1024 for n in (*servers, "seaweedfs")}
     idle = {n: sampler.peak_phase_kib.get((n, "startup"), 0) / 1024 for n in servers}
     busy = {n: sampler.peak_phase_kib.get((n, "transfers"), 0) / 1024 for n in servers}
-    lines = [f"## S3 backend vs docker-registry's s3 driver (`bench/s3.py`)", "",
+    lines = ["## S3 backend vs docker-registry's s3 driver (`bench/s3.py`)", "",
              f"`{command_line()}`, {started:%Y-%m-%d %H:%M %Z}; "
              f"{machine_info().get('cpu', '')}; SeaweedFS 4.48 (`weed server -s3`) on "
              f"loopback for both; {args.mib} MiB random blobs, median of {args.rounds} "
@@ -127,7 +135,11 @@ def main() -> int:
              *table_head("metric", "docker-registry", "stablemirror", "ratio")]
     for metric in medians[SM]:
         ref, sm = medians[REF][metric], medians[SM][metric]
-        lines.append(table_row(metric, f"{ref:.0f}", f"{sm:.0f}", f"{sm / ref:.2f}x"))
+        if metric.endswith("server CPU s"):  # lower is better: ratio reference / ours
+            lines.append(table_row(metric, f"{ref:.3f}", f"{sm:.3f}",
+                                   f"{ref / sm:.2f}x" if sm else "-"))
+        else:
+            lines.append(table_row(metric, f"{ref:.0f}", f"{sm:.0f}", f"{sm / ref:.2f}x"))
     lines.append(table_row("RSS after start-up, process tree (MiB)", f"{idle[REF]:.0f}",
                            f"{idle[SM]:.0f}", ""))
     lines.append(table_row("peak RSS during the transfers (MiB)", f"{busy[REF]:.0f}",
