@@ -387,6 +387,24 @@ async def test_one_process_hashes_what_it_received(h: Harness) -> None:
     assert await read_all(a, Digest.of(data)) == data
 
 
+@pytest.mark.parametrize("first_size", [3000, 6 << 20])
+async def test_append_after_a_failed_verify(h: Harness, first_size: int) -> None:
+    """A PUT whose digest did not match, then more bytes and the right digest (on S3 the
+    failed check already assembled the parts: they become the start of the upload again)."""
+    s = h.store
+    data = os.urandom(first_size + 7000)
+    uid = new_id()
+    await s.upload_create(uid)
+    await s.upload_append(uid, 0, chunks(data[:first_size]))
+    with pytest.raises(DigestInvalid):
+        await s.upload_verify(uid, Digest.of(data))
+    assert await s.upload_size(uid) == first_size
+    await h.reopen().upload_append(uid, first_size, chunks(data[first_size:]))
+    assert await s.upload_verify(uid, Digest.of(data)) == len(data)
+    await s.upload_publish(uid, Digest.of(data))
+    assert await read_all(s, Digest.of(data)) == data
+
+
 async def test_racing_appends_one_wins_whole(h: Harness) -> None:
     """Two processes PATCH the same offset at once: one of them fails with
     UploadRangeInvalid, and the upload holds exactly the other one's bytes."""
