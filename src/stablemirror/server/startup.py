@@ -39,6 +39,10 @@ def configure_command_logging(settings: Settings) -> None:
     # Alembic logs every migration step at INFO: noise in every command's output.
     if settings.log_level != "debug":
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # botocore's debug lines carry request headers (the S3 access key id, signatures):
+    # never below INFO, whatever the log level.
+    for name in ("botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def probe_writable(directory: Path) -> None:
