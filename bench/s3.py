@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import requests
 from harness.common import HOST, REF, REPO_ROOT, RESULTS_MD, SM, MiB, log
 from harness.data import BlobPool
 from harness.procfs import RssSampler, tree_cpu_seconds
@@ -75,53 +76,58 @@ def main() -> int:
     with work_dir("stablemirror-s3-bench-", None, False) as work:
         seaweed = SeaweedS3(work / "seaweed")
         seaweed.start()
-        import requests
-        for bucket in (REF_BUCKET, SM_BUCKET):
-            requests.put(f"{seaweed.endpoint}/{bucket}", timeout=10)
-        sampler = RssSampler()
-        sampler.add("seaweedfs", seaweed.proc.pid if seaweed.proc else 0)
-        servers = {
-            REF: reference_on_s3(work, seaweed.endpoint),
-            SM: stablemirror_server(work, SM, sys.executable, args.workers, env={
-                "STABLEMIRROR_STORAGE__BACKEND": "s3",
-                "STABLEMIRROR_STORAGE__S3__ENDPOINT": seaweed.endpoint,
-                "STABLEMIRROR_STORAGE__S3__BUCKET": SM_BUCKET}),
-        }
-        pool = BlobPool(work, args.mib * MiB)
-        results: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
-        sampler.start()
         try:
-            for s in servers.values():
-                s.start(sampler, timeout=60)
-            sampler.set_phase("transfers")
-            for r in range(args.rounds):
-                order = list(servers.items())
-                for name, s in order if r % 2 == 0 else order[::-1]:  # neither always first
-                    def record(metric: str, fn: Callable[[], float], name: str = name,
-                               pid: int = s.pid) -> None:
-                        c0 = tree_cpu_seconds(pid)
-                        results[name].setdefault(f"{metric} MB/s", []).append(fn())
-                        cpu = results[name].setdefault(f"{metric}: server CPU s", [])
-                        cpu.append(tree_cpu_seconds(pid) - c0)
-                    repo = f"bench/s3-{uuid.uuid4().hex[:6]}"
-                    mono, patch = pool.take(name), pool.take(name)
-                    record("push monolithic",
-                           lambda: push_monolithic(s.port, repo, mono, 600))  # noqa: B023
-                    record("push POST+PATCH+PUT",
-                           lambda: push_chunked(s.port, repo, patch, patch.size, 600))  # noqa: B023
-                    for blob in (mono, patch):
-                        record("cold GET",
-                               lambda: curl_get(s.port, repo, blob, 600)["mbps"])  # noqa: B023
-                    if r == 0:
-                        verify_blob_get(s.port, repo, patch, 600)
-                    log(f"round {r + 1} {name}: " + ", ".join(
-                        f"{k} {v[-1]:.2f}" for k, v in results[name].items()))
+            return run(args, work, seaweed, started)
         finally:
-            sampler.stop()
-            for s in servers.values():
-                s.stop()
             seaweed.stop()
-            pool.remove()
+
+
+def run(args: argparse.Namespace, work: Path, seaweed: SeaweedS3, started: dt.datetime) -> int:
+    for bucket in (REF_BUCKET, SM_BUCKET):
+        requests.put(f"{seaweed.endpoint}/{bucket}", timeout=10)
+    sampler = RssSampler()
+    sampler.add("seaweedfs", seaweed.proc.pid if seaweed.proc else 0)
+    servers = {
+        REF: reference_on_s3(work, seaweed.endpoint),
+        SM: stablemirror_server(work, SM, sys.executable, args.workers, env={
+            "STABLEMIRROR_STORAGE__BACKEND": "s3",
+            "STABLEMIRROR_STORAGE__S3__ENDPOINT": seaweed.endpoint,
+            "STABLEMIRROR_STORAGE__S3__BUCKET": SM_BUCKET}),
+    }
+    pool = BlobPool(work, args.mib * MiB)
+    results: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
+    sampler.start()
+    try:
+        for s in servers.values():
+            s.start(sampler, timeout=60)
+        sampler.set_phase("transfers")
+        for r in range(args.rounds):
+            order = list(servers.items())
+            for name, s in order if r % 2 == 0 else order[::-1]:  # neither always first
+                def record(metric: str, fn: Callable[[], float], name: str = name,
+                           pid: int = s.pid) -> None:
+                    c0 = tree_cpu_seconds(pid)
+                    results[name].setdefault(f"{metric} MB/s", []).append(fn())
+                    cpu = results[name].setdefault(f"{metric}: server CPU s", [])
+                    cpu.append(tree_cpu_seconds(pid) - c0)
+                repo = f"bench/s3-{uuid.uuid4().hex[:6]}"
+                mono, patch = pool.take(name), pool.take(name)
+                record("push monolithic",
+                       lambda: push_monolithic(s.port, repo, mono, 600))  # noqa: B023
+                record("push POST+PATCH+PUT",
+                       lambda: push_chunked(s.port, repo, patch, patch.size, 600))  # noqa: B023
+                for blob in (mono, patch):
+                    record("cold GET",
+                           lambda: curl_get(s.port, repo, blob, 600)["mbps"])  # noqa: B023
+                if r == 0:
+                    verify_blob_get(s.port, repo, patch, 600)
+                log(f"round {r + 1} {name}: " + ", ".join(
+                    f"{k} {v[-1]:.2f}" for k, v in results[name].items()))
+    finally:
+        sampler.stop()
+        for s in servers.values():
+            s.stop()
+        pool.remove()
     medians = {n: {k: statistics.median(v) for k, v in m.items()} for n, m in results.items()}
     peak = {n: sampler.peak_tree_kib.get(n, 0) / 1024 for n in (*servers, "seaweedfs")}
     idle = {n: sampler.peak_phase_kib.get((n, "startup"), 0) / 1024 for n in servers}
@@ -148,8 +154,9 @@ def main() -> int:
                            f"{busy[SM] - idle[SM]:.0f}", ""))
     lines += ["", f"SeaweedFS peak RSS: {peak['seaweedfs']:.0f} MiB. RSS is sampled every "
               "0.1 s per server process tree (stablemirror: parent + workers); transfers "
-              "run one at a time, so the growth is what one transfer costs (stablemirror "
-              "holds at most one part being sent, one being filled and one 1 MiB piece)."]
+              "run one at a time; stablemirror's growth includes each worker's S3 client, "
+              "made on first use (botocore's service model), and per transfer at most one "
+              "part being sent, one being filled and one 1 MiB piece."]
     text = "\n".join(lines)
     print(text)
     if not args.no_results:

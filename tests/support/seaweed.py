@@ -91,8 +91,8 @@ class SeaweedS3:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:  # it can take its time: data is flushed
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
