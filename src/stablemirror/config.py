@@ -40,6 +40,7 @@ from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
+from stablemirror.store.config import StorageSettings
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
 Role = Literal["center", "edge", "node"]
@@ -147,6 +148,7 @@ class Settings(BaseSettings):
     trust: TrustSettings = Field(default_factory=TrustSettings)
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @field_validator("listen")
     @classmethod
@@ -271,7 +273,9 @@ def describe_errors(exc: ValidationError, given: dict[str, Any],
     loc = tuple(first["loc"])
     if not loc:  # a check across settings: its message names them
         line = message
-    elif first["type"] == "missing":
+    elif first["type"] == "missing" or isinstance(first["input"], dict):
+        # a section's own check: its message names the settings; the section's values
+        # are not repeated (they may hold secrets, e.g. storage.s3.secret_key)
         line = f"{_source(loc, given, config_file)}: {message}"
     else:
         line = f"{_source(loc, given, config_file)} {_shorten(first['input'])}: {message}"

@@ -55,6 +55,11 @@ ScanBlock = Literal["findings", "pending", "failed", "warned"]
 DeltaFallback = Literal["no_index", "bad_index", "no_shared_chunks", "no_range",
                         "index_mismatch", "digest_mismatch", "error"]
 ChunkOutcome = Literal["reused", "fetched"]
+# S3 API calls of the S3 blob store (store/s3_client.py).
+S3Operation = Literal["head", "get", "put", "delete", "copy", "list", "create_multipart",
+                      "upload_part", "upload_part_copy", "complete_multipart",
+                      "abort_multipart", "head_bucket", "create_bucket"]
+S3Direction = Literal["sent", "received"]
 
 # From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -249,6 +254,21 @@ class Metrics:
             self.delta_chunks.labels(outcome)
         for fallback in get_args(DeltaFallback):
             self.delta_fallbacks.labels(fallback)
+        # The S3 blob store (store/s3_client.py): every API call, failures, body bytes.
+        self.s3_requests = Counter(f"{PREFIX}s3_requests_total",
+                                   "S3 API requests of the blob store, by operation.",
+                                   ["operation"], registry=r)
+        self.s3_errors = Counter(f"{PREFIX}s3_request_errors_total",
+                                 "S3 API requests that failed (after retries), by operation.",
+                                 ["operation"], registry=r)
+        self.s3_bytes = Counter(f"{PREFIX}s3_bytes_total",
+                                "Object bytes sent to or received from S3, by direction.",
+                                ["direction"], registry=r)
+        for op in get_args(S3Operation):
+            self.s3_requests.labels(op)
+            self.s3_errors.labels(op)
+        for direction in get_args(S3Direction):
+            self.s3_bytes.labels(direction)
         for scan_result in get_args(ScanResult):
             self.scans.labels(scan_result)
         for block in get_args(ScanBlock):
@@ -375,6 +395,15 @@ class Metrics:
     def delta_fallback(self, reason: DeltaFallback) -> None:
         self.delta_fallbacks.labels(
             _check(reason, frozenset(get_args(DeltaFallback)), "reason")).inc()
+
+    # -- S3 blob store ------------------------------------------------------------------
+    def s3_request(self, operation: S3Operation, failed: bool = False) -> None:
+        self._child(self.s3_requests, operation).inc()
+        if failed:
+            self._child(self.s3_errors, operation).inc()
+
+    def s3_transferred(self, direction: S3Direction, n: int) -> None:
+        self._child(self.s3_bytes, direction).inc(n)
 
     # -- release channels ----------------------------------------------------------------------
     def release_pull(self, repository: str, channel: str, version: str) -> None:

@@ -190,3 +190,34 @@ def test_edge_and_node_need_an_upstream(role: str) -> None:
 
 def test_an_unknown_role_is_refused() -> None:
     assert refused(role="hub").startswith("--role 'hub': input should be 'center', 'edge'")
+
+
+def test_storage_section_from_yaml_and_environment(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write(tmp_path, "storage:\n  backend: s3\n  s3:\n    bucket: from-file\n"
+                             "    endpoint: http://127.0.0.1:8333\n    access_key: AKIDFILE\n"
+                             "    secret_key: very-secret-file-value\n    prefix: reg/\n")
+    s = load_settings(config)
+    assert s.storage.backend == "s3"
+    assert (s.storage.s3.bucket, s.storage.s3.prefix) == ("from-file", "reg/")
+    assert s.storage.s3.secret_key is not None
+    assert s.storage.s3.secret_key.get_secret_value() == "very-secret-file-value"
+    assert "very-secret-file-value" not in repr(s) + str(s.model_dump())
+    monkeypatch.setenv("STABLEMIRROR_STORAGE__S3__BUCKET", "from-env")
+    monkeypatch.setenv("STABLEMIRROR_STORAGE__S3__CREATE_BUCKET", "true")
+    s = load_settings(config)
+    assert s.storage.s3.bucket == "from-env" and s.storage.s3.create_bucket
+    assert load_settings().storage.backend == "filesystem"
+
+
+def test_storage_mistakes_name_the_setting_not_the_secret(tmp_path: Path) -> None:
+    half = write(tmp_path, "storage:\n  backend: s3\n  s3:\n    bucket: b\n"
+                           "    secret_key: very-secret-file-value\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(half)
+    assert "give both or neither" in str(info.value)
+    assert "very-secret-file-value" not in str(info.value)
+    with pytest.raises(SettingsError, match=r"storage\.s3\.bucket is not set"):
+        load_settings(write(tmp_path, "storage:\n  backend: s3\n"))
+    with pytest.raises(SettingsError, match=r"storage\.s3\.unknown"):
+        load_settings(write(tmp_path, "storage:\n  s3:\n    unknown: 1\n"))

@@ -34,6 +34,7 @@ from stablemirror.config import Role, Settings, SettingsError, load_settings
 from stablemirror.server.startup import (
     StartupError,
     check_data_dir,
+    check_storage,
     configure_command_logging,
     migrate_index,
 )
@@ -91,6 +92,7 @@ def gc(
     settings = load_settings(config, data_dir=data_dir)
     configure_command_logging(settings)
     check_data_dir(settings, create=False)  # a mistyped path must not report "all clean"
+    check_storage(settings)
     migrate_index(settings)
 
     async def run() -> None:

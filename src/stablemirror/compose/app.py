@@ -25,6 +25,7 @@ from stablemirror.compose.jobs import build_runner, schedule_gc
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
+from stablemirror.compose.storage import build_store, readiness_checks
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.delta.hosted import PushIndexer
@@ -34,7 +35,6 @@ from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
 
 __all__ = ["build_app", "run_guarded"]  # run_guarded: server/prefork.py runs the app with it
 
@@ -44,7 +44,7 @@ READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
     """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
-    store = FilesystemBlobStore(settings.data_dir)
+    store = build_store(settings, metrics)
     db = Database(settings.index_url, settings.db_pool)
     index = SqlIndex(db)
     # telemetry first (outermost but for the connection guard, which only marks when a
@@ -91,13 +91,15 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     sendfile_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendfile")
     app[SENDFILE_POOL] = sendfile_pool
     app[HEALTH] = HealthService(index, settings.data_dir, metrics, version=__version__,
-                                role=settings.role, workers=settings.worker_count)
+                                role=settings.role, workers=settings.worker_count,
+                                **readiness_checks(store))
     app.on_response_prepare.append(add_api_version)
     app.on_response_prepare.append(add_request_id)
 
     async def close_index(_app: web.Application) -> None:
         sendfile_pool.shutdown(wait=False, cancel_futures=True)
         await index.close()
+        await store.aclose()
 
     app.on_cleanup.append(close_index)
     install_access(app, settings, db, audit, background)  # token endpoint, admin API, audit

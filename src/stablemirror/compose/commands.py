@@ -13,6 +13,7 @@ from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_f
 from stablemirror.compose.jobs import job_queue
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
+from stablemirror.compose.storage import build_store
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
@@ -23,20 +24,21 @@ from stablemirror.integrity.scrub import Quarantine, Scrubber, ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.gc import GarbageCollector
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
 
 
 @asynccontextmanager
 async def garbage_collector(settings: Settings, grace: float | None
                             ) -> AsyncIterator[GarbageCollector]:
     index = SqlIndex(Database(settings.index_url))
+    store = build_store(settings)
     try:
         yield GarbageCollector(
-            FilesystemBlobStore(settings.data_dir), index,
+            store, index,
             settings.gc.grace_seconds if grace is None else grace,
             settings.gc.upload_max_age_seconds, fetch_dir=DataDir(settings.data_dir).fetch)
     finally:
         await index.close()
+        await store.aclose()
 
 
 @asynccontextmanager
@@ -44,7 +46,7 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
     """A scrubber that heals from the mirror's upstreams, and audits quarantines like the
     server does."""
     db = Database(settings.index_url)
-    store = FilesystemBlobStore(settings.data_dir)
+    store = build_store(settings)
     index = SqlIndex(db)
     metrics = Metrics()
     mirror = build_mirror(settings, HostedRegistry(store, index), store, index, db, metrics)
@@ -61,6 +63,7 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
         if mirror is not None:
             await mirror.fetches.aclose()
             await mirror.client.close()
+        await store.aclose()
         await db.close()
 
 

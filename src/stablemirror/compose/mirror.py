@@ -35,7 +35,7 @@ from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.routing import Mode, RoutingRegistry
 from stablemirror.mirror.upstream import HttpClient, UpstreamGroup
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 
 def node_id(settings: Settings) -> str:
@@ -97,7 +97,7 @@ def metrics_of(metrics: Metrics) -> MirrorListener:
     return record
 
 
-def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBlobStore,
+def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
                  index: SqlIndex, db: Database, metrics: Metrics) -> MirrorParts | None:
     groups_cfg, namespaces = settings.mirror.effective(settings.upstream)
     if not namespaces:

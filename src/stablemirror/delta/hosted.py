@@ -29,7 +29,7 @@ from stablemirror.oci.errors import OCIError
 from stablemirror.oci.manifest import parse_manifest
 from stablemirror.registry.forwarding import ForwardingRegistry
 from stablemirror.registry.protocol import PutManifestResult, RegistryService, RequestContext
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.delta")
 INDEX_CTX = RequestContext(actor="system:delta", client="local",
@@ -41,7 +41,7 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 
 
 class PushIndexer:
-    def __init__(self, hosted: RegistryService, store: FilesystemBlobStore) -> None:
+    def __init__(self, hosted: RegistryService, store: BlobStore) -> None:
         self.hosted = hosted  # where referrers are read and pushed
         self.store = store
         self._slots = asyncio.Semaphore(1)

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stablemirror.index.audit_events import FAILED, OK, AuditEvent, AuditSink
@@ -141,9 +140,9 @@ class Quarantine:
         self.healer = healer
 
     async def corrupt(self, digest: Digest, actual: str, found_by: FoundBy,
-                      ctx: RequestContext | None = None, repository: str = "") -> Path | None:
+                      ctx: RequestContext | None = None, repository: str = "") -> str | None:
         """Quarantine `digest` now; returns where its bytes went (None if already gone)."""
-        moved = self.store.quarantine(digest, f"{int(time.time())}-{uuid.uuid4().hex[:8]}")
+        moved = await self.store.quarantine(digest, f"{int(time.time())}-{uuid.uuid4().hex[:8]}")
         detail = f"content hashes to {digest.algorithm}:{actual}"
         await self.index.record_quarantine(str(digest), str(moved) if moved else None, detail)
         await self.index.mark_stale()

@@ -32,7 +32,7 @@ from stablemirror.mirror.source import GroupBlobSource
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.manifest import Manifest
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.delta")
 MIN_SHARED = 0.05  # below 5% of the layer local, a delta saves less than its requests cost
@@ -41,7 +41,7 @@ MIN_SHARED = 0.05  # below 5% of the layer local, a delta saves less than its re
 class MirrorDelta:
     """What every delta source of one mirror shares: the chunk table, the store, metrics."""
 
-    def __init__(self, chunks: ChunkTable, store: FilesystemBlobStore, metrics: Metrics,
+    def __init__(self, chunks: ChunkTable, store: BlobStore, metrics: Metrics,
                  index: RegistryIndex, parallel: int = 4) -> None:
         self.chunks = chunks
         self.index = index  # upstream chunk-index referrers are cached here, for tiers below

@@ -28,7 +28,7 @@ from stablemirror.mirror.part_writer import PartWriter
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.store.fetch_files import FetchFiles, lock_fetch
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.fetch")
 
@@ -69,7 +69,7 @@ class BlobUpstream(Protocol):
 
 
 class BlobFetches:
-    def __init__(self, directory: Path, store: FilesystemBlobStore, index: RegistryIndex,
+    def __init__(self, directory: Path, store: BlobStore, index: RegistryIndex,
                  poll_seconds: float = 0.01, wait_seconds: float = 300.0) -> None:
         self.files = FetchFiles(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -156,8 +156,7 @@ class BlobFetches:
         finally:
             self._leading.discard(key)
             self._publishing.discard(key)
-            dest = self.store.local_path(digest)
-            if dest is not None and dest.exists() and not part.exists():
+            if not part.exists() and await self._is_published(digest):
                 # done: drop the lock file while holding it (lock_fetch rechecks the path)
                 with contextlib.suppress(FileNotFoundError):
                     self.files.path(digest, "lock").unlink()
@@ -224,7 +223,11 @@ class BlobFetches:
         await self.index.link_blob(repository, digest, total)
         # The store's one publish path, shared with pushes: it fsyncs file and directory.
         await self.store.publish_verified(part, digest)
-        self.files.drop(digest, "size", "verified")
+        # A remote store (S3) leaves no inode behind to recognise the published bytes by:
+        # the marker stays, naming the .part waiters still stream from (unlinked, their fd
+        # holds it), until the next leader of this digest drops it first thing.
+        local = self.store.local_path(digest) is not None
+        self.files.drop(digest, "size", *(("verified",) if local else ()))
         for published in self.published:
             published(digest, source)
 
@@ -310,6 +313,15 @@ class BlobFetches:
             except FileNotFoundError:
                 pass
         raise FetchAborted(str(digest), "fetch vanished")
+
+    async def _is_published(self, digest: Digest) -> bool:
+        dest = self.store.local_path(digest)
+        if dest is not None:
+            return dest.exists()
+        try:
+            return await self.store.stat(digest) is not None
+        except Exception:  # a store that does not answer: keep the lock file for gc
+            return False
 
     def _published_inode(self, digest: Digest) -> int | None:
         dest = self.store.local_path(digest)

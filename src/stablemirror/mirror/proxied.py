@@ -53,7 +53,7 @@ from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.registry.protocol import BlobSource, RequestContext
 from stablemirror.releases.identity import forwarded_identity
 from stablemirror.releases.mirror_store import MirrorChannelTags
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.mirror")
 T = TypeVar("T")
@@ -62,7 +62,7 @@ T = TypeVar("T")
 class MirrorRegistry:
     def __init__(self, namespace: NamespaceSettings, group: UpstreamGroup,
                  hosted: HostedRegistry, index: RegistryIndex, mirror_index: MirrorIndex,
-                 store: FilesystemBlobStore, fetches: BlobFetches, access: AccessRecorder,
+                 store: BlobStore, fetches: BlobFetches, access: AccessRecorder,
                  metrics: Metrics, node_id: str, delta: MirrorDelta | None = None) -> None:
         self.ns = namespace
         self.delta = delta  # weight layers by delta transfer (mirror/delta_source.py)
@@ -363,6 +363,10 @@ class MirrorRegistry:
             if e.status == 508:
                 raise LoopDetected(repository=repository, digest=digest) from e
             raise Unavailable(repository=repository, digest=digest, reason=e.reason) from e
+        if self.store.local_path(d) is None and await self.store.stat(d) is not None:
+            # published to a remote store (S3) meanwhile: its .part is gone, serve the object
+            await self.index.link_blob(repository, d, total)
+            return await self.hosted.open_blob(ctx, repository, digest)
         return BlobSource(d, total, None,
                           lambda offset, length: self.fetches.stream(d, offset, length,
                                                                      repository, source),

@@ -47,6 +47,11 @@ class BlobSource:
     # For a blob still arriving (the mirror): (offset, length) -> (fd, offset, count) pieces
     # as they become sendable, so the HTTP layer can sendfile(2) from the file being fetched.
     regions: Callable[[int, int], AsyncIterator[tuple[int, int, int]]] | None = None
+    # A URL the client may GET the bytes from itself (S3 with `redirect: true`): 307.
+    redirect_url: str | None = None
+    # A remote store (S3): wait for the stream's first piece before sending headers, so a
+    # store that does not answer still gets a clean error response (api/ranges.py).
+    first_piece_before_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
