@@ -27,6 +27,8 @@ from tests.contract.conftest import PostgresServer
 from tests.support.faultproxy import FaultProxy
 from tests.support.live import LiveServer
 from tests.support.mirror_support import MiB, push_random_blob_streamed
+from tests.support.s3_support import S3Cluster, blob_key
+from tests.support.s3_support import s3_cluster as s3_cluster  # a fixture
 
 SECRET = "replica-secret-for-tests-only"
 BLOB_SIZE = 24 * MiB
@@ -47,7 +49,9 @@ def postgres() -> Iterator[PostgresServer]:
 
 @contextlib.contextmanager
 def replicas(tmp_path: Path, postgres: PostgresServer, upstream: str, n: int,
-             workers: int = 1) -> Iterator[list[LiveServer]]:
+             workers: int = 1, env: dict[str, str] | None = None
+             ) -> Iterator[list[LiveServer]]:
+    """`env`: more settings for every replica (the S3 store of a cluster)."""
     database = postgres.url(postgres.create_database())
     servers: list[LiveServer] = []
     try:
@@ -55,7 +59,9 @@ def replicas(tmp_path: Path, postgres: PostgresServer, upstream: str, n: int,
             data = tmp_path / f"replica{i}"
             data.mkdir()
             config = tmp_path / f"replica{i}.yaml"
-            server = LiveServer(data, "--config", str(config), workers=workers)
+            server = LiveServer(data, "--config", str(config), workers=workers,
+                                env={k: v for k, v in (env or {}).items()
+                                     if k != "STABLEMIRROR_DATABASE_URL"})
             config.write_text(json.dumps({
                 "database_url": database,
                 "mirror": {
@@ -197,3 +203,28 @@ def test_the_internal_endpoint_needs_a_valid_signature(
         r = requests.get(server.url + path, headers=signed, timeout=30)
         assert r.status_code == 206, r.status_code
         assert len(r.content) == MiB - 10
+
+
+def test_replicas_on_one_bucket_make_one_upstream_transfer_and_one_object(
+        tmp_path: Path, postgres: PostgresServer, s3_cluster: S3Cluster,
+        server_factory: Callable[..., LiveServer]) -> None:
+    """The scale-out shape: replicas on one PostgreSQL and one S3 bucket. Concurrent cold
+    pulls on every replica: one upstream transfer, one object in the bucket, and later
+    pulls on any replica come from the bucket, not upstream."""
+    center = server_factory()
+    digest = push_random_blob_streamed(center.url, "models/llm", BLOB_SIZE)
+    with FaultProxy(center.url, "center") as proxy, \
+            replicas(tmp_path, postgres, proxy.url, 3, env=s3_cluster.env()) as servers:
+        proxy.set("pass", rate=RATE)
+        urls = [f"{s.url}/v2/models/llm/blobs/{digest}" for s in servers for _ in range(3)]
+        with ThreadPoolExecutor(len(urls)) as pool:
+            assert list(pool.map(fetch, urls)) == [digest] * len(urls)
+        assert blob_transfers(proxy, digest) == 1, proxy.summary()
+        deadline = time.monotonic() + 30  # clients finish once verified; the upload follows
+        while not s3_cluster.keys("blobs/") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert s3_cluster.keys("blobs/") == {blob_key(digest): BLOB_SIZE}
+        proxy.reset_counters()
+        for s in servers:  # warm now: from the bucket
+            assert fetch(f"{s.url}/v2/models/llm/blobs/{digest}") == digest
+        assert blob_transfers(proxy, digest) == 0, proxy.summary()
