@@ -36,6 +36,7 @@ from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
+from stablemirror.store.hot_config import StorageSettings
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
 Role = Literal["center", "edge", "node"]
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     trust: TrustSettings = Field(default_factory=TrustSettings)
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # storage.hot: tiered.py
 
     @field_validator("listen")
     @classmethod

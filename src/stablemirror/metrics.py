@@ -51,6 +51,7 @@ FoundBy = Literal["scrub", "read"]
 ScanResult = Literal["clean", "findings", "failed"]
 ScanCategory = Literal["unsafe_code", "malformed", "secret", "vulnerability"]
 ScanBlock = Literal["findings", "pending", "failed", "warned"]
+TierName = Literal["hot", "cold"]  # store/tiered.py
 
 # From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -186,6 +187,17 @@ class Metrics:
         self.uploads = Gauge(
             f"{PREFIX}uploads_in_progress", "Open blob upload sessions.",
             multiprocess_mode="mostrecent", registry=r)
+        # The hot tier (store/tiered.py); its size is storage_bytes{tier="hot"}.
+        self.tier_hits = Counter(f"{PREFIX}tier_hits_total",
+                                 "Blob reads, by the tier that answered them.", ["tier"],
+                                 registry=r)
+        self.tier_bytes = Counter(f"{PREFIX}tier_bytes_total",
+                                  "Blob bytes read, by the tier that supplied them.", ["tier"],
+                                  registry=r)
+        self.tier_promotions = Counter(f"{PREFIX}tier_promotions_total",
+                                       "Blobs copied, verified, into the hot tier.", registry=r)
+        self.tier_demotions = Counter(f"{PREFIX}tier_demotions_total",
+                                      "Hot copies evicted to make room.", registry=r)
         self.gc_freed = Counter(
             f"{PREFIX}gc_freed_bytes_total", "Bytes garbage collection removed.", registry=r)
         # Integrity and trust (trust/enforce.py, integrity/scrub.py, integrity/reads.py).
@@ -237,6 +249,9 @@ class Metrics:
             self.cache_requests.labels(result)
         for source in get_args(Source):
             self.bytes_served.labels(source)
+        for tier in get_args(TierName):
+            self.tier_hits.labels(tier)
+            self.tier_bytes.labels(tier)
 
     # -- what the HTTP layer records ---------------------------------------------------------
     def _child(self, metric: _M, *values: str) -> _M:
@@ -304,6 +319,18 @@ class Metrics:
 
     def set_uploads_in_progress(self, n: int) -> None:
         self.uploads.set(n)
+
+    def tier_read(self, tier: TierName, n: int, hits: int = 1) -> None:
+        if hits:
+            self._child(self.tier_hits, tier).inc(hits)
+        if n:
+            self._child(self.tier_bytes, tier).inc(n)
+
+    def tier_promoted(self) -> None:
+        self.tier_promotions.inc()
+
+    def tier_demoted(self, n: int) -> None:
+        self.tier_demotions.inc(n)
 
     def gc_freed_bytes(self, n: int) -> None:
         if n > 0:

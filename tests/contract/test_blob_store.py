@@ -24,7 +24,9 @@ from stablemirror.oci.errors import (
     UploadRangeInvalid,
 )
 from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.hot_config import HotTierSettings
 from stablemirror.store.protocol import BlobStore
+from stablemirror.store.tiered import TieredBlobStore
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,16 @@ class Backend:
     open: Callable[[Path], BlobStore]  # a store over `location`; call again to "restart"
 
 
+def hot_over_filesystem(location: Path) -> BlobStore:
+    """The hot tier over the filesystem store; every blob read is promoted at once, so the
+    reads below exercise the promotion and the hot copies too."""
+    return TieredBlobStore(FilesystemBlobStore(location / "cold"), location / "hot",
+                           HotTierSettings(path=location / "hot", promote_after=1))
+
+
 BACKENDS = [
     Backend("filesystem", lambda location: FilesystemBlobStore(location)),
+    Backend("tiered", hot_over_filesystem),
     # S3 joins here: Backend("s3", lambda location: S3BlobStore(...)).
 ]
 

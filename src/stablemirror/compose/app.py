@@ -20,6 +20,7 @@ from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
+from stablemirror.compose.hot import with_hot_tier
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
@@ -32,6 +33,7 @@ from stablemirror.metrics import Metrics
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.tiered import TieredBlobStore
 
 __all__ = ["build_app", "run_guarded"]  # run_guarded: server/prefork.py runs the app with it
 
@@ -41,7 +43,8 @@ READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
     """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
-    store = FilesystemBlobStore(settings.data_dir)
+    cold_store = FilesystemBlobStore(settings.data_dir)  # the mirror's fetches publish here
+    store = with_hot_tier(cold_store, settings, metrics)  # storage.hot: store/tiered.py
     db = Database(settings.index_url)
     index = SqlIndex(db)
     # telemetry first (outermost but for the connection guard, which only marks when a
@@ -51,7 +54,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[CONNECTION_GUARD] = ConnectionGuard(settings.connections)
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
-    mirror = build_mirror(settings, hosted, store, index, db, metrics)
+    mirror = build_mirror(settings, hosted, cold_store, index, db, metrics)
     routed = mirror.registry if mirror is not None else hosted
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
@@ -88,6 +91,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
 
     async def close_index(_app: web.Application) -> None:
         sendfile_pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(store, TieredBlobStore):
+            await store.aclose()
         await index.close()
 
     app.on_cleanup.append(close_index)

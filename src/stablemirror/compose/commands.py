@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from stablemirror.audit.log import AuditLog
 from stablemirror.auth.admin import AuthAdmin
 from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_file
+from stablemirror.compose.hot import with_hot_tier
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.config import Settings
@@ -29,8 +30,8 @@ async def garbage_collector(settings: Settings, grace: float | None
                             ) -> AsyncIterator[GarbageCollector]:
     index = SqlIndex(Database(settings.index_url))
     try:
-        yield GarbageCollector(
-            FilesystemBlobStore(settings.data_dir), index,
+        yield GarbageCollector(  # through the hot tier: its copies go with the blobs
+            with_hot_tier(FilesystemBlobStore(settings.data_dir), settings, None), index,
             settings.gc.grace_seconds if grace is None else grace,
             settings.gc.upload_max_age_seconds, fetch_dir=DataDir(settings.data_dir).fetch)
     finally:
@@ -42,10 +43,12 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
     """A scrubber that heals from the mirror's upstreams, and audits quarantines like the
     server does."""
     db = Database(settings.index_url)
-    store = FilesystemBlobStore(settings.data_dir)
+    cold_store = FilesystemBlobStore(settings.data_dir)
     index = SqlIndex(db)
     metrics = Metrics()
-    mirror = build_mirror(settings, HostedRegistry(store, index), store, index, db, metrics)
+    store = with_hot_tier(cold_store, settings, metrics)  # quarantine drops hot copies too
+    mirror = build_mirror(settings, HostedRegistry(store, index), cold_store, index, db,
+                          metrics)
     healer = ServiceHealer(mirror.registry, store) if mirror is not None else None
     try:
         if mirror is not None:

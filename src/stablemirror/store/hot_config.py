@@ -1,0 +1,45 @@
+"""Settings of the local hot tier over the blob store (store/tiered.py, docs/storage.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class HotTierSettings(BaseModel):
+    """`path` unset: no hot tier. Set: blobs read `promote_after` times within `window`
+    seconds are copied (verified) to `path` and served from there; above `high_watermark`
+    x `max_bytes` the least valuable copies go until `low_watermark` x `max_bytes`."""
+
+    path: Path | None = Field(default=None, description="a local (SSD) directory; unset: off")
+    max_bytes: int = Field(default=100 << 30, gt=0, description="what the hot copies may use")
+    promote_after: int = Field(default=2, ge=1, description="hits within `window` to promote")
+    window: float = Field(default=3600.0, gt=0,
+                          description="seconds hits are counted for; the score's half-life")
+    high_watermark: float = Field(default=0.9, gt=0, le=1,
+                                  description="fraction of max_bytes that starts eviction")
+    low_watermark: float = Field(default=0.7, gt=0, lt=1,
+                                 description="fraction of max_bytes eviction goes down to")
+
+    @model_validator(mode="after")
+    def _watermarks_ordered(self) -> HotTierSettings:
+        if self.low_watermark >= self.high_watermark:
+            raise ValueError(f"low_watermark {self.low_watermark} must be below "
+                             f"high_watermark {self.high_watermark}")
+        return self
+
+    @property
+    def high_bytes(self) -> int:
+        return int(self.max_bytes * self.high_watermark)
+
+    @property
+    def low_bytes(self) -> int:
+        return int(self.max_bytes * self.low_watermark)
+
+
+class StorageSettings(BaseModel):
+    """Placeholder for the `storage` section feat/s3 adds in store/config.py: at the merge
+    its StorageSettings gains `hot: HotTierSettings` and this class goes."""
+
+    hot: HotTierSettings = Field(default_factory=HotTierSettings)

@@ -1,0 +1,148 @@
+"""The hot copies on disk, and who is using them.
+
+    <hot>/blobs/<alg>/<hex[:2]>/<hex>   verified copies (renamed in whole, never partial)
+    <hot>/promoting/                    promotions in flight (store/hot_promote.py)
+    <hot>/tier.db                       counters and scores (store/hot_index.py)
+    <hot>/evict.lock                    one evictor at a time across the workers
+
+"In use" is a shared flock(2) on the hot copy. A reader takes one before it is handed the
+path (`HotHolds.hold`) and keeps it `HOLD_SECONDS` after its last use, so the path cannot
+vanish between `local_path` and the sendfile that opens it, and a blob read again and again
+stays locked without a syscall per read; api/sendfile.py and streamed reads also hold one on
+their own descriptor while they send. The evictor takes LOCK_EX|LOCK_NB and skips what it
+cannot lock. Owner: the process holding the descriptor (the kernel drops it when that
+process dies); expiry: HOLD_SECONDS after the last use, or when the transfer ends.
+The holds' descriptors are used on the event loop only (flock, fstat), never in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from stablemirror.oci.digest import Digest
+
+HOLD_SECONDS = 30.0
+MAX_HOLDS = 1024  # descriptors per process; the least recently used go first
+
+
+class HotFiles:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_root = root / "blobs"
+        self.promoting = root / "promoting"
+        self.db = root / "tier.db"
+        self.evict_lock = root / "evict.lock"
+        self.blob_root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: Digest) -> Path:
+        return self.blob_root / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def on_disk(self) -> dict[str, int]:
+        """digest -> size of every hot copy."""
+        found: dict[str, int] = {}
+        for alg in self.blob_root.iterdir():
+            for prefix in alg.iterdir():
+                for entry in os.scandir(prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        found[f"{alg.name}:{entry.name}"] = entry.stat().st_size
+        return found
+
+    def evict(self, digest: Digest) -> bool | None:
+        """Remove the hot copy unless someone holds it: True removed, False in use, None
+        already gone. The unlink happens while we hold LOCK_EX, so no reader that locked
+        it (and checked the path still names its inode) is ever left with a vanished path."""
+        path = self.path(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            if _same_file(path, fd):
+                path.unlink()
+                return True
+            return None
+        finally:
+            os.close(fd)
+
+
+class HotHolds:
+    """This process's shared locks on hot copies, each kept HOLD_SECONDS after its last use."""
+
+    def __init__(self, files: HotFiles, hold_seconds: float = HOLD_SECONDS) -> None:
+        self.files = files
+        self.hold_seconds = hold_seconds
+        self._held: dict[str, tuple[int, float]] = {}  # digest -> (fd, last use)
+        self._pid = os.getpid()
+        self._last_sweep = 0.0
+
+    def hold(self, digest: Digest) -> int | None:
+        """Size of the hot copy, now held, or None if there is none (or it is being
+        evicted this very moment)."""
+        self._forked()
+        now = time.monotonic()
+        key = str(digest)
+        held = self._held.get(key)
+        path = self.files.path(digest)
+        if held is not None:
+            if _same_file(path, held[0]):
+                self._held[key] = (held[0], now)
+                self._sweep(now)
+                return os.fstat(held[0]).st_size
+            self.release(digest)  # deleted (GC, quarantine) by another process
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            if not _same_file(path, fd):  # evicted between our open and our lock
+                raise FileNotFoundError(path)
+        except OSError:
+            os.close(fd)
+            return None
+        self._held[key] = (fd, now)
+        self._sweep(now)
+        return os.fstat(fd).st_size
+
+    def release(self, digest: Digest) -> None:
+        held = self._held.pop(str(digest), None)
+        if held is not None:
+            os.close(held[0])
+
+    def _sweep(self, now: float) -> None:
+        if now - self._last_sweep < 1.0 and len(self._held) <= MAX_HOLDS:
+            return
+        self._last_sweep = now
+        by_age = sorted(self._held.items(), key=lambda item: item[1][1])
+        excess = len(by_age) - MAX_HOLDS
+        for i, (key, (fd, last)) in enumerate(by_age):
+            if i < excess or now - last > self.hold_seconds:
+                del self._held[key]
+                os.close(fd)
+
+    def _forked(self) -> None:
+        """A forked worker inherits the parent's descriptors: they are not its holds."""
+        if self._pid != os.getpid():
+            self._held = {}
+            self._pid = os.getpid()
+
+    def close(self) -> None:
+        for fd, _last in self._held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held = {}
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        return path.stat().st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
