@@ -53,7 +53,7 @@ class Promotions:
     def __init__(self, cold: BlobStore, directory: Path, hot_path: Callable[[Digest], Path],
                  index: HotIndex, max_size: int,
                  on_promoted: Callable[[Digest, int], None],
-                 on_cold_bytes: Callable[[int], None],
+                 on_cold_read: Callable[[int, int], None],
                  poll_seconds: float = 0.005, wait_seconds: float = 300.0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.files = FetchFiles(directory)
@@ -62,7 +62,7 @@ class Promotions:
         self.index = index
         self.max_size = max_size
         self.on_promoted = on_promoted
-        self.on_cold_bytes = on_cold_bytes
+        self.on_cold_read = on_cold_read  # (reads, bytes), for the metrics
         self.poll = poll_seconds
         self.wait_seconds = wait_seconds
         self._leading: dict[str, asyncio.Task[None]] = {}
@@ -96,6 +96,8 @@ class Promotions:
         started = time.time()
         part = self.files.path(digest, "part")
         try:
+            if _inode(self.hot_path(digest)) is not None:
+                return  # a leader that just finished (we took its lock as it let go)
             self.files.drop(digest, "part", "error", "verified")  # a dead leader's: restart
             size = await self.cold.stat(digest)
             if size is None:
@@ -130,10 +132,11 @@ class Promotions:
     async def _copy(self, digest: Digest, f: BinaryIO, size: int) -> bool:
         hasher = digest.hasher()
         n = 0
+        self.on_cold_read(1, 0)
         async for chunk in self.cold.read(digest):
             await asyncio.to_thread(_write_and_hash, f, chunk, hasher)
             n += len(chunk)
-            self.on_cold_bytes(len(chunk))
+            self.on_cold_read(0, len(chunk))
         await asyncio.to_thread(f.flush)
         await run_on_dups(None, (f.fileno(),), fsync_job)
         if n != size or hasher.hexdigest() != digest.hex:

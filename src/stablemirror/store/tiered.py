@@ -51,7 +51,7 @@ class TieredBlobStore:
         self.holds = HotHolds(self.files)
         self.promotions = Promotions(cold, self.files.promoting, self.files.path, self.index,
                                      settings.low_bytes, self._promoted,
-                                     lambda n: self._count("cold", n))
+                                     lambda hits, n: self._count("cold", n, hits))
         self._pending: dict[str, tuple[int, float]] = {}  # hot hits not yet in the index
         self._flushed_at = time.monotonic()
         self._over = False  # the last eviction could not get below the high watermark
