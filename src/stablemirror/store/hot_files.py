@@ -79,24 +79,30 @@ class HotHolds:
     def __init__(self, files: HotFiles, hold_seconds: float = HOLD_SECONDS) -> None:
         self.files = files
         self.hold_seconds = hold_seconds
-        self._held: dict[str, tuple[int, float]] = {}  # digest -> (fd, last use)
+        self._held: dict[str, tuple[int, float, Path]] = {}  # digest -> (fd, last use, path)
         self._pid = os.getpid()
         self._last_sweep = 0.0
 
-    def hold(self, digest: Digest) -> int | None:
-        """Size of the hot copy, now held, or None if there is none (or it is being
-        evicted this very moment)."""
+    def hold(self, digest: Digest) -> tuple[int, Path] | None:
+        """(size, path) of the hot copy, now held; None if there is none (or it is being
+        evicted this very moment). A held copy costs a dict lookup and two stats."""
         self._forked()
         now = time.monotonic()
         key = str(digest)
         held = self._held.get(key)
-        path = self.files.path(digest)
         if held is not None:
-            if _same_file(path, held[0]):
-                self._held[key] = (held[0], now)
+            fd, _last, path = held
+            st = os.fstat(fd)
+            try:
+                same = os.stat(path).st_ino == st.st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._held[key] = (fd, now, path)
                 self._sweep(now)
-                return os.fstat(held[0]).st_size
+                return st.st_size, path
             self.release(digest)  # deleted (GC, quarantine) by another process
+        path = self.files.path(digest)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -108,9 +114,9 @@ class HotHolds:
         except OSError:
             os.close(fd)
             return None
-        self._held[key] = (fd, now)
+        self._held[key] = (fd, now, path)
         self._sweep(now)
-        return os.fstat(fd).st_size
+        return os.fstat(fd).st_size, path
 
     def release(self, digest: Digest) -> None:
         held = self._held.pop(str(digest), None)
@@ -123,7 +129,7 @@ class HotHolds:
         self._last_sweep = now
         by_age = sorted(self._held.items(), key=lambda item: item[1][1])
         excess = len(by_age) - MAX_HOLDS
-        for i, (key, (fd, last)) in enumerate(by_age):
+        for i, (key, (fd, last, _path)) in enumerate(by_age):
             if i < excess or now - last > self.hold_seconds:
                 del self._held[key]
                 os.close(fd)
@@ -135,7 +141,7 @@ class HotHolds:
             self._pid = os.getpid()
 
     def close(self) -> None:
-        for fd, _last in self._held.values():
+        for fd, _last, _path in self._held.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._held = {}

@@ -62,22 +62,21 @@ class TieredBlobStore:
 
     # -- reads ---------------------------------------------------------------------------
     async def stat(self, digest: Digest) -> int | None:
-        size = self.holds.hold(digest)
-        return size if size is not None else await self.cold.stat(digest)
+        held = self.holds.hold(digest)
+        return held[0] if held is not None else await self.cold.stat(digest)
 
     def local_path(self, digest: Digest) -> Path | None:
         """The hot copy (held, so it stays until the sendfile opens it), else None: a cold
         blob is read through `read`, where it is counted and maybe promoted."""
-        size = self.holds.hold(digest)
-        if size is None:
+        held = self.holds.hold(digest)
+        if held is None:
             return None
-        self._hot_hit(digest, size)
-        return self.files.path(digest)
+        self._hot_hit(digest, held[0])
+        return held[1]
 
     async def read(self, digest: Digest, offset: int = 0, length: int | None = None
                    ) -> AsyncIterator[bytes]:
-        size = self.holds.hold(digest)
-        if size is not None:
+        if self.holds.hold(digest) is not None:
             self._hot_hit(digest, 0)
             stream = self._read_hot(digest, offset, length)
         else:

@@ -136,10 +136,11 @@ def test_concurrent_gets_of_a_cold_blob_across_two_workers_cost_one_cold_read(
             cold_reads = metric(server.url, "stablemirror_tier_hits_total", tier="cold")
             cold_bytes = metric(server.url, "stablemirror_tier_bytes_total", tier="cold")
             with ThreadPoolExecutor(clients) as pool:
-                got = list(pool.map(lambda _i, d=digest: get_blob(server, "hot/race", d),
-                                    range(clients), timeout=120))
+                got = list(pool.map(get_blob, [server] * clients, ["hot/race"] * clients,
+                                    [digest] * clients, timeout=120))
             assert got == [digest] * clients
-            wait_until(lambda d=digest: hot_copy(tmp_path, d).exists(), what="promotion")
+            hot = hot_copy(tmp_path, digest)
+            wait_until(hot.exists, what="promotion")
             assert metric(server.url, "stablemirror_tier_hits_total",
                           tier="cold") == cold_reads + 1, f"round {n}"
             assert metric(server.url, "stablemirror_tier_bytes_total",

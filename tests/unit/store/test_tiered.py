@@ -106,7 +106,7 @@ async def test_a_range_read_follows_the_promotion(cold: CountingStore, tmp_path:
     cold.chunk_delay = 0.02
     parts = await asyncio.wait_for(asyncio.gather(
         read_all(tier, d, MiB - 5, 10), read_all(tier, d, 0, 1), read_all(tier, d)), 10)
-    assert parts == [data[MiB - 5:MiB + 5], data[:1], data]
+    assert list(parts) == [data[MiB - 5:MiB + 5], data[:1], data]
     assert cold.reads == 1
     await tier.aclose()
 
