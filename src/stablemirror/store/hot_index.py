@@ -49,9 +49,14 @@ class HotIndex:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        # A connection inherited across fork is never used or closed in the child (closing
+        # it would drop the child's own POSIX locks on the file): kept referenced here.
+        self._inherited: list[sqlite3.Connection] = []
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:
+                self._inherited.append(self._conn)
             conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
