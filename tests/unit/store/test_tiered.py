@@ -125,16 +125,17 @@ async def test_eviction_by_frequency_and_recency_between_the_watermarks(
         cold: CountingStore, tmp_path: Path) -> None:
     tier = tiered(cold, tmp_path / "hot", promote_after=1, max_bytes=1000,
                   high_watermark=0.9, low_watermark=0.5)
-    a, b, c, d = await fill(tier, cold, 4, 200)  # 800 bytes: below the high mark
-    for _ in range(4):  # the oldest is also the most used: LRU would drop it first
+    (a,) = await fill(tier, cold, 1, 200)
+    for _ in range(4):  # used most, but longest ago: LRU would drop it first
         assert tier.local_path(a) is not None
     tier.flush()
+    b, c, d = await fill(tier, cold, 3, 200)  # 800 bytes: below the high mark
     tier.holds.close()  # every hold expired
     assert tier.index.hot_bytes() == 800 and all(
         hot_file(tier, x).exists() for x in (a, b, c, d))
     (e,) = await fill(tier, cold, 1, 200)  # 1000 > 900: down to 500 or less
     present = {x for x in (a, b, c, d, e) if hot_file(tier, x).exists()}
-    assert present == {a, e}  # frequent a, recent e; b, c, d (one old hit each) went
+    assert present == {a, e}  # frequent a, recent e; b, c, d (one hit each) went
     assert tier.index.hot_bytes() == 400
     await tier.aclose()
 
