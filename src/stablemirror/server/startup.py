@@ -87,6 +87,8 @@ def check_hot_dir(settings: Settings) -> None:
         return
     try:
         hot.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # a file, not a directory: said below
     except OSError as exc:
         raise StartupError(f"storage.hot.path '{hot}': cannot create: {exc.strerror}"
                            ) from None

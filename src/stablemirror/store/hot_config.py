@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 
 class HotTierSettings(BaseModel):
@@ -22,12 +22,13 @@ class HotTierSettings(BaseModel):
     low_watermark: float = Field(default=0.7, gt=0, lt=1,
                                  description="fraction of max_bytes eviction goes down to")
 
-    @model_validator(mode="after")
-    def _watermarks_ordered(self) -> HotTierSettings:
-        if self.low_watermark >= self.high_watermark:
-            raise ValueError(f"low_watermark {self.low_watermark} must be below "
-                             f"high_watermark {self.high_watermark}")
-        return self
+    @field_validator("low_watermark")
+    @classmethod
+    def _below_the_high_mark(cls, low: float, info: ValidationInfo) -> float:
+        high = info.data.get("high_watermark")  # declared first: validated already
+        if high is not None and low >= high:
+            raise ValueError(f"must be below high_watermark ({high})")
+        return low
 
     @property
     def high_bytes(self) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support.live import LiveServer
+from tests.functional.test_startup_errors import one_error_line, stablemirror
+from tests.support.live import LiveServer, free_port
 from tests.support.oci_http import Api, wait_until
 from tests.support.trust_support import metric
 
@@ -147,3 +148,16 @@ def test_concurrent_gets_of_a_cold_blob_across_two_workers_cost_one_cold_read(
                           tier="cold") == cold_bytes + len(data), f"round {n}"
         assert metric(server.url, "stablemirror_tier_promotions_total") == rounds
         assert list((tmp_path / "hot" / "promoting").glob("*.part")) == []
+
+
+def test_a_hot_path_that_is_no_directory_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "hot-file"
+    not_a_dir.write_text("")
+    r = stablemirror("serve", "--listen", f"127.0.0.1:{free_port()}", "--data-dir",
+                     str(tmp_path / "data"),
+                     env={"STABLEMIRROR_STORAGE__HOT__PATH": str(not_a_dir)})
+    line = one_error_line(r, f"storage.hot.path '{not_a_dir}'", code=1)
+    assert line.endswith("not a directory")
+    r = stablemirror("serve", "--data-dir", str(tmp_path / "data"),
+                     env={"STABLEMIRROR_STORAGE__HOT__HIGH_WATERMARK": "1.5"})
+    one_error_line(r, "STABLEMIRROR_STORAGE__HOT__HIGH_WATERMARK '1.5'", code=2)
