@@ -87,6 +87,8 @@ class Promotions:
         fd = lock_fetch(self.files.path(digest, "lock"))
         if fd is None:
             return False
+        # A dead leader's files go now, before any reader can open its `.part` again.
+        self.files.drop(digest, "part", "error", "verified")
         task = asyncio.get_running_loop().create_task(self._lead(digest, fd))
         self._leading[key] = task
         task.add_done_callback(lambda _t: self._leading.pop(key, None))
@@ -98,7 +100,6 @@ class Promotions:
         try:
             if _inode(self.hot_path(digest)) is not None:
                 return  # a leader that just finished (we took its lock as it let go)
-            self.files.drop(digest, "part", "error", "verified")  # a dead leader's: restart
             size = await self.cold.stat(digest)
             if size is None:
                 self.files.set_error(digest, UNKNOWN, None)
@@ -197,7 +198,7 @@ class Promotions:
                 if inode in (self.files.verified_inode(digest), _inode(self.hot_path(digest))):
                     verified = True
                     continue
-                self._check_alive(digest, started)
+                self._check_alive(digest, inode, started)
                 if time.monotonic() > deadline:
                     raise PromotionAborted(f"{digest}: promotion stalled")
                 await asyncio.sleep(self.poll)
@@ -208,8 +209,10 @@ class Promotions:
         """A descriptor on the `.part` (unverified) or the finished hot copy (verified)."""
         deadline = time.monotonic() + self.wait_seconds
         while time.monotonic() < deadline:
-            with contextlib.suppress(FileNotFoundError):
-                return os.open(self.files.path(digest, "part"), os.O_RDONLY), False
+            led = self._led_somewhere(digest)
+            if led:  # a `.part` nobody leads is a dead leader's: never followed
+                with contextlib.suppress(FileNotFoundError):
+                    return os.open(self.files.path(digest, "part"), os.O_RDONLY), False
             with contextlib.suppress(FileNotFoundError):
                 return os.open(self.hot_path(digest), os.O_RDONLY), True
             failure = self.files.error(digest, started)
@@ -217,8 +220,8 @@ class Promotions:
                 if failure[0] == UNKNOWN:
                     raise BlobUnknown(digest=str(digest))
                 raise NotPromoted(failure[0])
-            if not self._led_somewhere(digest) and not self.try_lead(digest):
-                raise NotPromoted("no leader")
+            if not led:
+                self.try_lead(digest)  # or another reader just did: either way, wait
             await asyncio.sleep(self.poll)
         raise NotPromoted("timed out waiting for the promotion to start")
 
@@ -239,13 +242,19 @@ class Promotions:
             os.close(fd)  # releases the probe's lock, if it got it
         return False
 
-    def _check_alive(self, digest: Digest, since: float) -> None:
+    def _check_alive(self, digest: Digest, inode: int, since: float) -> None:
+        """Abort if what we follow can no longer become the hot copy."""
         failure = self.files.error(digest, since)
         if failure is not None:
             raise PromotionAborted(f"{digest}: promotion failed: {failure[0]}")
-        if not self._led_somewhere(digest) and _inode(self.hot_path(digest)) is None:
-            # re-check: the leader may have renamed the part and let go meanwhile
-            raise PromotionAborted(f"{digest}: promotion abandoned")
+        # Each test reads the state that moves first (part, then lock), then the one that
+        # follows (hot copy, `.verified`), so a leader finishing in between is no failure.
+        restarted = _inode(self.files.path(digest, "part")) != inode
+        abandoned = not restarted and not self._led_somewhere(digest)
+        if (restarted or abandoned) and inode not in (self.files.verified_inode(digest),
+                                                      _inode(self.hot_path(digest))):
+            raise PromotionAborted(f"{digest}: promotion "
+                                   f"{'restarted under us' if restarted else 'abandoned'}")
 
     async def aclose(self) -> None:
         for task in list(self._leading.values()):

@@ -261,3 +261,18 @@ async def test_an_unknown_blob_is_unknown(cold: CountingStore, tmp_path: Path) -
         await read_all(tier, Digest.of(b"never stored"))
     await tier.aclose()
 
+
+
+async def test_a_dead_leaders_part_is_never_followed_the_next_reader_takes_over(
+        cold: CountingStore, tmp_path: Path) -> None:
+    tier = tiered(cold, tmp_path / "hot", promote_after=1)
+    data = os.urandom(MiB + 1)
+    d = await blob(cold, data)
+    promoting = tier.promotions.files
+    promoting.path(d, "lock").write_bytes(b"")  # its leader was killed: nobody holds it
+    promoting.path(d, "part").write_bytes(b"garbage from a crashed leader" * 1000)
+    assert await asyncio.wait_for(read_all(tier, d), 10) == data
+    await settle(tier)
+    assert hot_file(tier, d).read_bytes() == data
+    assert cold.reads == 1
+    await tier.aclose()
