@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import time
 from pathlib import Path
 
 from stablemirror.oci.digest import Digest
 
 HOLD_SECONDS = 30.0
-MAX_HOLDS = 1024  # descriptors per process; the least recently used go first
+MAX_HOLDS = 1024  # descriptors per process (at most 1/8 of RLIMIT_NOFILE); LRU go first
 
 
 class HotFiles:
@@ -82,6 +83,9 @@ class HotHolds:
         self._held: dict[str, tuple[int, float, Path]] = {}  # digest -> (fd, last use, path)
         self._pid = os.getpid()
         self._last_sweep = 0.0
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.max_holds = MAX_HOLDS if soft == resource.RLIM_INFINITY else max(
+            16, min(MAX_HOLDS, soft // 8))
 
     def hold(self, digest: Digest) -> tuple[int, Path] | None:
         """(size, path) of the hot copy, now held; None if there is none (or it is being
@@ -124,11 +128,11 @@ class HotHolds:
             os.close(held[0])
 
     def _sweep(self, now: float) -> None:
-        if now - self._last_sweep < 1.0 and len(self._held) <= MAX_HOLDS:
+        if now - self._last_sweep < 1.0 and len(self._held) <= self.max_holds:
             return
         self._last_sweep = now
         by_age = sorted(self._held.items(), key=lambda item: item[1][1])
-        excess = len(by_age) - MAX_HOLDS
+        excess = len(by_age) - self.max_holds
         for i, (key, (fd, last, _path)) in enumerate(by_age):
             if i < excess or now - last > self.hold_seconds:
                 del self._held[key]
