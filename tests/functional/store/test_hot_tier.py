@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -161,3 +162,25 @@ def test_a_hot_path_that_is_no_directory_stops_the_start_in_one_line(tmp_path: P
     r = stablemirror("serve", "--data-dir", str(tmp_path / "data"),
                      env={"STABLEMIRROR_STORAGE__HOT__HIGH_WATERMARK": "1.5"})
     one_error_line(r, "STABLEMIRROR_STORAGE__HOT__HIGH_WATERMARK '1.5'", code=2)
+
+
+def test_gc_takes_the_hot_copy_with_the_blob(tmp_path: Path) -> None:
+    with running(hot_server(tmp_path, promote_after=1)) as server:
+        api = Api(server)
+        lone = os.urandom(300_000)
+        digest = api.push_blob("hot/gc", lone)
+        assert get_blob(server, "hot/gc", digest) == digest
+        wait_until(lambda: hot_copy(tmp_path, digest).exists(), what="promotion")
+        assert get_blob(server, "hot/gc", digest) == digest  # held by a worker now
+        assert api.request("DELETE", f"/v2/hot/gc/blobs/{digest}").status_code == 202
+        time.sleep(0.05)
+        r = subprocess.run([sys.executable, "-m", "stablemirror", "gc", "--data-dir",
+                            str(server.data_dir), "--grace", "0"], capture_output=True,
+                           text=True, timeout=120, check=False,
+                           env={**os.environ, **server.env})
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not hot_copy(tmp_path, digest).exists()
+        assert not cold_copy(tmp_path, digest).exists()
+        assert api.blob("hot/gc", digest).status_code == 404
+        assert api.push_blob("hot/gc", lone) == digest  # and it can come back
+        assert get_blob(server, "hot/gc", digest) == digest
