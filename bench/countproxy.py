@@ -8,13 +8,16 @@ The target->client direction (the bulk: blob bodies) moves with splice(2) throug
 the bytes never enter Python and the proxy costs a small fraction of a core even at GB/s.
 The client->target direction (requests) is read normally, and each request's first line and
 `Range` header are remembered, so the harness can tell how many blob GETs reached the target.
-With `--rate`, target->client bytes are paced per connection (a stand-in for a slower link).
+With `--rate`, target->client bytes are paced per connection (a stand-in for a slower link);
+with `--shared` as well, all connections share that rate (one link, as parallel Range GETs
+would share it).
 
 Protocol on stdin/stdout, one line each way:
     (on start)      -> "port N"
     "stats"         -> a JSON object: down (target->client bytes), up, connections, active,
                        requests ([method, path, range] of every request seen, up to 10000)
     "reset"         -> "ok" (counters and the request list are zeroed)
+    "rate N"        -> "ok" (pace to N MB/s from now on; 0: no limit)
     "quit" or EOF   -> the process exits
 A connection is one thread per direction; the process is a daemon of the harness, which
 stops it (process group) at the end.
@@ -115,12 +118,35 @@ def _close(*socks: socket.socket) -> None:
             s.close()
 
 
+class Link:
+    """One shared pacer (`--shared`): every connection's bytes queue for the same link."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.free_at = time.monotonic()
+
+    def pace(self, n: int) -> None:
+        with self.lock:
+            rate = self.rate
+            if not rate:
+                return
+            now = time.monotonic()
+            self.free_at = max(now, self.free_at) + n / rate
+            wait = self.free_at - now - 0.01  # 10 ms of burst, like the per-connection bucket
+        if wait > 0:
+            time.sleep(wait)
+
+
 def _pump_down(src: socket.socket, dst: socket.socket, counters: Counters,
-               rate: float = 0.0) -> None:
+               rate: float = 0.0, link: Link | None = None) -> None:
     """target -> client with splice(2): socket -> pipe -> socket; paced to `rate` bytes/s
     per connection when given (a link of that speed, roughly)."""
     r, w = os.pipe()
-    step = min(SPLICE_MAX, max(16384, int(rate / 1000))) if rate else SPLICE_MAX
+    if link is not None:
+        rate = 0.0  # paced by the shared link instead
+    step = 65536 if link is not None else (
+        min(SPLICE_MAX, max(16384, int(rate / 1000))) if rate else SPLICE_MAX)
     burst = max(step, rate * 0.01)  # token bucket: idle time earns at most 10 ms of credit
     allowance, last = burst, time.monotonic()
     try:
@@ -130,7 +156,9 @@ def _pump_down(src: socket.socket, dst: socket.socket, counters: Counters,
             n = os.splice(src.fileno(), w, step)
             if n == 0:
                 break
-            if rate:
+            if link is not None:
+                link.pace(n)
+            elif rate:
                 now = time.monotonic()
                 allowance = min(burst, allowance + (now - last) * rate) - n
                 last = now
@@ -166,7 +194,7 @@ def _pump_up(src: socket.socket, dst: socket.socket, counters: Counters) -> None
 
 
 def _handle(client: socket.socket, target: tuple[str, int], counters: Counters,
-            rate: float) -> None:
+            rate: float, link: Link | None = None) -> None:
     try:
         upstream = socket.create_connection(target, timeout=10)
     except OSError:
@@ -196,7 +224,7 @@ def _handle(client: socket.socket, target: tuple[str, int], counters: Counters,
 
     t = threading.Thread(target=run, args=(_pump_up, client, upstream), daemon=True)
     t.start()
-    run(functools.partial(_pump_down, rate=rate), upstream, client)
+    run(functools.partial(_pump_down, rate=rate, link=link), upstream, client)
     done.wait()
     _close(client, upstream)
     with counters.lock:
@@ -204,13 +232,13 @@ def _handle(client: socket.socket, target: tuple[str, int], counters: Counters,
 
 
 def serve(listener: socket.socket, target: tuple[str, int], counters: Counters,
-          rate: float = 0.0) -> None:
+          rate: float = 0.0, link: Link | None = None) -> None:
     while True:
         try:
             client, _ = listener.accept()
         except OSError:
             return
-        threading.Thread(target=_handle, args=(client, target, counters, rate),
+        threading.Thread(target=_handle, args=(client, target, counters, rate, link),
                          daemon=True).start()
 
 
@@ -220,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="pace target->client bytes to this many MB/s per connection (0: no limit)")
+    p.add_argument("--shared", action="store_true",
+                   help="one link: all connections share --rate (and the `rate` command)")
     args = p.parse_args(argv)
     host, _, port = args.target.rpartition(":")
     host = host.removeprefix("http://") or "127.0.0.1"
@@ -230,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     listener.bind(("127.0.0.1", args.port))
     listener.listen(512)
     counters = Counters()
+    link = Link(args.rate * 1e6) if args.shared else None
     threading.Thread(target=serve, args=(listener, ("127.0.0.1", int(port)), counters,
-                                         args.rate * 1e6), daemon=True).start()
+                                         args.rate * 1e6, link), daemon=True).start()
     print(f"port {listener.getsockname()[1]}", flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -239,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(counters.snapshot()), flush=True)
         elif cmd == "reset":
             counters.reset()
+            print("ok", flush=True)
+        elif cmd.startswith("rate ") and link is not None:
+            with link.lock:
+                link.rate = float(cmd.split()[1]) * 1e6
+                link.free_at = time.monotonic()
             print("ok", flush=True)
         elif cmd == "quit":
             break

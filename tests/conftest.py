@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.live import LiveServer
+from tests.support.seaweed import SeaweedS3
 
 
 @pytest.fixture
@@ -42,3 +43,12 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedS3]:
+    """One real SeaweedFS S3 for the session (started on first use; fails with its log)."""
+    s = SeaweedS3()
+    s.start()
+    yield s
+    s.cleanup()

@@ -22,9 +22,10 @@ COUNTPROXY = BENCH_DIR / "countproxy.py"
 class CountProxy:
     """bench/countproxy.py in its own process group, driven over stdin/stdout."""
 
-    def __init__(self, name: str, target_port: int, work: Path, rate_mbps: float = 0.0
-                 ) -> None:
+    def __init__(self, name: str, target_port: int, work: Path, rate_mbps: float = 0.0,
+                 shared: bool = False) -> None:
         self.name = name
+        self.shared = shared  # one link for all connections (countproxy --shared)
         self.target_port = target_port
         self.rate_mbps = rate_mbps
         self.log_path = work / f"{name}.log"
@@ -45,7 +46,7 @@ class CountProxy:
         with self.log_path.open("wb") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, str(COUNTPROXY), "--target", f"{HOST}:{self.target_port}",
-                 "--rate", str(self.rate_mbps)],
+                 "--rate", str(self.rate_mbps), *(["--shared"] if self.shared else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf,
                 start_new_session=True)
         line = self._readline(10)
@@ -82,6 +83,11 @@ class CountProxy:
     def reset(self) -> None:
         if self._ask("reset") != "ok":
             raise BenchError(f"{self.name}: reset failed")
+
+    def set_rate(self, mbps: float) -> None:
+        """Pace the shared link to `mbps` MB/s from now on (0: no limit); needs `shared`."""
+        if self._ask(f"rate {mbps}") != "ok":
+            raise BenchError(f"{self.name}: rate failed")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

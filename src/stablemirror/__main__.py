@@ -1,3 +1,3 @@
-from stablemirror.cli.main import main
+from stablemirror.cli.entry import main
 
 main()

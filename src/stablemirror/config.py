@@ -8,7 +8,9 @@ depth, or a `STABLEMIRROR_*` environment variable (settings_names.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -32,11 +34,13 @@ from pydantic_settings import (
 
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
+from stablemirror.index.db import PoolSize
+from stablemirror.jobs.config import JobSettings
 from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
-from stablemirror.store.hot_config import StorageSettings
+from stablemirror.store.config import StorageSettings
 from stablemirror.trust.config import IntegritySettings, TrustSettings
 
 Role = Literal["center", "edge", "node"]
@@ -85,6 +89,19 @@ class GcSettings(BaseModel):
                                  description="fresh blobs are never collected")
     upload_max_age_seconds: float = Field(default=7 * 86400.0, ge=0,
                                           description="abandoned uploads older than this go")
+    interval_seconds: float = Field(
+        default=0.0, ge=0, description="`serve` runs GC (with the upload cleanup) as the "
+        "periodic `gc` job this often, once across replicas; 0 = only `stablemirror gc`")
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL connections per process (index/db.py); SQLite ignores them."""
+    pool_size: int = Field(default=10, ge=1, description="connections kept open")
+    max_overflow: int = Field(default=10, ge=0,
+                              description="extra connections under load, closed after")
+    pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a request waiting longer for a connection gets "
+        "503 UNAVAILABLE")
 
 
 class ConnectionSettings(BaseModel):
@@ -107,6 +124,11 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1,
                                 description="processes on one socket; default by role")
     database_url: str | None = Field(None, description="default: SQLite in the data dir")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    replica_id: str | None = Field(
+        None, description="this replica's name in job leases and per-host jobs; default: "
+        "hostname-<hash of the data dir path> (docs/jobs.md)")
+    jobs: JobSettings = Field(default_factory=JobSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     metrics_dir: Path | None = Field(
@@ -126,7 +148,7 @@ class Settings(BaseSettings):
     trust: TrustSettings = Field(default_factory=TrustSettings)
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
-    storage: StorageSettings = Field(default_factory=StorageSettings)  # storage.hot: tiered.py
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @field_validator("listen")
     @classmethod
@@ -143,6 +165,16 @@ class Settings(BaseSettings):
                 except ValueError as exc:
                     raise ValueError(f"mirror.upstream_groups.{group}.upstreams[{i}].url "
                                      f"{upstream.url!r}: {exc}") from None
+        replicas = self.mirror.replicas
+        if (replicas.advertise_url is None) != (replicas.secret is None):
+            raise ValueError("mirror.replicas needs both advertise_url and secret "
+                             "(or neither)")
+        if replicas.advertise_url is not None:
+            try:
+                check_upstream_url(replicas.advertise_url)
+            except ValueError as exc:
+                raise ValueError(f"mirror.replicas.advertise_url "
+                                 f"{replicas.advertise_url!r}: {exc}") from None
         _groups, namespaces = self.mirror.effective(self.upstream)
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
@@ -160,6 +192,20 @@ class Settings(BaseSettings):
     @property
     def index_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'index.db'}"
+
+    @property
+    def db_pool(self) -> PoolSize:
+        db = self.database
+        return PoolSize(db.pool_size, db.max_overflow, db.pool_timeout_seconds)
+
+    @property
+    def replica(self) -> str:
+        """Names this replica: the same host and data dir are the same replica (its
+        per-host jobs, such as evicting its cache, are the same work)."""
+        if self.replica_id:
+            return self.replica_id
+        where = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{where}"
 
     @property
     def worker_count(self) -> int:
@@ -227,7 +273,9 @@ def describe_errors(exc: ValidationError, given: dict[str, Any],
     loc = tuple(first["loc"])
     if not loc:  # a check across settings: its message names them
         line = message
-    elif first["type"] == "missing":
+    elif first["type"] == "missing" or isinstance(first["input"], dict):
+        # a section's own check: its message names the settings; the section's values
+        # are not repeated (they may hold secrets, e.g. storage.s3.secret_key)
         line = f"{_source(loc, given, config_file)}: {message}"
     else:
         line = f"{_source(loc, given, config_file)} {_shorten(first['input'])}: {message}"

@@ -52,6 +52,15 @@ ScanResult = Literal["clean", "findings", "failed"]
 ScanCategory = Literal["unsafe_code", "malformed", "secret", "vulnerability"]
 ScanBlock = Literal["findings", "pending", "failed", "warned"]
 TierName = Literal["hot", "cold"]  # store/tiered.py
+# Why a weight layer was fetched whole instead of by delta (delta/, mirror/delta_source.py).
+DeltaFallback = Literal["no_index", "bad_index", "no_shared_chunks", "no_range",
+                        "index_mismatch", "digest_mismatch", "error"]
+ChunkOutcome = Literal["reused", "fetched"]
+# S3 API calls of the S3 blob store (store/s3_client.py).
+S3Operation = Literal["head", "get", "put", "delete", "copy", "list", "create_multipart",
+                      "upload_part", "upload_part_copy", "complete_multipart",
+                      "abort_multipart", "head_bucket", "create_bucket"]
+S3Direction = Literal["sent", "received"]
 
 # From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -91,6 +100,7 @@ _KINDS = frozenset(get_args(Kind))
 _REASONS = frozenset(get_args(FailureReason))
 _SOURCES = frozenset(get_args(Source))
 _CACHE_RESULTS = frozenset(get_args(CacheResult))
+_REPLICA_ROLES = frozenset({"owner", "follower", "fallback"})
 _UPSTREAM_RESULTS = frozenset(get_args(UpstreamResult))
 _SIGNATURE_RESULTS = frozenset(get_args(SignatureResult))
 _SCRUB_RESULTS = frozenset(get_args(ScrubResult))
@@ -177,6 +187,11 @@ class Metrics:
         self.failovers = Counter(
             f"{PREFIX}upstream_failovers_total",
             "Requests retried on another upstream after one failed.", registry=r)
+        self.replica_fetches = Counter(
+            f"{PREFIX}replica_fetches_total",
+            "Fetch leaders by role across replicas: owner (transferred from upstream), "
+            "follower (streamed from the owning replica), fallback (owner unreachable).",
+            ["role"], registry=r)
         self.storage_bytes = Gauge(
             f"{PREFIX}storage_bytes", "Bytes of blobs stored, by tier.",
             ["tier"], multiprocess_mode="mostrecent", registry=r)
@@ -234,6 +249,38 @@ class Metrics:
             f"{PREFIX}scan_blocked_pulls_total",
             "Manifest GETs refused (or served under warn) by a scanning policy, by reason.",
             ["reason"], registry=r)
+        # Delta transfer (mirror/delta_source.py, delta/fetcher.py).
+        self.delta_saved = Counter(
+            f"{PREFIX}delta_bytes_saved_total",
+            "Bytes of weight layers taken from local chunks instead of fetched upstream.",
+            registry=r)
+        self.delta_chunks = Counter(
+            f"{PREFIX}delta_chunks_total",
+            "Chunks of delta-fetched layers, reused locally or fetched (hit ratio).",
+            ["outcome"], registry=r)
+        self.delta_fallbacks = Counter(
+            f"{PREFIX}delta_fallbacks_total",
+            "Weight-layer fetches that went whole instead of by delta, by reason.",
+            ["reason"], registry=r)
+        for outcome in get_args(ChunkOutcome):
+            self.delta_chunks.labels(outcome)
+        for fallback in get_args(DeltaFallback):
+            self.delta_fallbacks.labels(fallback)
+        # The S3 blob store (store/s3_client.py): every API call, failures, body bytes.
+        self.s3_requests = Counter(f"{PREFIX}s3_requests_total",
+                                   "S3 API requests of the blob store, by operation.",
+                                   ["operation"], registry=r)
+        self.s3_errors = Counter(f"{PREFIX}s3_request_errors_total",
+                                 "S3 API requests that failed (after retries), by operation.",
+                                 ["operation"], registry=r)
+        self.s3_bytes = Counter(f"{PREFIX}s3_bytes_total",
+                                "Object bytes sent to or received from S3, by direction.",
+                                ["direction"], registry=r)
+        for op in get_args(S3Operation):
+            self.s3_requests.labels(op)
+            self.s3_errors.labels(op)
+        for direction in get_args(S3Direction):
+            self.s3_bytes.labels(direction)
         for scan_result in get_args(ScanResult):
             self.scans.labels(scan_result)
         for block in get_args(ScanBlock):
@@ -310,6 +357,9 @@ class Metrics:
     def failover(self) -> None:
         self.failovers.inc()
 
+    def replica_fetch(self, role: str) -> None:
+        self.replica_fetches.labels(_check(role, _REPLICA_ROLES, "replica fetch role")).inc()
+
     # -- storage, GC -------------------------------------------------------------------------
     def set_storage(self, tier: str, used: int, capacity: int | None) -> None:
         name = _config_name(tier)
@@ -362,6 +412,25 @@ class Metrics:
 
     def scan_pull_blocked(self, reason: ScanBlock) -> None:
         self.scan_pulls.labels(_check(reason, frozenset(get_args(ScanBlock)), "reason")).inc()
+
+    # -- delta transfer ----------------------------------------------------------------------
+    def delta_done(self, reused_chunks: int, fetched_chunks: int, saved_bytes: int) -> None:
+        self.delta_chunks.labels("reused").inc(reused_chunks)
+        self.delta_chunks.labels("fetched").inc(fetched_chunks)
+        self.delta_saved.inc(saved_bytes)
+
+    def delta_fallback(self, reason: DeltaFallback) -> None:
+        self.delta_fallbacks.labels(
+            _check(reason, frozenset(get_args(DeltaFallback)), "reason")).inc()
+
+    # -- S3 blob store ------------------------------------------------------------------
+    def s3_request(self, operation: S3Operation, failed: bool = False) -> None:
+        self._child(self.s3_requests, operation).inc()
+        if failed:
+            self._child(self.s3_errors, operation).inc()
+
+    def s3_transferred(self, direction: S3Direction, n: int) -> None:
+        self._child(self.s3_bytes, direction).inc(n)
 
     # -- release channels ----------------------------------------------------------------------
     def release_pull(self, repository: str, channel: str, version: str) -> None:

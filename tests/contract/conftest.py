@@ -8,116 +8,13 @@ contract that silently skips its second backend proves nothing.
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from itertools import count
-from pathlib import Path
 
 import pytest
 
-PG_USER = "postgres"
+from tests.support.postgres import PostgresServer
 
-
-def _pg_bin(tool: str) -> str:
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if os.access(os.path.join(d, tool), os.X_OK):
-            return os.path.join(d, tool)
-    found = shutil.which(tool)
-    if found is None:
-        raise RuntimeError(f"PostgreSQL tool {tool!r} not found (apt-get install postgresql)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_pg_user(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the `postgres` user when we are root."""
-    if os.geteuid() != 0:
-        return cmd
-    try:
-        pwd.getpwnam(PG_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
-            check=True,
-        )
-    return ["runuser", "-u", PG_USER, "--", *cmd]
-
-
-class PostgresServer:
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="stablemirror-pg-"))
-        self.data = self.base / "data"
-        self.sockets = self.base / "sock"
-        self.log = self.base / "server.log"
-        self.port = _free_port()
-        self._names = count()
-
-    def _run(self, cmd: list[str]) -> None:
-        r = subprocess.run(_as_pg_user(cmd), capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            log = self.log.read_text(errors="replace") if self.log.exists() else ""
-            raise RuntimeError(
-                f"{cmd[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n{log[-3000:]}"
-            )
-
-    def start(self) -> None:
-        self.sockets.mkdir()
-        if os.geteuid() == 0:
-            _as_pg_user(["true"])  # creates the user if needed
-            pw = pwd.getpwnam(PG_USER)
-            for p in (self.base, self.sockets):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-        os.chmod(self.base, 0o755)
-        self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", PG_USER, "-A", "trust",
-                   "-E", "UTF8", "--no-sync", "--locale=C"])
-        opts = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200")
-        self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
-                   "-w", "-t", "60", "start"])
-
-    def stop(self) -> None:
-        if self.data.exists():
-            subprocess.run(_as_pg_user([_pg_bin("pg_ctl"), "-D", str(self.data), "-m",
-                                        "immediate", "-w", "stop"]),
-                           capture_output=True, timeout=60, check=False)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
-
-    def execute(self, sql: str) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(host="127.0.0.1", port=self.port, user=PG_USER,
-                                     dbname="postgres", autocommit=True) as conn:
-                    conn.execute(sql)  # type: ignore[arg-type]
-                return
-            except psycopg.errors.ObjectInUse:
-                # CREATE DATABASE ... TEMPLATE waits for the template's last session to end.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def create_database(self, template: str | None = None) -> str:
-        name = f"t{os.getpid()}_{next(self._names)}"
-        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-        return name
+__all__ = ["PostgresServer"]  # tests import it from here too
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ Modes (switch at runtime with `set(mode, **params)`, thread-safe):
     reset     accept, then reset (RST) every connection / request
     corrupt   flip one byte (xor 0xff) at body offset `offset` of matching responses
     delay     hold matching requests `seconds` before forwarding them (a slow upstream)
+    norange   drop the Range header of matching requests (an upstream without Range support)
 
 `match` (a substring of the request path; default: blob GETs for cut/stall/corrupt, every
 request for status) selects the exchanges a fault applies to, and `times` (default 1 for
@@ -42,7 +43,7 @@ from typing import Any
 BLOB_GET = "/blobs/sha256:"
 READ_SIZE = 256 * 1024
 HEAD_LIMIT = 64 * 1024
-MODES = ("pass", "cut", "stall", "status", "refuse", "reset", "corrupt", "delay")
+MODES = ("pass", "cut", "stall", "status", "refuse", "reset", "corrupt", "delay", "norange")
 REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
            503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -324,6 +325,10 @@ class FaultProxy:
                 if fault is not None and fault.mode == "delay":
                     exchange.fault = "delay"
                     await self._stall(fault)
+                if fault is not None and fault.mode == "norange" and "range" in headers:
+                    exchange.fault = "norange"
+                    head = b"".join(line for line in head.splitlines(keepends=True)
+                                    if not line.lower().startswith(b"range:"))
                 if up_reader is None or up_writer is None:
                     try:
                         up_reader, up_writer = await asyncio.wait_for(

@@ -91,6 +91,19 @@ def test_upstream_must_be_an_http_url(url: str) -> None:
     assert message.startswith(f"--upstream {url!r}: "), message
 
 
+@pytest.mark.parametrize(("replicas", "expected"), [
+    ("advertise_url: http://10.0.0.5:5000", "needs both advertise_url and secret"),
+    ("secret: 0123456789abcdef", "needs both advertise_url and secret"),
+    ("advertise_url: 10.0.0.5:5000\n    secret: 0123456789abcdef",
+     "mirror.replicas.advertise_url '10.0.0.5:5000': expected an http"),
+])
+def test_replica_settings_come_whole(tmp_path: Path, replicas: str, expected: str) -> None:
+    config = write(tmp_path, f"upstream: [http://center:5000]\nmirror:\n  replicas:\n"
+                             f"    {replicas}\n")
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(config)
+
+
 def test_upstream_urls_of_groups_are_checked_too(tmp_path: Path) -> None:
     config = write(tmp_path, "mirror:\n  upstream_groups:\n    hub:\n      upstreams:\n"
                              "        - url: center:5000\n")
@@ -196,3 +209,32 @@ def test_hot_tier_settings_and_their_mistakes(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("STABLEMIRROR_STORAGE__HOT__PROMOTE_AFTER", "0")
     with pytest.raises(SettingsError, match="PROMOTE_AFTER '0': must be at least 1"):
         load_settings()
+def test_storage_section_from_yaml_and_environment(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write(tmp_path, "storage:\n  backend: s3\n  s3:\n    bucket: from-file\n"
+                             "    endpoint: http://127.0.0.1:8333\n    access_key: AKIDFILE\n"
+                             "    secret_key: very-secret-file-value\n    prefix: reg/\n")
+    s = load_settings(config)
+    assert s.storage.backend == "s3"
+    assert (s.storage.s3.bucket, s.storage.s3.prefix) == ("from-file", "reg/")
+    assert s.storage.s3.secret_key is not None
+    assert s.storage.s3.secret_key.get_secret_value() == "very-secret-file-value"
+    assert "very-secret-file-value" not in repr(s) + str(s.model_dump())
+    monkeypatch.setenv("STABLEMIRROR_STORAGE__S3__BUCKET", "from-env")
+    monkeypatch.setenv("STABLEMIRROR_STORAGE__S3__CREATE_BUCKET", "true")
+    s = load_settings(config)
+    assert s.storage.s3.bucket == "from-env" and s.storage.s3.create_bucket
+    assert load_settings().storage.backend == "filesystem"
+
+
+def test_storage_mistakes_name_the_setting_not_the_secret(tmp_path: Path) -> None:
+    half = write(tmp_path, "storage:\n  backend: s3\n  s3:\n    bucket: b\n"
+                           "    secret_key: very-secret-file-value\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(half)
+    assert "give both or neither" in str(info.value)
+    assert "very-secret-file-value" not in str(info.value)
+    with pytest.raises(SettingsError, match=r"storage\.s3\.bucket is not set"):
+        load_settings(write(tmp_path, "storage:\n  backend: s3\n"))
+    with pytest.raises(SettingsError, match=r"storage\.s3\.unknown"):
+        load_settings(write(tmp_path, "storage:\n  s3:\n    unknown: 1\n"))

@@ -16,10 +16,10 @@ import stablemirror
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("oci", "metrics", "logs", "settings_names", "files"),
     ("index", "store", "client"),
-    ("audit",),
+    ("audit", "jobs"),
     ("registry",),
-    ("auth", "trust", "releases", "integrity"),
-    ("scanning",),
+    ("auth", "trust", "releases", "integrity", "delta"),
+    ("scanning", "models"),
     ("mirror",),
     ("config",),
     ("api",),

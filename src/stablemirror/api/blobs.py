@@ -24,6 +24,8 @@ async def get(request: web.Request, name: str, digest: str) -> web.StreamRespons
     if request.method == "HEAD":
         headers["Content-Length"] = str(source.size)
         return web.Response(headers=headers)
+    if source.redirect_url is not None:  # S3 with `redirect: true` (docs/storage.md)
+        return web.Response(status=307, headers={**headers, "Location": source.redirect_url})
     if source.path is not None:
         return await send_blob_file(request, source.path, source.size, headers,
                                     request.app[SENDFILE_POOL])

@@ -39,13 +39,18 @@ async def stream_blob(request: web.Request, source: BlobSource,
                       headers: dict[str, str]) -> web.StreamResponse:
     rng = parse_range(request.headers.get("Range"), source.size)
     start, end = rng if rng is not None else (0, source.size - 1)
+    stream = aiter(source.open_stream(start, end - start + 1))
+    # A remote store's first piece before the headers: one that cannot answer (S3 down,
+    # the object gone) still gets a clean error response instead of a cut connection.
+    first = await anext(stream, b"") if source.first_piece_before_headers else b""
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = end - start + 1
     if rng:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{source.size}"
     await response.prepare(request)
     try:
-        async for chunk in source.open_stream(start, end - start + 1):
+        await response.write(first)
+        async for chunk in stream:
             await response.write(chunk)
     except Exception as e:
         # Headers are gone; the only honest signal left is a broken connection, so the

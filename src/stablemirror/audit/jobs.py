@@ -1,9 +1,9 @@
 """Periodic audit jobs inside the server: retention pruning (forwarding: forward.py).
 
-Every worker runs them, on the server's background lifecycle (compose/background.py); they
-are safe to run concurrently (pruning holds the chain head's lock and finds nothing left to
-do the second time; forwarding takes a file lock). They move to the persistent job queue
-once the index has one.
+They run as jobs of the index's queue (`audit.retention` once across replicas,
+`audit.forward` once per replica: docs/jobs.md), composed in compose/auth.py. They stay safe
+to run concurrently (pruning holds the chain head's lock and finds nothing left to do the
+second time; forwarding takes a file lock), as an expired lease can run one twice.
 """
 
 from __future__ import annotations

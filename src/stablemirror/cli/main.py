@@ -18,7 +18,10 @@ from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
+from stablemirror.cli.pack import pack as pack_command
+from stablemirror.cli.pack import unpack as unpack_command
 from stablemirror.cli.release import release_app
 from stablemirror.cli.scan import scan as scan_command
 from stablemirror.cli.scan import scan_exempt as scan_exempt_command
@@ -31,6 +34,7 @@ from stablemirror.config import Role, Settings, SettingsError, load_settings
 from stablemirror.server.startup import (
     StartupError,
     check_data_dir,
+    check_storage,
     configure_command_logging,
     migrate_index,
 )
@@ -88,6 +92,7 @@ def gc(
     settings = load_settings(config, data_dir=data_dir)
     configure_command_logging(settings)
     check_data_dir(settings, create=False)  # a mistyped path must not report "all clean"
+    check_storage(settings)
     migrate_index(settings)
 
     async def run() -> None:
@@ -145,6 +150,10 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(audit_app, name="audit")
 # Release channels (cli/release.py).
 app.add_typer(release_app, name="release")
+# Models as ModelPack artifacts (cli/pack.py).
+app.command(name="pack")(pack_command)
+app.command(name="unpack")(unpack_command)
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -3,6 +3,7 @@ running server, and the table of counts that maintenance commands print."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,15 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + ind
 UrlOpt = Annotated[str | None, typer.Option("--url", help="admin API of a running server")]
 UserOpt = Annotated[str, typer.Option("--username", envvar="STABLEMIRROR_USERNAME",
                                       help="admin login for --url")]
+InsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", help="plain HTTP to a registry that is not on localhost")]
+
+
+def registry_credentials() -> tuple[str, str] | None:
+    """A remote registry's login: STABLEMIRROR_REGISTRY_USERNAME / _PASSWORD, if set."""
+    user = os.environ.get("STABLEMIRROR_REGISTRY_USERNAME")
+    password = os.environ.get("STABLEMIRROR_REGISTRY_PASSWORD")
+    return (user, password or "") if user else None
 
 
 def counts_table(title: str, rows: list[tuple[str, str]]) -> Table:

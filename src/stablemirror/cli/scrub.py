@@ -10,7 +10,12 @@ from rich.console import Console
 
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.config import load_settings
-from stablemirror.server.startup import check_data_dir, configure_command_logging, migrate_index
+from stablemirror.server.startup import (
+    check_data_dir,
+    check_storage,
+    configure_command_logging,
+    migrate_index,
+)
 
 
 def scrub(
@@ -29,6 +34,7 @@ def scrub(
     settings = load_settings(config, data_dir=data_dir)
     configure_command_logging(settings)
     check_data_dir(settings, create=False)  # a mistyped path must not report "all clean"
+    check_storage(settings)
     migrate_index(settings)
     budget = (settings.integrity.scrub.rate_bytes_per_second if rate is None
               else rate * 1_000_000)

@@ -7,11 +7,14 @@ stays a `Denied`, with the registry's message in its detail); 404s without a bod
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 from urllib.parse import urljoin
 
 import aiohttp
@@ -33,6 +36,12 @@ from stablemirror.oci.manifest import MAX_MANIFEST_BYTES
 
 ACCEPT_MANIFESTS = ", ".join(sorted(mt.MANIFESTS))
 _BY_CODE = {cls.code: cls for cls in reversed(ALL_ERRORS)}  # base class wins over subclass
+
+
+class BlobSink(Protocol):
+    """Where a downloaded blob goes: a binary file, or anything that takes its bytes."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +101,8 @@ class RegistryClient:
     # -- plumbing ----------------------------------------------------------------------------
     async def _send(self, method: str, url: str, scope: str, *,
                     headers: dict[str, str] | None = None,
-                    data: bytes | None = None) -> aiohttp.ClientResponse:
+                    data: bytes | AsyncIterator[bytes] | None = None,
+                    ) -> aiohttp.ClientResponse:
         """One request; answers one 401 challenge and retries. Caller releases the response."""
         for attempt in range(2):
             h = dict(headers or {})
@@ -202,8 +212,10 @@ class RegistryClient:
             raise DigestInvalid(url=url, digest=str(digest), actual=str(actual))
         return data
 
-    async def download_blob(self, repository: str, digest: Digest, out: BinaryIO) -> int:
-        """Stream a blob of any size into `out`, verified against its digest."""
+    async def download_blob(self, repository: str, digest: Digest, out: BlobSink,
+                            on_chunk: Callable[[int], None] | None = None) -> int:
+        """Stream a blob of any size into `out`, verified against its digest; `on_chunk`
+        hears the size of each piece written (progress)."""
         url = self._url(repository, f"blobs/{digest}")
         hasher = hashlib.new(digest.algorithm)
         size = 0
@@ -214,15 +226,71 @@ class RegistryClient:
                 hasher.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
         if hasher.hexdigest() != digest.hex:
             raise DigestInvalid(url=url, digest=str(digest))
         return size
+
+    async def get_range(self, repository: str, digest: Digest, start: int, end: int
+                        ) -> bytes | None:
+        """Bytes [start, end) of a blob; None when the registry answers without Range
+        support (a 200), so the caller can fall back to the whole blob."""
+        url = self._url(repository, f"blobs/{digest}")
+        async with await self._send("GET", url, self._scope(repository),
+                                    headers={"Range": f"bytes={start}-{end - 1}"}) as resp:
+            if resp.status == 200:
+                return None
+            if resp.status != 206:
+                raise await _error(resp, BlobUnknown)
+            if resp.headers.get("Content-Range", "").split("/")[0] != \
+                    f"bytes {start}-{end - 1}":
+                return None
+            try:
+                return await resp.content.readexactly(end - start)
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as e:
+                raise Unavailable(url=url, reason=f"{type(e).__name__}: {e}") from e
+
+    async def referrers(self, repository: str, digest: str, artifact_type: str) -> bytes:
+        """The referrers-API answer (an OCI index) for `digest`, filtered by artifact type;
+        an empty index where the registry has no referrers API (404)."""
+        url = self._url(repository, f"referrers/{digest}?artifactType={artifact_type}")
+        async with await self._send("GET", url, self._scope(repository)) as resp:
+            if resp.status == 404:
+                return b'{"manifests": []}'
+            if resp.status != 200:
+                raise await _error(resp, ManifestUnknown)
+            return await _read_limited(resp, MAX_MANIFEST_BYTES)
 
     async def push_blob(self, repository: str, data: bytes) -> Digest:
         """Upload `data` (POST a session, PUT it whole) unless the registry has it."""
         digest = Digest.of(data)
         if await self.blob_exists(repository, digest):
             return digest
+        await self._upload(repository, digest, data, len(data))
+        return digest
+
+    async def push_blob_file(self, repository: str, path: Path, digest: Digest, size: int,
+                             on_chunk: Callable[[int], None] | None = None) -> None:
+        """Upload a file already hashed as `digest` (one POST, one streamed PUT), read in
+        1 MiB pieces by a worker thread; the registry checks the digest. Existence is the
+        caller's question (`blob_exists`), asked before it hashes or after."""
+
+        async def pieces() -> AsyncIterator[bytes]:
+            # Buffered on purpose: if the upload is cancelled mid-read, close() waits for the
+            # buffer lock the reading thread holds (docs/architecture.md, threads and fds).
+            with path.open("rb") as f:
+                while piece := await asyncio.to_thread(f.read, 1 << 20):
+                    if on_chunk is not None:
+                        on_chunk(len(piece))
+                    yield piece
+
+        await self._upload(repository, digest, pieces(), size)
+
+    async def _upload(self, repository: str, digest: Digest,
+                      body: bytes | AsyncIterator[bytes], size: int) -> None:
+        # The POST answers any challenge for the push scope, so the PUT (whose streamed
+        # body could not be sent twice) goes out with the token already cached.
         scope = self._scope(repository, push=True)
         async with await self._send("POST", self._url(repository, "blobs/uploads/"),
                                     scope) as resp:
@@ -232,8 +300,8 @@ class RegistryClient:
         sep = "&" if "?" in location else "?"
         async with await self._send(
             "PUT", f"{location}{sep}digest={digest}", scope,
-            headers={"Content-Type": "application/octet-stream"}, data=data,
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Length": str(size)}, data=body,
         ) as resp:
             if resp.status != 201:
                 raise await _error(resp, BlobUnknown)
-        return digest

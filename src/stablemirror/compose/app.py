@@ -16,24 +16,25 @@ from stablemirror.api.connections import (
 from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
 from stablemirror.api.ops import add_ops_routes
+from stablemirror.api.replica import add_replica_routes
 from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
-from stablemirror.compose.hot import with_hot_tier
+from stablemirror.compose.jobs import build_runner, schedule_gc
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
+from stablemirror.compose.storage import build_store, cold_of, readiness_checks
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
+from stablemirror.delta.hosted import PushIndexer
 from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
 from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
-from stablemirror.store.tiered import TieredBlobStore
 
 __all__ = ["build_app", "run_guarded"]  # run_guarded: server/prefork.py runs the app with it
 
@@ -43,9 +44,8 @@ READ_BUFSIZE = 1 << 20  # larger socket reads make pushes cheaper
 def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
     """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
-    cold_store = FilesystemBlobStore(settings.data_dir)  # the mirror's fetches publish here
-    store = with_hot_tier(cold_store, settings, metrics)  # storage.hot: store/tiered.py
-    db = Database(settings.index_url)
+    store = build_store(settings, metrics)
+    db = Database(settings.index_url, settings.db_pool)
     index = SqlIndex(db)
     # telemetry first (outermost but for the connection guard, which only marks when a
     # request's headers were complete): it sees the final status and sends the body itself.
@@ -54,8 +54,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[CONNECTION_GUARD] = ConnectionGuard(settings.connections)
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
-    mirror = build_mirror(settings, hosted, cold_store, index, db, metrics)
-    routed = mirror.registry if mirror is not None else hosted
+    mirror = build_mirror(settings, hosted, store, index, db, metrics)
+    # Pushed weight layers get chunk indexes, as referrers, in the background (delta/).
+    push_indexer = PushIndexer(hosted, cold_of(store))  # local files of every blob
+    routed = push_indexer.wrap(mirror.registry if mirror is not None else hosted)
+    app.on_cleanup.append(push_indexer.stop)
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
                               audit.record if audit is not None else None)
@@ -73,7 +76,10 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[REGISTRY] = scanning.registry
     app.on_startup.append(scanning.start)
     app.on_cleanup.append(scanning.stop)
-    background = Background()  # every worker's loops, on one lifecycle
+    # Every worker's loops, on one lifecycle; periodic work runs as jobs of the index's
+    # queue, once across replicas (docs/jobs.md).
+    background = Background(build_runner(settings, db))
+    schedule_gc(settings, background, store, index)
     trust.schedule(background)
     if mirror is not None:
         app[QUALIFY_NAME] = mirror.registry.qualify
@@ -85,20 +91,22 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     sendfile_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sendfile")
     app[SENDFILE_POOL] = sendfile_pool
     app[HEALTH] = HealthService(index, settings.data_dir, metrics, version=__version__,
-                                role=settings.role, workers=settings.worker_count)
+                                role=settings.role, workers=settings.worker_count,
+                                **readiness_checks(store))
     app.on_response_prepare.append(add_api_version)
     app.on_response_prepare.append(add_request_id)
 
     async def close_index(_app: web.Application) -> None:
         sendfile_pool.shutdown(wait=False, cancel_futures=True)
-        if isinstance(store, TieredBlobStore):
-            await store.aclose()
         await index.close()
+        await store.aclose()
 
     app.on_cleanup.append(close_index)
     install_access(app, settings, db, audit, background)  # token endpoint, admin API, audit
     releases.install(app, settings.releases.retention_interval_seconds, background)
     add_routes(app)
+    if settings.mirror.replicas.secret is not None and mirror is not None:
+        add_replica_routes(app, settings.mirror.replicas.secret)
     add_ops_routes(app)
     background.install(app)
     return app

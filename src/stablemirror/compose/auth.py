@@ -34,6 +34,7 @@ from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
+from stablemirror.jobs.runner import JobContext
 
 log = logging.getLogger("stablemirror.auth")
 
@@ -81,10 +82,22 @@ def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
         # The checkpoint key exists before the first prune or verify needs it.
         await asyncio.to_thread(audit.key)
 
-    background.every("audit retention", cfg.prune_interval_seconds,
-                     retention_job(audit, cfg.retention_days))
+    prune = retention_job(audit, cfg.retention_days)
+
+    async def retention(_ctx: JobContext) -> None:
+        await prune()
+
+    background.job("audit.retention", cfg.prune_interval_seconds, retention)
     if forwarder is not None:
-        background.every("audit forwarding", cfg.forward_interval_seconds, forwarder.run_once)
+        forward = forwarder
+
+        async def forwarding(_ctx: JobContext) -> None:
+            await forward.run_once()
+
+        # Per host: the destination (a file, a syslog socket) and the position file are
+        # this replica's (docs/jobs.md).
+        background.job("audit.forward", cfg.forward_interval_seconds, forwarding,
+                       per_host=True)
 
     async def stop(_app: web.Application) -> None:
         if forwarder is not None:

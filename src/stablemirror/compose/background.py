@@ -2,8 +2,11 @@
 
 Each loop starts once the app has started (after the hooks that open what it uses: the
 upstream client, the release service) and is cancelled and awaited at shutdown, before
-on_cleanup closes the index and the client. Loops that must run on one worker at a time
-elect it themselves (the evictor by flock, scrub by an index lease).
+on_cleanup closes the index and the client. Work that must run once across workers and
+replicas (GC, scrub, retention, audit forwarding, eviction) is a job of the index's queue
+instead (`job`, docs/jobs.md): this worker's `JobRunner` is one more loop here. Loops that
+keep this process's own state fresh (access-time flushes, upstream health, signing keys)
+stay plain loops (`run`, `every`).
 """
 
 from __future__ import annotations
@@ -15,15 +18,26 @@ from typing import Any
 
 from aiohttp import web
 
+from stablemirror.jobs.runner import Handler, JobRunner
+
 log = logging.getLogger("stablemirror.background")
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
 
 class Background:
-    def __init__(self) -> None:
+    def __init__(self, runner: JobRunner | None = None) -> None:
         self._loops: list[tuple[str, Loop]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.runner = runner
+
+    def job(self, kind: str, every: float, handler: Handler, *, per_host: bool = False,
+            first_now: bool = True) -> None:
+        """Run `handler` as the periodic job `kind`: once per `every` seconds across every
+        replica sharing the index (per_host: once per replica), docs/jobs.md."""
+        if self.runner is None:
+            raise RuntimeError("Background(runner=...) is needed for jobs")
+        self.runner.every(kind, every, handler, per_host=per_host, first_now=first_now)
 
     def run(self, name: str, loop: Loop) -> None:
         """Run `loop()` in the background from start-up until shutdown."""
@@ -52,6 +66,8 @@ class Background:
         app.on_shutdown.insert(0, self._stop)  # stopped before any other shutdown hook
 
     async def _start(self, _app: web.Application) -> None:
+        if self.runner is not None:
+            self._loops.append(("jobs", self.runner.run))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(run(), name=name) for name, run in self._loops]
 

@@ -10,32 +10,35 @@ from dataclasses import dataclass
 from stablemirror.audit.log import AuditLog
 from stablemirror.auth.admin import AuthAdmin
 from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_file
-from stablemirror.compose.hot import with_hot_tier
+from stablemirror.compose.jobs import job_queue
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
+from stablemirror.compose.storage import build_store
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
 from stablemirror.index.sql import SqlIndex
+from stablemirror.index.sql_jobs import SqlJobQueue
 from stablemirror.index.sql_trust import SqlTrustIndex
 from stablemirror.integrity.scrub import Quarantine, Scrubber, ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.gc import GarbageCollector
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
 
 
 @asynccontextmanager
 async def garbage_collector(settings: Settings, grace: float | None
                             ) -> AsyncIterator[GarbageCollector]:
     index = SqlIndex(Database(settings.index_url))
+    store = build_store(settings)
     try:
-        yield GarbageCollector(  # through the hot tier: its copies go with the blobs
-            with_hot_tier(FilesystemBlobStore(settings.data_dir), settings, None), index,
+        yield GarbageCollector(
+            store, index,
             settings.gc.grace_seconds if grace is None else grace,
             settings.gc.upload_max_age_seconds, fetch_dir=DataDir(settings.data_dir).fetch)
     finally:
         await index.close()
+        await store.aclose()
 
 
 @asynccontextmanager
@@ -43,12 +46,10 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
     """A scrubber that heals from the mirror's upstreams, and audits quarantines like the
     server does."""
     db = Database(settings.index_url)
-    cold_store = FilesystemBlobStore(settings.data_dir)
+    store = build_store(settings)
     index = SqlIndex(db)
     metrics = Metrics()
-    store = with_hot_tier(cold_store, settings, metrics)  # quarantine drops hot copies too
-    mirror = build_mirror(settings, HostedRegistry(store, index), cold_store, index, db,
-                          metrics)
+    mirror = build_mirror(settings, HostedRegistry(store, index), store, index, db, metrics)
     healer = ServiceHealer(mirror.registry, store) if mirror is not None else None
     try:
         if mirror is not None:
@@ -62,6 +63,7 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
         if mirror is not None:
             await mirror.fetches.aclose()
             await mirror.client.close()
+        await store.aclose()
         await db.close()
 
 
@@ -93,5 +95,15 @@ async def trust_index(settings: Settings) -> AsyncIterator[SqlTrustIndex]:
     db = _open_index(settings)
     try:
         yield SqlTrustIndex(db)
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def job_queue_of(settings: Settings) -> AsyncIterator[SqlJobQueue]:
+    """The index's job queue, for `stablemirror jobs` (reads it directly, any replica)."""
+    db = Database(settings.index_url)
+    try:
+        yield job_queue(settings, db)
     finally:
         await db.close()

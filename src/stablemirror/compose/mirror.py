@@ -10,12 +10,16 @@ from aiohttp import web
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
+from stablemirror.delta.store import ChunkTable
 from stablemirror.files.create_once import create_once
 from stablemirror.index.db import Database
+from stablemirror.index.fetch_leases import FetchLeases
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.sql import SqlIndex
+from stablemirror.jobs.runner import JobContext
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
+from stablemirror.mirror.delta_source import MirrorDelta
 from stablemirror.mirror.events import (
     BlobMissed,
     FailedOver,
@@ -27,10 +31,11 @@ from stablemirror.mirror.events import (
 from stablemirror.mirror.evict import CacheEvictor
 from stablemirror.mirror.fetch import BlobFetches
 from stablemirror.mirror.proxied import MirrorRegistry
+from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.routing import Mode, RoutingRegistry
 from stablemirror.mirror.upstream import HttpClient, UpstreamGroup
 from stablemirror.registry.hosted import HostedRegistry
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 
 def node_id(settings: Settings) -> str:
@@ -51,11 +56,19 @@ class MirrorParts:
     access: AccessRecorder
     fetches: BlobFetches
     evictor: CacheEvictor
+    delta: MirrorDelta
 
     def schedule(self, background: Background) -> None:
         background.run("access times", self.access.run)
         if self.evictor.enabled:
-            background.run("eviction", self.evictor.run)
+            # Per host: the cache it bounds is this replica's own (docs/jobs.md).
+            evictor = self.evictor
+
+            async def evict(_ctx: JobContext) -> None:
+                await evictor.run_exclusive()
+
+            background.job("mirror.evict", evictor.settings.evict_interval_seconds, evict,
+                           per_host=True, first_now=False)
         for name, group in self.groups.items():
             if group.settings.health_check_interval > 0:
                 background.run(f"health checks of {name}", group.health_loop)
@@ -65,6 +78,7 @@ class MirrorParts:
 
     async def stop(self, _app: web.Application) -> None:
         await self.fetches.aclose()
+        await self.delta.aclose()
         await self.client.close()
 
 
@@ -83,7 +97,7 @@ def metrics_of(metrics: Metrics) -> MirrorListener:
     return record
 
 
-def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBlobStore,
+def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
                  index: SqlIndex, db: Database, metrics: Metrics) -> MirrorParts | None:
     groups_cfg, namespaces = settings.mirror.effective(settings.upstream)
     if not namespaces:
@@ -105,6 +119,12 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
     fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
     fetches.listeners.append(record)
+    delta = MirrorDelta(ChunkTable(db), store, metrics, index)
+    fetches.published.append(delta.published)
+    peers = None
+    if settings.mirror.replicas.enabled:
+        peers = ReplicaPeers(settings.mirror.replicas, FetchLeases(db), client,
+                             metrics.replica_fetch)
     routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
     for ns in namespaces:
         mirror = None
@@ -114,9 +134,11 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: FilesystemBl
                                  f"{ns.upstream_group!r}")
             mirror = MirrorRegistry(ns, groups[ns.upstream_group], hosted, index,
                                     mirror_index, store, fetches, access, metrics,
-                                    node_id(settings))
+                                    node_id(settings),
+                                    delta if settings.mirror.delta else None)
+            mirror.peers = peers
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
                            DataDir(settings.data_dir).evict_lock)
-    return MirrorParts(registry, client, groups, access, fetches, evictor)
+    return MirrorParts(registry, client, groups, access, fetches, evictor, delta)

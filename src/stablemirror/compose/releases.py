@@ -19,6 +19,7 @@ from stablemirror.config import Settings
 from stablemirror.index.audit_events import AuditSink
 from stablemirror.index.db import Database
 from stablemirror.index.protocol import RegistryIndex
+from stablemirror.jobs.runner import JobContext
 from stablemirror.metrics import Metrics
 from stablemirror.registry.protocol import RegistryService, RequestContext
 from stablemirror.releases.registry import ReleaseRegistry
@@ -52,10 +53,10 @@ class ReleaseParts:
         app.on_startup.append(start)
         app.on_shutdown.append(stop)
         if any(ns.retention.enabled for ns in self.service.settings.namespaces):
-            background.every("release retention", interval, self._retention_once,
-                             first_now=False)
+            background.job("releases.retention", interval, self._retention_once,
+                           first_now=False)
 
-    async def _retention_once(self) -> None:
+    async def _retention_once(self, _ctx: JobContext) -> None:
         ctx = RequestContext(actor="retention", client="local", user_agent="stablemirror")
         removed = await self.retention.run(ctx, dry_run=False)
         if removed:

@@ -3,7 +3,7 @@
     TrustEnforcer  (signature policies on manifest GETs)
       -> VerifiedReads  (verify_on_read, quarantine, heal on read)
         -> the registry (hosted, or the mirror's router over hosted + proxied)
-plus the background ScrubWorker when `integrity.scrub.interval_seconds` is set.
+plus the periodic `scrub` job when `integrity.scrub.interval_seconds` is set.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from stablemirror.integrity.scrub import (
     Scrubber,
     ScrubWorker,
 )
+from stablemirror.jobs.runner import JobContext
 from stablemirror.metrics import Metrics
 from stablemirror.registry.protocol import RegistryService
 from stablemirror.store.protocol import BlobStore
@@ -40,8 +41,12 @@ class TrustParts:
     worker: ScrubWorker | None
 
     def schedule(self, background: Background) -> None:
-        if self.worker is not None:
-            background.run("scrub", self.worker.run)
+        worker = self.worker
+        if worker is not None:
+            async def scrub(ctx: JobContext) -> None:
+                await worker.run_pass(ctx.keep_going)
+
+            background.job("scrub", worker.interval, scrub)
 
 
 def build_trust(settings: Settings, inner: RegistryService, store: BlobStore, db: Database,
@@ -58,6 +63,6 @@ def build_trust(settings: Settings, inner: RegistryService, store: BlobStore, db
     if integrity.scrub.interval_seconds > 0:
         scrubber = Scrubber(store, index, quarantine, integrity.scrub.rate_bytes_per_second,
                             metrics)
-        worker = ScrubWorker(scrubber, index, integrity.scrub.interval_seconds,
+        worker = ScrubWorker(scrubber, integrity.scrub.interval_seconds,
                              integrity.scrub.reverify_after_seconds)
     return TrustParts(enforcer, index, worker)

@@ -5,6 +5,15 @@ in WAL mode a reader never waits for a writer and a point lookup takes microseco
 so they run inline, which is what makes manifest GETs cheap. SQLite writers take the
 lock up front (BEGIN IMMEDIATE) so concurrent worker processes queue instead of failing,
 and one writer thread per process keeps them in order.
+
+On PostgreSQL a process holds at most `pool_size + max_overflow` connections however many
+clients it serves: half of `pool_size` serve the pull path's reads from the event loop
+(`read_row`, index/pg_reads.py), the other queries run in as many threads as the engine
+has connections, so further requests queue for a thread rather than open a connection. A
+connection not free within `timeout` seconds, like a server that is down or restarting,
+is a clean 503 UNAVAILABLE (Retry-After) for the request at hand (docs/jobs.md); the
+first failure after a PostgreSQL restart invalidates the pooled connections, so the next
+requests reconnect.
 """
 
 from __future__ import annotations
@@ -13,13 +22,17 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from stablemirror.oci.errors import StorageFull
+from stablemirror.index.hot_reads import SqliteHotReads
+from stablemirror.index.pg_reads import PostgresReads
+from stablemirror.oci.errors import StorageFull, Unavailable
 
 T = TypeVar("T")
 
@@ -59,30 +72,90 @@ def sqlite_engine(url: str, begin: str | None) -> Engine:
     return engine
 
 
-def make_engines(url: str) -> tuple[Engine, Engine, Engine]:
+@dataclass(frozen=True, slots=True)
+class PoolSize:
+    """PostgreSQL connections per process (settings `database.*`)."""
+
+    size: int = 10
+    max_overflow: int = 10
+    timeout: float = 10.0
+
+    @property
+    def most(self) -> int:
+        return self.size + self.max_overflow
+
+    @property
+    def hot(self) -> int:
+        """Of `size`, the connections the pull path's reads use from the event loop
+        (index/pg_reads.py); the engine's pool gets the rest and the overflow."""
+        return self.size // 2
+
+
+def make_engines(url: str, pool: PoolSize | None = None
+                 ) -> tuple[Engine, Engine, Engine]:
     """(reader, writer, snapshot) engines for `url`; one engine for PostgreSQL."""
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        return engine, engine, engine
+        pool = pool or PoolSize()
+        # No ping before each use (a round trip per query): a connection the server dropped
+        # fails its query, which invalidates the whole pool (SQLAlchemy does on a
+        # disconnect), and a read is then retried once on a fresh connection.
+        engine = create_engine(url, pool_size=max(1, pool.size - pool.hot),
+                               max_overflow=pool.max_overflow,
+                               pool_timeout=pool.timeout)
+        # Reads are single statements or tolerate one snapshot per statement (as SQLite's
+        # reads do): autocommit spares each of them a BEGIN and a COMMIT round trip.
+        return engine.execution_options(isolation_level="AUTOCOMMIT"), engine, engine
     # Writers take the lock up front; a snapshot is a deferred transaction, which in WAL
     # mode becomes a read transaction at its first SELECT and never blocks writers.
     return (sqlite_engine(url, None), sqlite_engine(url, "BEGIN IMMEDIATE"),
             sqlite_engine(url, "BEGIN"))
 
 
+def _unreachable(e: Exception) -> bool:
+    """The database cannot be reached or dropped the connection (a restart, a failover),
+    or no pooled connection came free in time: nothing about the request itself."""
+    if isinstance(e, PoolTimeout | InterfaceError):
+        return True
+    if isinstance(e, OperationalError) and not _is_disk_full(e):
+        return True
+    return isinstance(e, DBAPIError) and e.connection_invalidated
+
+
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PoolSize | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.reader, self.writer, self._snapshot = make_engines(url)
-        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else 8, thread_name_prefix="db")
+        self.pool = pool or PoolSize()
+        self.reader, self.writer, self._snapshot = make_engines(url, self.pool)
+        # As many query threads as connections: more clients wait for a thread, not a
+        # connection of their own (the snapshot reads run in asyncio's default threads).
+        threads = max(1, self.pool.size - self.pool.hot) + self.pool.max_overflow
+        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else threads,
+                                        thread_name_prefix="db")
         self.insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self.hot = (PostgresReads(url, self.pool.hot, self.pool.timeout)
+                    if not self.is_sqlite and self.pool.hot > 0 else None)
+        # SQLite: read_row skips the engine too (index/hot_reads.py), on a file database
+        database = self.reader.url.database if self.is_sqlite else None
+        self._sqlite_rows = (SqliteHotReads(database, {})
+                             if database and database != ":memory:" else None)
+
+    async def read_row(self, stmt: Select[Any], **params: Any) -> tuple[Any, ...] | None:
+        """One row of a statement with bind parameters, the cheapest way the backend has:
+        inline on SQLite, from the event loop on PostgreSQL. For the reads every pull runs;
+        `stmt` should be built once (it is compiled once per Database)."""
+        if self.hot is not None:
+            return await self.hot.one(stmt, **params)
+        if self._sqlite_rows is not None:
+            return self._sqlite_rows.row(stmt, params)
+        row = await self.read(lambda c: c.execute(stmt, params).first())
+        return None if row is None else tuple(row)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self.is_sqlite:
             with self.reader.connect() as conn:
                 return fn(conn)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction; everything it writes commits together or not at all."""
@@ -99,6 +172,21 @@ class Database:
                 return fn(conn)
         return await asyncio.to_thread(run)
 
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        for first in (True, False):
+            try:
+                with self.reader.connect() as conn:
+                    return fn(conn)
+            except DBAPIError as e:
+                if first and e.connection_invalidated:
+                    continue  # a pooled connection from before a server restart
+                if _unreachable(e):
+                    raise self._unavailable(e) from e
+                raise
+            except PoolTimeout as e:
+                raise self._unavailable(e) from e
+        raise AssertionError("unreachable")
+
     def _tx(self, fn: Callable[[Connection], T]) -> T:
         try:
             with self.writer.begin() as conn:
@@ -106,9 +194,25 @@ class Database:
         except OperationalError as e:
             if _is_disk_full(e):
                 raise StorageFull(reason="index") from e
-            raise
+            if self.is_sqlite:
+                raise
+            raise self._unavailable(e) from e
+        except (PoolTimeout, DBAPIError) as e:
+            if self.is_sqlite or not _unreachable(e):
+                raise
+            raise self._unavailable(e) from e
+
+    @staticmethod
+    def _unavailable(e: Exception) -> Unavailable:
+        err = Unavailable(reason="index", cause=type(e).__name__)
+        err.headers["Retry-After"] = "1"
+        return err
 
     async def close(self) -> None:
+        if self.hot is not None:
+            await self.hot.close()
+        if self._sqlite_rows is not None:
+            self._sqlite_rows.close()
         self._pool.shutdown(wait=True)
         self.reader.dispose()
         self.writer.dispose()

@@ -21,8 +21,12 @@ class SqliteHotReads:
     def __init__(self, path: str, statements: dict[str, Select[Any]]) -> None:
         self.path = path
         dialect = sqlite.dialect(paramstyle="named")
+        self._dialect = dialect
         self._sql = {name: str(stmt.compile(dialect=dialect))
                      for name, stmt in statements.items()}
+        # statements given by object (Database.read_row), compiled on first use; the
+        # statement is kept beside its text so its id() is never reused meanwhile
+        self._compiled: dict[int, tuple[Select[Any], str]] = {}
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
 
@@ -37,6 +41,14 @@ class SqliteHotReads:
     def one(self, name: str, **params: Any) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = (
             self._connection().execute(self._sql[name], params).fetchone())
+        return row
+
+    def row(self, stmt: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+        entry = self._compiled.get(id(stmt))
+        if entry is None:
+            entry = self._compiled[id(stmt)] = (stmt, str(stmt.compile(dialect=self._dialect)))
+        row: tuple[Any, ...] | None = (
+            self._connection().execute(entry[1], params).fetchone())
         return row
 
     def close(self) -> None:

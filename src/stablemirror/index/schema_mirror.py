@@ -29,3 +29,13 @@ blob_access = Table(
     Column("digest", DIGEST, primary_key=True),
     Column("last_access", Float, nullable=False),
 )
+
+# Which replica fetches a blob from upstream right now (mirror/replicas.py): one transfer
+# per blob across replicas. `owner` is the replica's advertised URL; a row whose
+# `expires_at` passed belongs to nobody and the next claimer takes it over.
+fetch_leases = Table(
+    "fetch_leases", metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("owner", String(512), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

@@ -55,6 +55,8 @@ class SqlIndex:
         # SQLite: the pull path's lookups skip the engine (index/hot_reads.py).
         self._hot = (SqliteHotReads(database, _hot_statements())
                      if db.is_sqlite and database and database != ":memory:" else None)
+        # PostgreSQL: the same statements, from the event loop (index/pg_reads.py).
+        self._pg_hot = _hot_statements() if db.hot is not None else None
 
     @staticmethod
     def _repo_id(conn: Connection, name: str) -> int | None:
@@ -128,6 +130,10 @@ class SqlIndex:
         if self._hot is not None:
             hot = self._hot.one("blob_size", repo=repository, ref=str(digest))
             return None if hot is None else int(hot[0])
+        if self._pg_hot is not None:
+            row = await self.db.read_row(self._pg_hot["blob_size"], repo=repository,
+                                         ref=str(digest))
+            return None if row is None else int(row[0])
         q = (
             select(s.blobs.c.size)
             .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
@@ -184,6 +190,11 @@ class SqlIndex:
             name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
             hot = self._hot.one(name, repo=repository, ref=str(reference))
             return None if hot is None else StoredManifest(hot[0], hot[1], bytes(hot[2]))
+        if self._pg_hot is not None:
+            name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
+            row = await self.db.read_row(self._pg_hot[name], repo=repository,
+                                         ref=str(reference))
+            return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
         m, r = s.manifests, s.repositories
         cols = (m.c.digest, m.c.media_type, m.c.content)
         if isinstance(reference, Digest):

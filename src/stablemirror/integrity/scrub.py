@@ -8,20 +8,17 @@ marks every earlier verification stale: `verify_on_read: first` re-hashes those 
 their next read, since a disk that rotted one blob is suspect for all.
 
 The background worker (`ScrubWorker`) re-verifies blobs not verified for
-`reverify_after_seconds`; of several worker processes one at a time holds the scrub lease.
+`reverify_after_seconds`, as the periodic `scrub` job (one run at a time across replicas).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stablemirror.index.audit_events import FAILED, OK, AuditEvent, AuditSink
@@ -143,9 +140,9 @@ class Quarantine:
         self.healer = healer
 
     async def corrupt(self, digest: Digest, actual: str, found_by: FoundBy,
-                      ctx: RequestContext | None = None, repository: str = "") -> Path | None:
+                      ctx: RequestContext | None = None, repository: str = "") -> str | None:
         """Quarantine `digest` now; returns where its bytes went (None if already gone)."""
-        moved = self.store.quarantine(digest, f"{int(time.time())}-{uuid.uuid4().hex[:8]}")
+        moved = await self.store.quarantine(digest, f"{int(time.time())}-{uuid.uuid4().hex[:8]}")
         detail = f"content hashes to {digest.algorithm}:{actual}"
         await self.index.record_quarantine(str(digest), str(moved) if moved else None, detail)
         await self.index.mark_stale()
@@ -274,44 +271,22 @@ async def _blobs(store: BlobStore) -> AsyncIterator[tuple[Digest, float]]:
 
 
 class ScrubWorker:
-    """Background scrub in the server: one pass every `interval` seconds, under a lease."""
+    """Background scrub in the server: one pass per run of the periodic `scrub` job (one at
+    a time across workers and replicas: the job queue's lease, docs/jobs.md)."""
 
-    LEASE = "scrub"
-
-    def __init__(self, scrubber: Scrubber, index: SqlTrustIndex, interval: float,
-                 reverify_after: float) -> None:
+    def __init__(self, scrubber: Scrubber, interval: float, reverify_after: float) -> None:
         self.scrubber = scrubber
-        self.index = index
         self.interval = interval
         self.reverify_after = reverify_after
-        self.holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._renewed = 0.0
 
-    async def _keep_going(self) -> bool:
-        if time.monotonic() - self._renewed < 30:
-            return True
-        self._renewed = time.monotonic()
-        return await self.index.acquire_lease(self.LEASE, self.holder, 120)
+    async def run_pass(self, keep_going: Callable[[], bool]) -> ScrubReport:
+        """One pass; stops early once `keep_going` is False (the job's lease was lost)."""
+        async def still_holding() -> bool:
+            return keep_going()
 
-    async def run(self) -> None:
-        """Scrub passes until cancelled; then the lease goes, for another worker to take."""
-        try:
-            await self._passes()
-        finally:
-            with contextlib.suppress(Exception):
-                await self.index.release_lease(self.LEASE, self.holder)
-
-    async def _passes(self) -> None:
-        while True:
-            try:
-                if await self.index.acquire_lease(self.LEASE, self.holder, 120):
-                    self._renewed = time.monotonic()
-                    report = await self.scrubber.run(older_than=self.reverify_after,
-                                                     keep_going=self._keep_going)
-                    if report.checked or report.corrupt:
-                        log.info("scrub: %d checked, %d corrupt, %d healed, %d skipped",
-                                 report.checked, len(report.corrupt), len(report.healed),
-                                 report.skipped)
-            except Exception:
-                log.exception("scrub pass failed")
-            await asyncio.sleep(self.interval)
+        report = await self.scrubber.run(older_than=self.reverify_after,
+                                         keep_going=still_holding)
+        if report.checked or report.corrupt:
+            log.info("scrub: %d checked, %d corrupt, %d healed, %d skipped",
+                     report.checked, len(report.corrupt), len(report.healed), report.skipped)
+        return report

@@ -51,11 +51,35 @@ class CacheSettings(BaseModel):
     evict_interval_seconds: float = Field(default=60.0, gt=0)
 
 
+class ReplicaSettings(BaseModel):
+    """Replicas of one mirror behind a load balancer, sharing one index (docs/mirror.md,
+    "Replicas"): one upstream transfer per blob across all of them."""
+
+    advertise_url: str | None = Field(
+        default=None, description="how the other replicas reach this one, e.g. "
+                                  "http://10.0.0.5:5000; unset = no cross-replica fetches")
+    secret: str | None = Field(default=None, min_length=16,
+                               description="shared by all replicas; signs internal requests")
+    lease_seconds: float = Field(default=15.0, gt=0,
+                                 description="a fetch lease lapses this long after its "
+                                             "owner stopped extending it")
+    ask_owner_seconds: float = Field(default=300.0, ge=0,
+                                     description="after a transfer, others ask its owner "
+                                                 "this long before going upstream")
+
+    @property
+    def enabled(self) -> bool:
+        return self.advertise_url is not None and self.secret is not None
+
+
 class MirrorSettings(BaseModel):
     node_id: str | None = Field(default=None, description="name in Via headers; default random")
+    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
     upstream_groups: dict[str, UpstreamGroupSettings] = Field(default_factory=dict)
     namespaces: list[NamespaceSettings] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    delta: bool = Field(default=True, description="fetch weight layers by delta when a chunk "
+                        "index exists upstream (docs/delta.md)")
 
     def effective(
         self, quick_upstreams: list[str]

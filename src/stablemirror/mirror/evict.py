@@ -3,13 +3,12 @@
 Only blobs that live solely in proxied namespaces are ever evicted; hosted content is
 never touched. A blob is in use, and kept, when it was served or when a manifest that
 needs it was served within `in_use_seconds`. A client already reading an evicted blob
-keeps its open file (the inode lives until it closes). One worker at a time runs the
-evictor (an flock on `<data>/evict.lock`).
+keeps its open file (the inode lives until it closes). Eviction runs as the per-replica
+`mirror.evict` job (docs/jobs.md), under an flock on `<data>/evict.lock` as well.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
@@ -95,22 +94,20 @@ class CacheEvictor:
                      report.bytes_freed, report.cached_bytes)
         return report
 
-    async def run(self) -> None:
-        """Loop forever; only the worker holding the lock evicts."""
+    async def run_exclusive(self) -> EvictionReport | None:
+        """One round, unless another process on this data dir is evicting (None): the
+        `mirror.evict` job is per replica already, the lock also covers two replicas
+        configured with different ids on one data dir."""
         fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            while True:
-                await asyncio.sleep(self.settings.evict_interval_seconds)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                try:
-                    await self.run_once()
-                except Exception:
-                    log.exception("eviction round failed")
-                finally:
-                    with contextlib.suppress(OSError):
-                        fcntl.flock(fd, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            try:
+                return await self.run_once()
+            finally:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)

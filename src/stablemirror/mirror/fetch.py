@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from stablemirror.mirror.part_writer import PartWriter
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.store.fetch_files import FetchFiles, lock_fetch
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.fetch")
 
@@ -69,7 +69,7 @@ class BlobUpstream(Protocol):
 
 
 class BlobFetches:
-    def __init__(self, directory: Path, store: FilesystemBlobStore, index: RegistryIndex,
+    def __init__(self, directory: Path, store: BlobStore, index: RegistryIndex,
                  poll_seconds: float = 0.01, wait_seconds: float = 300.0) -> None:
         self.files = FetchFiles(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -82,6 +82,8 @@ class BlobFetches:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._publishing: set[str] = set()
         self.listeners: list[MirrorListener] = []
+        # called by the leader once a fetched blob is published, with the source it used
+        self.published: list[Callable[[Digest, BlobUpstream], None]] = []
 
     def _emit(self, event: MirrorEvent) -> None:
         for listener in self.listeners:
@@ -154,8 +156,7 @@ class BlobFetches:
         finally:
             self._leading.discard(key)
             self._publishing.discard(key)
-            dest = self.store.local_path(digest)
-            if dest is not None and dest.exists() and not part.exists():
+            if not part.exists() and await self._is_published(digest):
                 # done: drop the lock file while holding it (lock_fetch rechecks the path)
                 with contextlib.suppress(FileNotFoundError):
                     self.files.path(digest, "lock").unlink()
@@ -200,6 +201,15 @@ class BlobFetches:
                 reason = "incomplete" if offset != total else "digest_mismatch"
                 log.error("fetch of %s rejected: %s", digest, reason)
                 self._discard(digest, reason)
+                # a source that assembled the blob another way (mirror/delta_source.py)
+                # switches to a whole-blob fetch once when those bytes do not verify
+                retry = getattr(source, "retry_plain", None)
+                if reason == "digest_mismatch" and retry is not None and retry():
+                    # the assembled bytes were wrong: waiters on this .part abort (its
+                    # inode is gone), a fresh .part is fetched whole under the same lock
+                    f.close()
+                    self.files.drop(digest, "error")
+                    await self._download(digest, repository, source, part, lock_fd)
                 return
             # Verified: waiters may send their last byte now; the durable publish (fsync,
             # rename, directory fsync) need not hold up the clients. From here on a
@@ -213,7 +223,13 @@ class BlobFetches:
         await self.index.link_blob(repository, digest, total)
         # The store's one publish path, shared with pushes: it fsyncs file and directory.
         await self.store.publish_verified(part, digest)
-        self.files.drop(digest, "size", "verified")
+        # A remote store (S3) leaves no inode behind to recognise the published bytes by:
+        # the marker stays, naming the .part waiters still stream from (unlinked, their fd
+        # holds it), until the next leader of this digest drops it first thing.
+        local = self.store.local_path(digest) is not None
+        self.files.drop(digest, "size", *(("verified",) if local else ()))
+        for published in self.published:
+            published(digest, source)
 
     async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
                        digest: Digest) -> int:
@@ -297,6 +313,15 @@ class BlobFetches:
             except FileNotFoundError:
                 pass
         raise FetchAborted(str(digest), "fetch vanished")
+
+    async def _is_published(self, digest: Digest) -> bool:
+        dest = self.store.local_path(digest)
+        if dest is not None:
+            return dest.exists()
+        try:
+            return await self.store.stat(digest) is not None
+        except Exception:  # a store that does not answer: keep the lock file for gc
+            return False
 
     def _published_inode(self, digest: Digest) -> int | None:
         dest = self.store.local_path(digest)

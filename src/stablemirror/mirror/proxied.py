@@ -18,12 +18,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from stablemirror.delta.referrer import weight_layers
 from stablemirror.index.mirror_sql import MirrorIndex
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import NamespaceSettings
-from stablemirror.mirror.fetch import BlobFetches, FetchFailed
+from stablemirror.mirror.delta_source import MirrorDelta
+from stablemirror.mirror.delta_upstream import UpstreamReader
+from stablemirror.mirror.fetch import BlobFetches, BlobUpstream, FetchFailed
+from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.source import GroupBlobSource
 from stablemirror.mirror.upstream import (
     ManifestReply,
@@ -49,7 +53,7 @@ from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.registry.protocol import BlobSource, RequestContext
 from stablemirror.releases.identity import forwarded_identity
 from stablemirror.releases.mirror_store import MirrorChannelTags
-from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.mirror")
 T = TypeVar("T")
@@ -58,9 +62,10 @@ T = TypeVar("T")
 class MirrorRegistry:
     def __init__(self, namespace: NamespaceSettings, group: UpstreamGroup,
                  hosted: HostedRegistry, index: RegistryIndex, mirror_index: MirrorIndex,
-                 store: FilesystemBlobStore, fetches: BlobFetches, access: AccessRecorder,
-                 metrics: Metrics, node_id: str) -> None:
+                 store: BlobStore, fetches: BlobFetches, access: AccessRecorder,
+                 metrics: Metrics, node_id: str, delta: MirrorDelta | None = None) -> None:
         self.ns = namespace
+        self.delta = delta  # weight layers by delta transfer (mirror/delta_source.py)
         self.group = group
         self.hosted = hosted  # local reads of what is cached share the hosted code paths
         self.index = index
@@ -76,6 +81,7 @@ class MirrorRegistry:
                                   tuple[asyncio.Task[StoredManifest], str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.channel_tags = MirrorChannelTags(mirror_index.db)  # upstream release channels
+        self.peers: ReplicaPeers | None = None  # replicas sharing fetches (compose sets it)
 
     def upstream_repository(self, repository: str) -> str:
         if self.ns.strip_prefix and self.ns.prefix and repository.startswith(self.ns.prefix):
@@ -247,7 +253,16 @@ class MirrorRegistry:
                 raise UpstreamFailure(u.name, "digest_mismatch")
             return manifest
 
-        return await self._call(ctx, repository, reference, call)
+        manifest = await self._call(ctx, repository, reference, call)
+        layers = weight_layers(manifest) if self.delta is not None else []
+        if self.delta is not None and layers:
+            # remember where its weight layers' chunk indexes hang (a later blob miss asks),
+            # and keep those referrers here for the tiers below
+            await self.delta.chunks.remember_layers(repository, str(manifest.digest),
+                                                    manifest.media_type, layers)
+            await self.delta.cache_referrers(UpstreamReader(self.group, name, ctx.via, ns),
+                                             repository, str(manifest.digest))
+        return manifest
 
     async def _call(self, ctx: RequestContext, repository: str, reference: str,
                     call: Callable[[Upstream], Awaitable[T]]) -> T:
@@ -329,7 +344,15 @@ class MirrorRegistry:
             return await self.hosted.open_blob(ctx, repository, digest)
         self._check_loop(ctx)
         name, ns = self.upstream_reference(ctx, repository)
-        source = GroupBlobSource(self.group, name, d, ctx.via, ns)
+        source: BlobUpstream = GroupBlobSource(self.group, name, d, ctx.via, ns)
+        origin = await self.delta.chunks.layer(digest) if self.delta is not None else None
+        if self.delta is not None and origin is not None and isinstance(source,
+                                                                         GroupBlobSource):
+            # a weight layer of a manifest we served: try to fetch only what changed
+            source = self.delta.source(source, origin,
+                                       self.upstream_reference(ctx, origin.repository)[0])
+        if self.peers is not None:
+            source = self.peers.wrap(source, repository, d, ctx.from_replica)
         try:
             total = await self.fetches.ensure(d, repository, source)
         except FetchFailed as e:
@@ -340,6 +363,10 @@ class MirrorRegistry:
             if e.status == 508:
                 raise LoopDetected(repository=repository, digest=digest) from e
             raise Unavailable(repository=repository, digest=digest, reason=e.reason) from e
+        if self.store.local_path(d) is None and await self.store.stat(d) is not None:
+            # published to a remote store (S3) meanwhile: its .part is gone, serve the object
+            await self.index.link_blob(repository, d, total)
+            return await self.hosted.open_blob(ctx, repository, digest)
         return BlobSource(d, total, None,
                           lambda offset, length: self.fetches.stream(d, offset, length,
                                                                      repository, source),

@@ -134,6 +134,13 @@ class StorageUnwritable(OCIError):
     code, status, message = "UNKNOWN", 503, "registry storage refused the write; nothing was stored"
 
 
+class StorageUnavailable(OCIError):
+    """The object store (S3) did not answer or failed; nothing partial was kept or served.
+    503: retrying once it is back works."""
+
+    code, status, message = "UNKNOWN", 503, "registry storage is unavailable; try again"
+
+
 class Unavailable(OCIError):
     """No upstream could answer and nothing usable is cached."""
 

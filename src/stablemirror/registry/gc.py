@@ -100,11 +100,11 @@ async def remove_blob_file(store: BlobStore, index: RegistryIndex, digest: Diges
     Move it aside, then ask the index again: a concurrent upload records the blob before
     publishing its bytes, so a row seen now means the file must come back.
     """
-    trashed = store.trash(digest, uuid.uuid4().hex)
+    trashed = await store.trash(digest, uuid.uuid4().hex)
     if trashed is None:
         return True
     if await index.blob_known(str(digest)):
-        store.restore(digest, trashed)
+        await store.restore(digest, trashed)
         return False
-    trashed.unlink(missing_ok=True)
+    await store.drop_trashed(trashed)
     return True

@@ -14,6 +14,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,12 @@ def _statvfs(directory: Path) -> tuple[int, int]:
 class HealthService:
     def __init__(self, index: RegistryIndex, data_dir: Path, metrics: Metrics, *,
                  version: str, role: str, workers: int, probe_timeout: float = 3.0,
-                 usage_ttl: float = 10.0) -> None:
+                 usage_ttl: float = 10.0, push_dirs: tuple[str, ...] = PUSH_DIRS,
+                 probes: dict[str, Callable[[], Awaitable[object]]] | None = None) -> None:
+        """`push_dirs`: the data-dir directories a push writes (none when blobs live in
+        S3); `probes`: more readiness checks by name (the S3 bucket answers)."""
+        self.push_dirs = push_dirs
+        self.probes = probes or {}
         self.index = index
         self.data_dir = data_dir
         self.metrics = metrics
@@ -82,9 +88,11 @@ class HealthService:
         """Each check's result: "ok" or why it failed. Ready when all are "ok"."""
         checks = {"index": self._check(self.index.ping()),
                   "data_dir": self._check(asyncio.to_thread(_probe_writable, self.data_dir))}
-        for name in PUSH_DIRS:
+        for name in self.push_dirs:
             checks[name] = self._check(asyncio.to_thread(_probe_dir_writable,
                                                          self.data_dir / name))
+        for name, probe in self.probes.items():
+            checks[name] = self._check(probe())
         results = await asyncio.gather(*checks.values())
         return dict(zip(checks, results, strict=True))
 

@@ -173,7 +173,9 @@ class HostedRegistry:
         path = self.store.local_path(d)
         if path is not None and not path.exists():
             raise BlobUnknown(repository=repository, digest=digest)
-        return BlobSource(d, size, path, lambda offset, length: self.store.read(d, offset, length))
+        return BlobSource(d, size, path, lambda offset, length: self.store.read(d, offset, length),
+                          redirect_url=await self.store.redirect_url(d),
+                          first_piece_before_headers=path is None)
 
     async def delete_blob(self, ctx: RequestContext, repository: str, digest: str) -> None:
         validate_name(repository)

@@ -28,6 +28,9 @@ class RequestContext:
     # X-Forwarded-For headers, from which a gray release finds the client's cohort.
     client_id: str = ""
     forwarded_for: str = ""
+    # Another replica of this mirror asks (api/replica.py): never hand the request back to
+    # another replica (mirror/replicas.py).
+    from_replica: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,11 @@ class BlobSource:
     # For a blob still arriving (the mirror): (offset, length) -> (fd, offset, count) pieces
     # as they become sendable, so the HTTP layer can sendfile(2) from the file being fetched.
     regions: Callable[[int, int], AsyncIterator[tuple[int, int, int]]] | None = None
+    # A URL the client may GET the bytes from itself (S3 with `redirect: true`): 307.
+    redirect_url: str | None = None
+    # A remote store (S3): wait for the stream's first piece before sending headers, so a
+    # store that does not answer still gets a clean error response (api/ranges.py).
+    first_piece_before_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,9 +41,16 @@ class ReleaseRegistry(ForwardingRegistry):
                            ) -> StoredManifest:
         if ":" in reference or not self.is_hosted(repository):
             return await self.inner.get_manifest(ctx, repository, reference)
-        entry = await self.releases.resolve(ctx, repository, reference)
-        if entry is None:
+        # Tags and channels never share a name (a push refuses a channel's name, a channel
+        # refuses a tag's): the plain tag is asked first, so a GET of an ordinary tag costs
+        # one index read, and only a miss asks whether the name is a channel.
+        try:
             found = await self.inner.get_manifest(ctx, repository, reference)
+        except ManifestUnknown:
+            entry = await self.releases.resolve(ctx, repository, reference)
+            if entry is None:
+                raise
+        else:
             if parse_version(reference) is not None:
                 await self.releases.pulled(ctx, repository, None, reference, found.digest)
             return found

@@ -59,6 +59,7 @@ class ReleaseService:
         """`audit`: when given, pulls are recorded through it and every channel move
         appends its audit record in the move's own transaction."""
         self.db = db
+        self._channel_query = store.channel_query()  # the hot read, built once
         self.settings = settings
         self.metrics = metrics
         self.audit = audit
@@ -92,7 +93,8 @@ class ReleaseService:
         """The version this client gets for `tag` if it is a channel of `repository`."""
         if not is_valid_tag(tag) or parse_version(tag) is not None or is_floating_tag(tag):
             return None  # versions and floating tags are never channels: no query
-        entries = await self.db.read(lambda c: store.channel(c, repository, tag))
+        row = await self.db.read_row(self._channel_query, repo=repository, name=tag)
+        entries = None if row is None else store.load_entries(row[0])
         if not entries:
             return None
         return resolve(repository, tag, self.identity(ctx), entries)
@@ -270,7 +272,12 @@ class ReleaseService:
     def _move(self, c: Connection, ctx: RequestContext, repository: str, rid: int,
               channel: str, action: str, after: tuple[Entry, ...], reason: str,
               forced: bool) -> store.HistoryRow:
-        before = store.channels(c, rid).get(channel, ())
+        channels = store.channels(c, rid)
+        if channel not in channels and channel in store.tags(c, rid):
+            raise ReleaseInvalid(field="channel", channel=channel,
+                                 reason=f"{repository} has a tag {channel}: a channel "
+                                        "cannot take a tag's name (delete the tag first)")
+        before = channels.get(channel, ())
         row = store.move(c, self.db.insert, rid, channel, action, self.actor(ctx), before,
                          after, reason, forced)
         if self.audit is not None:

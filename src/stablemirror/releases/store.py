@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, Select, and_, bindparam, func, select
 
 from stablemirror.index import schema as s
 from stablemirror.index import schema_releases as r
@@ -51,13 +51,13 @@ def repo_id(c: Connection, repository: str) -> int | None:
                      .where(s.repositories.c.name == repository)).scalar()
 
 
-def channel(c: Connection, repository: str, name: str) -> tuple[Entry, ...] | None:
-    """The hot read: is this tag a channel of the repository, and where does it point."""
-    q = (select(r.release_channels.c.entries)
-         .join(s.repositories, s.repositories.c.id == r.release_channels.c.repo_id)
-         .where(s.repositories.c.name == repository, r.release_channels.c.name == name))
-    text = c.execute(q).scalar()
-    return None if text is None else load_entries(text)
+def channel_query() -> Select[Any]:
+    """The hot read: is this tag a channel of the repository, and where does it point.
+    Built once (ReleaseService) and run with `Database.read_row(repo=, name=)`."""
+    return (select(r.release_channels.c.entries)
+            .join(s.repositories, s.repositories.c.id == r.release_channels.c.repo_id)
+            .where(s.repositories.c.name == bindparam("repo"),
+                   r.release_channels.c.name == bindparam("name")))
 
 
 def channels(c: Connection, rid: int) -> dict[str, tuple[Entry, ...]]:

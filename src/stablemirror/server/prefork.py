@@ -19,7 +19,7 @@ from stablemirror.compose.app import build_app, run_guarded
 from stablemirror.config import Settings
 from stablemirror.metrics import Metrics, prepare_multiprocess_dir
 from stablemirror.server.metrics_dir import InstanceMetricsDir
-from stablemirror.server.startup import bind, check_data_dir, migrate_index
+from stablemirror.server.startup import bind, check_data_dir, check_storage, migrate_index
 
 log = logging.getLogger("stablemirror.server")
 SHUTDOWN_TIMEOUT = 10.0  # seconds requests in flight get to finish after SIGTERM
@@ -61,6 +61,7 @@ def serve(settings: Settings) -> None:
     sock = bind(settings)
     try:
         check_data_dir(settings, create=True)
+        check_storage(settings)
         migrate_index(settings)  # once, before any worker opens the index
         # After the bind, so a server that cannot start leaves a running one's values
         # alone; before forking, and for --workers 1 too, so every worker count exports

@@ -8,6 +8,7 @@ chmod-0 directory while a read-only mount or an immutable directory still refuse
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -19,6 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from stablemirror.config import Settings
 from stablemirror.index.migrate import upgrade
 from stablemirror.logs import configure_logging
+from stablemirror.oci.errors import StorageUnavailable
+from stablemirror.store.s3_client import S3Connection, S3Missing
 
 # The directories a push writes to (store/filesystem.py); `serve` checks them at start
 # and /readyz keeps checking them (registry/health.py).
@@ -36,6 +39,10 @@ def configure_command_logging(settings: Settings) -> None:
     # Alembic logs every migration step at INFO: noise in every command's output.
     if settings.log_level != "debug":
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # botocore's debug lines carry request headers (the S3 access key id, signatures):
+    # never below INFO, whatever the log level.
+    for name in ("botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def probe_writable(directory: Path) -> None:
@@ -101,6 +108,31 @@ def _redacted(url: str) -> str:
     if not at:
         return url
     return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"
+
+
+def check_storage(settings: Settings) -> None:
+    """With `storage.backend: s3`, the bucket answers (created first with `create_bucket`);
+    an unreachable endpoint or a missing bucket is one line (never the keys)."""
+    if settings.storage.backend != "s3":
+        return
+    cfg = settings.storage.s3
+    where = cfg.endpoint or f"AWS S3 ({cfg.region})"
+
+    async def probe() -> None:
+        s3 = S3Connection(cfg, log_failures=False)
+        try:
+            await s3.ensure_bucket(create=cfg.create_bucket)
+        finally:
+            await s3.aclose()
+
+    try:
+        asyncio.run(probe())
+    except S3Missing:
+        raise StartupError(f"storage.s3.bucket {cfg.bucket!r}: no such bucket at {where} "
+                           "(storage.s3.create_bucket: true creates it)") from None
+    except StorageUnavailable as exc:
+        raise StartupError(f"storage.s3.endpoint {where}, bucket {cfg.bucket!r}: unusable: "
+                           f"{exc.detail.get('reason', 'no answer')}") from None
 
 
 def migrate_index(settings: Settings) -> None:

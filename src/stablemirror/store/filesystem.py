@@ -16,6 +16,7 @@ killed mid-PATCH cannot truncate them), so they are cut off before the session i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -117,28 +118,39 @@ class FilesystemBlobStore:
                         continue
                     yield digest, entry.stat().st_mtime
 
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return None  # served from disk with sendfile(2)
+
+    async def aclose(self) -> None:
+        return None
+
     # -- GC support: move aside, then restore or drop ------------------------------
-    def trash(self, digest: Digest, token: str) -> Path | None:
+    async def trash(self, digest: Digest, token: str) -> str | None:
         target = self.trash_root / f"{digest.algorithm}-{digest.hex}-{token}"
         try:
             os.rename(self._path(digest), target)
-            return target
+            return str(target)
         except FileNotFoundError:
             return None
 
-    def restore(self, digest: Digest, trashed: Path) -> None:
+    async def restore(self, digest: Digest, trashed: str) -> None:
         dest = self._path(digest)
-        if dest.exists():
-            trashed.unlink(missing_ok=True)
-        else:
-            os.rename(trashed, dest)
+        with contextlib.suppress(FileNotFoundError):  # already restored or dropped
+            if dest.exists():
+                os.unlink(trashed)
+            else:
+                os.rename(trashed, dest)
+
+    async def drop_trashed(self, trashed: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(trashed)
 
     # -- integrity: corrupt bytes leave blobs/ at once, kept aside for inspection -------
-    def quarantine(self, digest: Digest, token: str) -> Path | None:
+    async def quarantine(self, digest: Digest, token: str) -> str | None:
         target = self.quarantine_root / f"{digest.algorithm}-{digest.hex}-{token}"
         try:
             os.rename(self._path(digest), target)
-            return target
+            return str(target)
         except FileNotFoundError:
             return None
 

@@ -38,9 +38,3 @@ class HotTierSettings(BaseModel):
     def low_bytes(self) -> int:
         return int(self.max_bytes * self.low_watermark)
 
-
-class StorageSettings(BaseModel):
-    """Placeholder for the `storage` section feat/s3 adds in store/config.py: at the merge
-    its StorageSettings gains `hot: HotTierSettings` and this class goes."""
-
-    hot: HotTierSettings = Field(default_factory=HotTierSettings)

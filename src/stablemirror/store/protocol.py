@@ -1,4 +1,8 @@
-"""The blob store protocol. Every backend passes the same contract suite (tests/contract)."""
+"""The blob store protocol. Every backend passes the same contract suite (tests/contract).
+
+Backends: store/filesystem.py (the data dir) and store/s3.py (an S3 bucket); docs/storage.md.
+What GC and quarantine move aside is named by an opaque string the backend hands out (a
+path for the filesystem, a key for S3), so callers never assume a local file."""
 
 from __future__ import annotations
 
@@ -22,7 +26,12 @@ class BlobStore(Protocol):
         ...
 
     def local_path(self, digest: Digest) -> Path | None:
-        """A path for zero-copy serving when the blob sits on local disk."""
+        """A path for zero-copy serving when the blob sits on local disk (else None)."""
+        ...
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """A URL a client may fetch the blob from itself (S3 with `redirect: true`), or None
+        to have the registry serve the bytes."""
         ...
 
     def read(
@@ -57,7 +66,7 @@ class BlobStore(Protocol):
 
     async def publish_verified(self, path: Path, digest: Digest) -> None:
         """Make a local file whose digest the caller verified durable and visible as
-        `digest` (the mirror's fetched blobs; `upload_publish` goes through it too).
+        `digest` (the mirror's fetched blobs; S3 uploads it).
         `path` is consumed; an existing copy of `digest` wins. Once this returns, the blob
         survives a crash or power loss."""
         ...
@@ -68,15 +77,25 @@ class BlobStore(Protocol):
         """Upload ids with the time they last changed (for stale-upload cleanup)."""
         ...
 
-    def trash(self, digest: Digest, token: str) -> Path | None:
-        """GC step 1: move a blob out of sight (None if it was not there)."""
+    async def trash(self, digest: Digest, token: str) -> str | None:
+        """GC step 1: move a blob out of sight; returns what names the trashed copy (None
+        if it was not there)."""
         ...
 
-    def restore(self, digest: Digest, trashed: Path) -> None:
+    async def restore(self, digest: Digest, trashed: str) -> None:
         """GC undo: put a trashed blob back (or drop it if a new copy arrived meanwhile)."""
         ...
 
-    def quarantine(self, digest: Digest, token: str) -> Path | None:
-        """Move a blob that failed verification out of sight, kept for inspection (None if
-        it was not there). A later verified upload or heal of the digest publishes anew."""
+    async def drop_trashed(self, trashed: str) -> None:
+        """GC step 2: remove the trashed copy for good."""
+        ...
+
+    async def quarantine(self, digest: Digest, token: str) -> str | None:
+        """Move a blob that failed verification out of sight, kept for inspection; returns
+        where it went (None if it was not there). A later verified upload or heal of the
+        digest publishes anew."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (the app's cleanup, the end of a command)."""
         ...

@@ -74,6 +74,21 @@ class TieredBlobStore:
         self._hot_hit(digest, held[0])
         return held[1]
 
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """None for a hot copy (sent from here). A cold blob the cold tier would redirect
+        to (S3 `redirect: true`) is counted here, since its bytes never pass through us;
+        on its promoting hit it is served (and promoted) instead of redirected."""
+        if self.holds.hold(digest) is not None:
+            return None
+        url = await self.cold.redirect_url(digest)
+        if url is None:
+            return None
+        try:
+            hits, too_big = self.index.cold_hit(str(digest), time.time())
+        except Exception:
+            return url
+        return None if hits >= self.settings.promote_after and not too_big else url
+
     async def read(self, digest: Digest, offset: int = 0, length: int | None = None
                    ) -> AsyncIterator[bytes]:
         if self.holds.hold(digest) is not None:
@@ -227,16 +242,19 @@ class TieredBlobStore:
         self._drop_hot(digest)
         return await self.cold.delete(digest)
 
-    def trash(self, digest: Digest, token: str) -> Path | None:
+    async def trash(self, digest: Digest, token: str) -> str | None:
         self._drop_hot(digest)
-        return self.cold.trash(digest, token)
+        return await self.cold.trash(digest, token)
 
-    def restore(self, digest: Digest, trashed: Path) -> None:
-        self.cold.restore(digest, trashed)  # promoted again when it is read again
+    async def restore(self, digest: Digest, trashed: str) -> None:
+        await self.cold.restore(digest, trashed)  # promoted again when it is read again
 
-    def quarantine(self, digest: Digest, token: str) -> Path | None:
+    async def drop_trashed(self, trashed: str) -> None:
+        await self.cold.drop_trashed(trashed)
+
+    async def quarantine(self, digest: Digest, token: str) -> str | None:
         self._drop_hot(digest)
-        return self.cold.quarantine(digest, token)
+        return await self.cold.quarantine(digest, token)
 
     # -- everything else is the cold tier's -----------------------------------------------------
     def list_blobs(self) -> AsyncIterator[tuple[Digest, float]]:
@@ -276,3 +294,4 @@ class TieredBlobStore:
                 await self._evicting
         self.holds.close()
         self.index.close()
+        await self.cold.aclose()

@@ -136,6 +136,14 @@ def test_a_version_is_immutable_and_a_channel_cannot_be_pushed(
                      headers={"Content-Type": other.media_type}, timeout=30)
     assert r.status_code == 400 and error_codes(r) == ["TAG_INVALID"], r.text
     assert channel_digest(registry, repo, "stable") == digests["1.0.0"]
+    # ... and a channel cannot take a tag's name: tags and channels never share one, which
+    # is what lets a GET of a plain tag skip the channel lookup
+    r = api(registry, repo, "promote", {"version": "1.0.0", "channel": "scratch"})
+    assert r.status_code == 400 and "has a tag scratch" in r.text, r.text
+    got = requests.get(f"{registry.url}/v2/{repo}/manifests/scratch",
+                       headers={"Accept": MANIFEST_ACCEPT}, timeout=30)
+    assert got.headers["Docker-Content-Digest"] == other.digest
+    assert "Stablemirror-Channel" not in got.headers
 
 
 def test_immutability_rules_and_floating_tags_per_namespace(registry: LiveServer) -> None:

@@ -62,3 +62,22 @@ async def test_a_failing_job_runs_again_and_first_now_decides_the_first_run() ->
     await app.shutdown()
     assert runs["now"] >= 3  # a failure is logged, not the end of the job
     assert runs["later"] == 0  # its first run is one interval away
+
+
+def test_jobs_need_a_runner_and_run_as_one_more_loop() -> None:
+    from stablemirror.jobs.config import JobSettings
+    from stablemirror.jobs.runner import JobContext, JobRunner
+
+    async def handler(_ctx: JobContext) -> None:
+        return None
+
+    try:
+        Background().job("gc", 60, handler)
+    except RuntimeError as e:
+        assert "runner" in str(e)
+    else:
+        raise AssertionError("a job without a runner was accepted")
+    runner = JobRunner(queue=None, settings=JobSettings(), replica="r")  # type: ignore[arg-type]
+    background = Background(runner)
+    background.job("gc", 60, handler, per_host=True)
+    assert "gc" in runner.kinds

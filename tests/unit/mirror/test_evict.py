@@ -47,7 +47,7 @@ class Cached:
 
 
 class NoFiles:
-    def trash(self, _digest: Any, _name: str) -> None:
+    async def trash(self, _digest: Any, _name: str) -> None:
         return None  # nothing on disk: removal is done
 
 

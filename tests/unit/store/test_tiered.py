@@ -215,8 +215,8 @@ async def test_delete_trash_and_quarantine_take_the_hot_copy_along(
         await settle(tier)
         assert tier.local_path(d) is not None
     assert await tier.delete(one)
-    assert tier.trash(two, "t") is not None
-    assert tier.quarantine(three, "q") is not None
+    assert await tier.trash(two, "t") is not None
+    assert await tier.quarantine(three, "q") is not None
     for d in (one, two, three):
         assert tier.local_path(d) is None and await tier.stat(d) is None
         assert not hot_file(tier, d).exists()
@@ -236,7 +236,7 @@ async def test_a_delete_during_a_promotion_wins(cold: CountingStore, tmp_path: P
         if tier.promotions.files.path(d, "part").exists():
             break
         await asyncio.sleep(0.005)
-    assert tier.trash(d, "gc") is not None
+    assert await tier.trash(d, "gc") is not None
     assert await asyncio.wait_for(reading, 10) == data  # its bytes were verified
     await settle(tier)
     assert not hot_file(tier, d).exists() and tier.local_path(d) is None

@@ -1,0 +1,48 @@
+"""Composition of the job queue (called from app.py): this worker's runner, and the jobs
+that belong to no other room's composition (GC). docs/jobs.md lists every kind."""
+
+from __future__ import annotations
+
+import logging
+
+from stablemirror.compose.background import Background
+from stablemirror.compose.layout import DataDir
+from stablemirror.config import Settings
+from stablemirror.index.db import Database
+from stablemirror.index.protocol import RegistryIndex
+from stablemirror.index.sql_jobs import SqlJobQueue
+from stablemirror.jobs.runner import JobContext, JobRunner
+from stablemirror.registry.gc import GarbageCollector
+from stablemirror.store.protocol import BlobStore
+
+log = logging.getLogger("stablemirror.gc")
+
+
+def job_queue(settings: Settings, db: Database) -> SqlJobQueue:
+    cfg = settings.jobs
+    return SqlJobQueue(db, max_attempts=cfg.max_attempts, backoff_seconds=cfg.backoff_seconds,
+                       backoff_max_seconds=cfg.backoff_max_seconds)
+
+
+def build_runner(settings: Settings, db: Database) -> JobRunner:
+    return JobRunner(job_queue(settings, db), settings.jobs, settings.replica)
+
+
+def schedule_gc(settings: Settings, background: Background, store: BlobStore,
+                index: RegistryIndex) -> None:
+    """`gc.interval_seconds`: online GC (abandoned uploads and partial fetches too) as the
+    periodic `gc` job, once across replicas: they share the index and the blob store."""
+    cfg = settings.gc
+    if cfg.interval_seconds <= 0:
+        return
+    collector = GarbageCollector(store, index, cfg.grace_seconds, cfg.upload_max_age_seconds,
+                                 fetch_dir=DataDir(settings.data_dir).fetch)
+
+    async def collect(_ctx: JobContext) -> None:
+        report = await collector.run()
+        if report.blobs_deleted or report.uploads_removed or report.orphan_files_deleted:
+            log.info("gc: %d blobs, %d orphan files, %d uploads removed, %d bytes freed",
+                     report.blobs_deleted, report.orphan_files_deleted,
+                     report.uploads_removed, report.bytes_freed)
+
+    background.job("gc", cfg.interval_seconds, collect, first_now=False)

@@ -1,0 +1,1 @@
+"""The persistent job queue's runner: leases, heartbeats, retries, periodic slots."""
