@@ -49,11 +49,12 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"{what} did not start")
 
 
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[bytes]:
+def start(argv: list[str], log: Path, env: dict[str, str] | None = None,
+          inherit: bool = True) -> subprocess.Popen[bytes]:
+    full = {**os.environ, **(env or {})} if inherit else dict(env or {})
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full,
+                                start_new_session=True)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -126,7 +127,10 @@ storage:
   cache: {{blobdescriptor: inmemory}}
 http: {{addr: "127.0.0.1:{ref_port}"}}
 """)
-        procs.append(start(["docker-registry", "serve", str(config)], tmp / "registry.log"))
+        # The AWS SDK reads AWS_* from the environment (a CA bundle for http:// panics it).
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        procs.append(start(["docker-registry", "serve", str(config)], tmp / "registry.log",
+                           clean, inherit=False))
         ref = f"http://127.0.0.1:{ref_port}"
         wait_ready(ref, procs[-1], "docker-registry")
 
