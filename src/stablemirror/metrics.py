@@ -51,6 +51,7 @@ FoundBy = Literal["scrub", "read"]
 ScanResult = Literal["clean", "findings", "failed"]
 ScanCategory = Literal["unsafe_code", "malformed", "secret", "vulnerability"]
 ScanBlock = Literal["findings", "pending", "failed", "warned"]
+TierName = Literal["hot", "cold"]  # store/tiered.py
 # Why a weight layer was fetched whole instead of by delta (delta/, mirror/delta_source.py).
 DeltaFallback = Literal["no_index", "bad_index", "no_shared_chunks", "no_range",
                         "index_mismatch", "digest_mismatch", "error"]
@@ -201,6 +202,17 @@ class Metrics:
         self.uploads = Gauge(
             f"{PREFIX}uploads_in_progress", "Open blob upload sessions.",
             multiprocess_mode="mostrecent", registry=r)
+        # The hot tier (store/tiered.py); its size is storage_bytes{tier="hot"}.
+        self.tier_hits = Counter(f"{PREFIX}tier_hits_total",
+                                 "Blob reads, by the tier that answered them.", ["tier"],
+                                 registry=r)
+        self.tier_bytes = Counter(f"{PREFIX}tier_bytes_total",
+                                  "Blob bytes read, by the tier that supplied them.", ["tier"],
+                                  registry=r)
+        self.tier_promotions = Counter(f"{PREFIX}tier_promotions_total",
+                                       "Blobs copied, verified, into the hot tier.", registry=r)
+        self.tier_demotions = Counter(f"{PREFIX}tier_demotions_total",
+                                      "Hot copies evicted to make room.", registry=r)
         self.gc_freed = Counter(
             f"{PREFIX}gc_freed_bytes_total", "Bytes garbage collection removed.", registry=r)
         # Integrity and trust (trust/enforce.py, integrity/scrub.py, integrity/reads.py).
@@ -284,6 +296,9 @@ class Metrics:
             self.cache_requests.labels(result)
         for source in get_args(Source):
             self.bytes_served.labels(source)
+        for tier in get_args(TierName):
+            self.tier_hits.labels(tier)
+            self.tier_bytes.labels(tier)
 
     # -- what the HTTP layer records ---------------------------------------------------------
     def _child(self, metric: _M, *values: str) -> _M:
@@ -354,6 +369,18 @@ class Metrics:
 
     def set_uploads_in_progress(self, n: int) -> None:
         self.uploads.set(n)
+
+    def tier_read(self, tier: TierName, n: int, hits: int = 1) -> None:
+        if hits:
+            self._child(self.tier_hits, tier).inc(hits)
+        if n:
+            self._child(self.tier_bytes, tier).inc(n)
+
+    def tier_promoted(self) -> None:
+        self.tier_promotions.inc()
+
+    def tier_demoted(self, n: int) -> None:
+        self.tier_demotions.inc(n)
 
     def gc_freed_bytes(self, n: int) -> None:
         if n > 0:

@@ -26,8 +26,10 @@ from stablemirror.oci.errors import (
 )
 from stablemirror.store.config import S3Settings
 from stablemirror.store.filesystem import FilesystemBlobStore
+from stablemirror.store.hot_config import HotTierSettings
 from stablemirror.store.protocol import BlobStore
 from stablemirror.store.s3 import S3BlobStore
+from stablemirror.store.tiered import TieredBlobStore
 from tests.support.seaweed import SeaweedS3
 
 CONTRACT_BUCKET = "contract"
@@ -59,10 +61,22 @@ def open_s3(location: Path, request: pytest.FixtureRequest) -> BlobStore:
                                   part_size_mib=5))
 
 
+def hot_over(cold: Callable[[Path, pytest.FixtureRequest], BlobStore]
+             ) -> Callable[[Path, pytest.FixtureRequest], BlobStore]:
+    """The hot tier over another backend; every blob read is promoted at once, so the
+    reads below exercise the promotion and the hot copies too."""
+    def open_tiered(location: Path, request: pytest.FixtureRequest) -> BlobStore:
+        (location / "cold").mkdir(exist_ok=True)
+        return TieredBlobStore(cold(location / "cold", request), location / "hot",
+                               HotTierSettings(path=location / "hot", promote_after=1))
+    return open_tiered
+
+
 BACKENDS = [
     Backend("filesystem", open_filesystem),
     Backend("s3", open_s3),
-    # Another backend (a tier over these) joins here with its own opener.
+    Backend("tiered-filesystem", hot_over(open_filesystem)),
+    Backend("tiered-s3", hot_over(open_s3)),
 ]
 
 
@@ -86,8 +100,9 @@ async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Har
     location = tmp_path / "store"
     location.mkdir()
     store = backend.open(location, request)
-    if isinstance(store, S3BlobStore):
-        await store.s3.ensure_bucket(create=True)
+    cold = store.cold if isinstance(store, TieredBlobStore) else store
+    if isinstance(cold, S3BlobStore):
+        await cold.s3.ensure_bucket(create=True)
     harness = Harness(backend, location, store, request, [store])
     yield harness
     for opened in harness.opened:

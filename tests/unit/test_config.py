@@ -192,6 +192,23 @@ def test_an_unknown_role_is_refused() -> None:
     assert refused(role="hub").startswith("--role 'hub': input should be 'center', 'edge'")
 
 
+def test_hot_tier_settings_and_their_mistakes(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    config = write(tmp_path, f"storage:\n  hot:\n    path: {tmp_path / 'hot'}\n"
+                             "    max_bytes: 1000\n    promote_after: 3\n")
+    hot = load_settings(config).storage.hot
+    assert (hot.path, hot.max_bytes, hot.promote_after) == (tmp_path / "hot", 1000, 3)
+    assert (hot.high_bytes, hot.low_bytes) == (900, 700)
+    assert load_settings().storage.hot.path is None  # off unless a path is given
+    monkeypatch.setenv("STABLEMIRROR_STORAGE__HOT__LOW_WATERMARK", "0.95")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert str(e.value) == ("STABLEMIRROR_STORAGE__HOT__LOW_WATERMARK '0.95': must be below "
+                            "high_watermark (0.9)")
+    monkeypatch.delenv("STABLEMIRROR_STORAGE__HOT__LOW_WATERMARK")
+    monkeypatch.setenv("STABLEMIRROR_STORAGE__HOT__PROMOTE_AFTER", "0")
+    with pytest.raises(SettingsError, match="PROMOTE_AFTER '0': must be at least 1"):
+        load_settings()
 def test_storage_section_from_yaml_and_environment(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     config = write(tmp_path, "storage:\n  backend: s3\n  s3:\n    bucket: from-file\n"

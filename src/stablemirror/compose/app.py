@@ -25,7 +25,7 @@ from stablemirror.compose.jobs import build_runner, schedule_gc
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.scanning import build_scanning
-from stablemirror.compose.storage import build_store, readiness_checks
+from stablemirror.compose.storage import build_store, cold_of, readiness_checks
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.delta.hosted import PushIndexer
@@ -56,7 +56,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
     mirror = build_mirror(settings, hosted, store, index, db, metrics)
     # Pushed weight layers get chunk indexes, as referrers, in the background (delta/).
-    push_indexer = PushIndexer(hosted, store)
+    push_indexer = PushIndexer(hosted, cold_of(store))  # local files of every blob
     routed = push_indexer.wrap(mirror.registry if mirror is not None else hosted)
     app.on_cleanup.append(push_indexer.stop)
     # Release channels resolve per client in hosted namespaces (compose/releases.py).

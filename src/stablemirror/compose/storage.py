@@ -1,4 +1,5 @@
-"""The blob store the settings name (`storage.backend`), built in one place."""
+"""The blob store the settings name (`storage.backend`), built in one place; with
+`storage.hot.path` set, the hot tier in front of it (store/tiered.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,29 @@ from stablemirror.metrics import Metrics
 from stablemirror.store.filesystem import FilesystemBlobStore
 from stablemirror.store.protocol import BlobStore
 from stablemirror.store.s3 import S3BlobStore
+from stablemirror.store.tiered import TieredBlobStore
 
 
 def build_store(settings: Settings, metrics: Metrics | None = None) -> BlobStore:
     if settings.storage.backend == "s3":
-        return S3BlobStore(settings.storage.s3, metrics)
-    return FilesystemBlobStore(settings.data_dir)
+        store: BlobStore = S3BlobStore(settings.storage.s3, metrics)
+    else:
+        store = FilesystemBlobStore(settings.data_dir)
+    hot = settings.storage.hot
+    if hot.path is not None:  # GC, quarantine and mirror evictions take hot copies along
+        return TieredBlobStore(store, hot.path, hot, metrics)
+    return store
+
+
+def cold_of(store: BlobStore) -> BlobStore:
+    """The store beneath the hot tier (what readers of local files of *every* blob need,
+    e.g. the push indexer), or the store itself."""
+    return store.cold if isinstance(store, TieredBlobStore) else store
 
 
 def readiness_checks(store: BlobStore) -> dict[str, Any]:
     """HealthService arguments: the data-dir push directories, or the bucket for S3."""
-    if isinstance(store, S3BlobStore):
-        return {"push_dirs": (), "probes": {"s3": store.probe}}
+    cold = cold_of(store)
+    if isinstance(cold, S3BlobStore):
+        return {"push_dirs": (), "probes": {"s3": cold.probe}}
     return {}

@@ -84,6 +84,22 @@ def check_data_dir(settings: Settings, *, create: bool) -> None:
         sub = path / name
         if sub.exists() or sub.is_symlink():
             _check_writable(sub, "data dir")
+    check_hot_dir(settings)
+
+
+def check_hot_dir(settings: Settings) -> None:
+    """The hot tier's directory (store/tiered.py), when one is set: made, and writable."""
+    hot = settings.storage.hot.path
+    if hot is None:
+        return
+    try:
+        hot.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # a file, not a directory: said below
+    except OSError as exc:
+        raise StartupError(f"storage.hot.path '{hot}': cannot create: {exc.strerror}"
+                           ) from None
+    _check_writable(hot, "storage.hot.path")
 
 
 def _redacted(url: str) -> str:

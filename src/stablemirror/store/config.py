@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from stablemirror.store.hot_config import HotTierSettings
+
 Backend = Literal["filesystem", "s3"]
 
 
@@ -39,6 +41,7 @@ class StorageSettings(BaseModel):
     backend: Backend = Field(default="filesystem",
                              description="where blobs live: filesystem (data_dir) or s3")
     s3: S3Settings = Field(default_factory=S3Settings)
+    hot: HotTierSettings = Field(default_factory=HotTierSettings)  # store/tiered.py
 
     @model_validator(mode="after")
     def _s3_has_a_bucket(self) -> StorageSettings:
