@@ -16,11 +16,10 @@ depend on the worker count. docs/metrics.md lists every series and who updates i
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,48 +34,58 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-PREFIX = "stablemirror_"
-_M = TypeVar("_M", Counter, Gauge, Histogram)
+from stablemirror.metrics.labels import (
+    CACHE_RESULTS,
+    DURATION_BUCKETS,
+    FOUND_BY,
+    HTTP_METHODS,
+    INVALID,
+    KINDS,
+    MAX_RELEASE_SERIES,
+    NAMESPACE,
+    OTHER,
+    PREFIX,
+    REASONS,
+    REPLICA_ROLES,
+    SCRUB_RESULTS,
+    SIGNATURE_RESULTS,
+    SOURCES,
+    UPSTREAM_BUCKETS,
+    UPSTREAM_RESULTS,
+    CacheResult,
+    ChunkOutcome,
+    DeltaFallback,
+    FailureReason,
+    FoundBy,
+    Kind,
+    S3Direction,
+    S3Operation,
+    ScanBlock,
+    ScanCategory,
+    ScanResult,
+    ScrubResult,
+    SignatureResult,
+    Source,
+    TierName,
+    UpstreamResult,
+    check,
+    config_name,
+)
+from stablemirror.metrics.storage import StorageMetrics
+
+# Callers import names from here; the label sets live in labels.py.
+__all__ = [
+    "CACHE_RESULTS", "CONTENT_TYPE", "DURATION_BUCKETS", "FOUND_BY", "HTTP_METHODS", "INVALID",
+    "KINDS", "MAX_RELEASE_SERIES", "MULTIPROC_ENV", "NAMESPACE", "OTHER", "PREFIX", "REASONS",
+    "REPLICA_ROLES", "SCRUB_RESULTS", "SIGNATURE_RESULTS", "SOURCES", "UPSTREAM_BUCKETS",
+    "UPSTREAM_RESULTS", "CacheResult", "ChunkOutcome", "DeltaFallback", "FailureReason",
+    "FoundBy", "Kind", "Metrics", "S3Direction", "S3Operation", "ScanBlock", "ScanCategory",
+    "ScanResult", "ScrubResult", "SignatureResult", "Source", "TierName", "UpstreamHealth",
+    "UpstreamResult", "prepare_multiprocess_dir",
+]
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-Kind = Literal["manifest", "blob"]
-FailureReason = Literal["not_found", "denied", "upstream", "client_abort", "invalid", "error"]
-Source = Literal["local", "upstream"]
-CacheResult = Literal["hit", "miss", "coalesced", "stale"]
-UpstreamResult = Literal["ok", "not_found", "error", "timeout"]
-SignatureResult = Literal["ok", "warned", "denied"]
-ScrubResult = Literal["ok", "corrupt"]
-FoundBy = Literal["scrub", "read"]
-ScanResult = Literal["clean", "findings", "failed"]
-ScanCategory = Literal["unsafe_code", "malformed", "secret", "vulnerability"]
-ScanBlock = Literal["findings", "pending", "failed", "warned"]
-TierName = Literal["hot", "cold"]  # store/tiered.py
-# Why a weight layer was fetched whole instead of by delta (delta/, mirror/delta_source.py).
-DeltaFallback = Literal["no_index", "bad_index", "no_shared_chunks", "no_range",
-                        "index_mismatch", "digest_mismatch", "error"]
-ChunkOutcome = Literal["reused", "fetched"]
-# S3 API calls of the S3 blob store (store/s3_client.py).
-S3Operation = Literal["head", "get", "put", "delete", "copy", "list", "create_multipart",
-                      "upload_part", "upload_part_copy", "complete_multipart",
-                      "abort_multipart", "head_bucket", "create_bucket"]
-S3Direction = Literal["sent", "received"]
-
-# From a 304 or a 2 kB manifest (ms) to a multi-GB layer over a slow link (an hour).
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-# Upstream latency is time to response headers, not transfer time.
-UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# A label value that names configuration (an upstream, a tier, a replication rule).
-_CONFIG_UNSAFE = re.compile(r"[^A-Za-z0-9._:/-]")
-# The first component of a repository name (OCI distribution grammar).
-_NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-OTHER = "_other"  # namespaces beyond the per-process bound
-INVALID = "_invalid"  # not a repository name at all
-MAX_RELEASE_SERIES = 1000  # (repository, channel, version) per process; then `_other`
-
 
 def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
     """Point prometheus_client at `path` for this process and the workers it forks.
@@ -94,29 +103,6 @@ def prepare_multiprocess_dir(path: Path, *, clean: bool) -> Path:
     # imported, which may be before we knew the directory: ask it again.
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return path
-
-
-_KINDS = frozenset(get_args(Kind))
-_REASONS = frozenset(get_args(FailureReason))
-_SOURCES = frozenset(get_args(Source))
-_CACHE_RESULTS = frozenset(get_args(CacheResult))
-_REPLICA_ROLES = frozenset({"owner", "follower", "fallback"})
-_UPSTREAM_RESULTS = frozenset(get_args(UpstreamResult))
-_SIGNATURE_RESULTS = frozenset(get_args(SignatureResult))
-_SCRUB_RESULTS = frozenset(get_args(ScrubResult))
-_FOUND_BY = frozenset(get_args(FoundBy))
-
-
-def _check(value: str, allowed: frozenset[str], what: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{what} {value!r} is not one of {sorted(allowed)}")
-    return value
-
-
-def _config_name(value: str) -> str:
-    # Bounded by the configuration already: tidied rather than refused, so recording a
-    # metric never fails a request. Credentials in a URL (user:password@) are dropped.
-    return _CONFIG_UNSAFE.sub("_", value.rpartition("@")[2])[:100] or "_unnamed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +131,7 @@ class _Exported(Collector):
                     yield family
 
 
-class Metrics:
+class Metrics(StorageMetrics):
     def __init__(self, multiprocess_dir: Path | None = None, max_namespaces: int = 100) -> None:
         if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(
                 multiprocess_dir):
@@ -156,6 +142,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._registry = CollectorRegistry(auto_describe=False)
         r = self._registry
+        self._declare_storage(r)
         self.http_requests = Counter(
             f"{PREFIX}http_requests_total", "HTTP requests answered, by route and status.",
             ["method", "route", "status"], registry=r)
@@ -187,32 +174,6 @@ class Metrics:
         self.failovers = Counter(
             f"{PREFIX}upstream_failovers_total",
             "Requests retried on another upstream after one failed.", registry=r)
-        self.replica_fetches = Counter(
-            f"{PREFIX}replica_fetches_total",
-            "Fetch leaders by role across replicas: owner (transferred from upstream), "
-            "follower (streamed from the owning replica), fallback (owner unreachable).",
-            ["role"], registry=r)
-        self.storage_bytes = Gauge(
-            f"{PREFIX}storage_bytes", "Bytes of blobs stored, by tier.",
-            ["tier"], multiprocess_mode="mostrecent", registry=r)
-        self.storage_capacity = Gauge(
-            f"{PREFIX}storage_capacity_bytes",
-            "Bytes the tier can hold: its blobs plus the space still free to it.",
-            ["tier"], multiprocess_mode="mostrecent", registry=r)
-        self.uploads = Gauge(
-            f"{PREFIX}uploads_in_progress", "Open blob upload sessions.",
-            multiprocess_mode="mostrecent", registry=r)
-        # The hot tier (store/tiered.py); its size is storage_bytes{tier="hot"}.
-        self.tier_hits = Counter(f"{PREFIX}tier_hits_total",
-                                 "Blob reads, by the tier that answered them.", ["tier"],
-                                 registry=r)
-        self.tier_bytes = Counter(f"{PREFIX}tier_bytes_total",
-                                  "Blob bytes read, by the tier that supplied them.", ["tier"],
-                                  registry=r)
-        self.tier_promotions = Counter(f"{PREFIX}tier_promotions_total",
-                                       "Blobs copied, verified, into the hot tier.", registry=r)
-        self.tier_demotions = Counter(f"{PREFIX}tier_demotions_total",
-                                      "Hot copies evicted to make room.", registry=r)
         self.gc_freed = Counter(
             f"{PREFIX}gc_freed_bytes_total", "Bytes garbage collection removed.", registry=r)
         # Integrity and trust (trust/enforce.py, integrity/scrub.py, integrity/reads.py).
@@ -249,38 +210,6 @@ class Metrics:
             f"{PREFIX}scan_blocked_pulls_total",
             "Manifest GETs refused (or served under warn) by a scanning policy, by reason.",
             ["reason"], registry=r)
-        # Delta transfer (mirror/delta_source.py, delta/fetcher.py).
-        self.delta_saved = Counter(
-            f"{PREFIX}delta_bytes_saved_total",
-            "Bytes of weight layers taken from local chunks instead of fetched upstream.",
-            registry=r)
-        self.delta_chunks = Counter(
-            f"{PREFIX}delta_chunks_total",
-            "Chunks of delta-fetched layers, reused locally or fetched (hit ratio).",
-            ["outcome"], registry=r)
-        self.delta_fallbacks = Counter(
-            f"{PREFIX}delta_fallbacks_total",
-            "Weight-layer fetches that went whole instead of by delta, by reason.",
-            ["reason"], registry=r)
-        for outcome in get_args(ChunkOutcome):
-            self.delta_chunks.labels(outcome)
-        for fallback in get_args(DeltaFallback):
-            self.delta_fallbacks.labels(fallback)
-        # The S3 blob store (store/s3_client.py): every API call, failures, body bytes.
-        self.s3_requests = Counter(f"{PREFIX}s3_requests_total",
-                                   "S3 API requests of the blob store, by operation.",
-                                   ["operation"], registry=r)
-        self.s3_errors = Counter(f"{PREFIX}s3_request_errors_total",
-                                 "S3 API requests that failed (after retries), by operation.",
-                                 ["operation"], registry=r)
-        self.s3_bytes = Counter(f"{PREFIX}s3_bytes_total",
-                                "Object bytes sent to or received from S3, by direction.",
-                                ["direction"], registry=r)
-        for op in get_args(S3Operation):
-            self.s3_requests.labels(op)
-            self.s3_errors.labels(op)
-        for direction in get_args(S3Direction):
-            self.s3_bytes.labels(direction)
         for scan_result in get_args(ScanResult):
             self.scans.labels(scan_result)
         for block in get_args(ScanBlock):
@@ -296,20 +225,8 @@ class Metrics:
             self.cache_requests.labels(result)
         for source in get_args(Source):
             self.bytes_served.labels(source)
-        for tier in get_args(TierName):
-            self.tier_hits.labels(tier)
-            self.tier_bytes.labels(tier)
 
     # -- what the HTTP layer records ---------------------------------------------------------
-    def _child(self, metric: _M, *values: str) -> _M:
-        # labels() validates and locks on every call; the hot per-request series are
-        # looked up here instead (as bounded as the label values themselves).
-        key = (id(metric), values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return cast(_M, child)
-
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else "other"
         self._child(self.http_requests, method, route, str(status)).inc()
@@ -318,7 +235,7 @@ class Metrics:
     def namespace(self, repository: str) -> str:
         """The bounded `namespace` label of a repository (or namespace) name."""
         first = repository.split("/", 1)[0]
-        if not _NAMESPACE.match(first):
+        if not NAMESPACE.match(first):
             return INVALID
         if first not in self._namespaces:
             # Names come from clients; past the bound they share one label value.
@@ -329,59 +246,35 @@ class Metrics:
 
     def pull(self, kind: Kind, repository: str) -> None:
         """A manifest or blob GET was received (call once per GET, success or not)."""
-        self._child(self.pulls, _check(kind, _KINDS, "kind"), self.namespace(repository)).inc()
+        self._child(self.pulls, check(kind, KINDS, "kind"), self.namespace(repository)).inc()
 
     def pull_failure(self, kind: Kind, repository: str, reason: FailureReason) -> None:
-        self.pull_failures.labels(_check(kind, _KINDS, "kind"), self.namespace(repository),
-                                  _check(reason, _REASONS, "reason")).inc()
+        self.pull_failures.labels(check(kind, KINDS, "kind"), self.namespace(repository),
+                                  check(reason, REASONS, "reason")).inc()
 
     def blob_bytes_served(self, source: Source, n: int) -> None:
         if n > 0:
-            self._child(self.bytes_served, _check(source, _SOURCES, "source")).inc(n)
+            self._child(self.bytes_served, check(source, SOURCES, "source")).inc(n)
 
     # -- what the mirror records ------------------------------------------------------------------
     def cache(self, result: CacheResult) -> None:
-        self.cache_requests.labels(_check(result, _CACHE_RESULTS, "cache result")).inc()
+        self.cache_requests.labels(check(result, CACHE_RESULTS, "cache result")).inc()
 
     def upstream_request(self, upstream: str, result: UpstreamResult,
                          seconds: float | None = None) -> None:
         """One request to `upstream` (its configured name); `seconds` to response headers."""
-        name = _config_name(upstream)
-        self.upstream_requests.labels(name, _check(result, _UPSTREAM_RESULTS, "result")).inc()
+        name = config_name(upstream)
+        self.upstream_requests.labels(name, check(result, UPSTREAM_RESULTS, "result")).inc()
         if seconds is not None:
             self.upstream_latency.labels(name).observe(seconds)
 
     def set_upstream_up(self, upstream: str, up: bool) -> None:
-        self.upstream_up.labels(_config_name(upstream)).set(1 if up else 0)
+        self.upstream_up.labels(config_name(upstream)).set(1 if up else 0)
 
     def failover(self) -> None:
         self.failovers.inc()
 
-    def replica_fetch(self, role: str) -> None:
-        self.replica_fetches.labels(_check(role, _REPLICA_ROLES, "replica fetch role")).inc()
-
     # -- storage, GC -------------------------------------------------------------------------
-    def set_storage(self, tier: str, used: int, capacity: int | None) -> None:
-        name = _config_name(tier)
-        self.storage_bytes.labels(name).set(used)
-        if capacity is not None:
-            self.storage_capacity.labels(name).set(capacity)
-
-    def set_uploads_in_progress(self, n: int) -> None:
-        self.uploads.set(n)
-
-    def tier_read(self, tier: TierName, n: int, hits: int = 1) -> None:
-        if hits:
-            self._child(self.tier_hits, tier).inc(hits)
-        if n:
-            self._child(self.tier_bytes, tier).inc(n)
-
-    def tier_promoted(self) -> None:
-        self.tier_promotions.inc()
-
-    def tier_demoted(self, n: int) -> None:
-        self.tier_demotions.inc(n)
-
     def gc_freed_bytes(self, n: int) -> None:
         if n > 0:
             self.gc_freed.inc(n)
@@ -389,48 +282,29 @@ class Metrics:
 
     # -- integrity and trust -------------------------------------------------------------------
     def signature_check(self, result: SignatureResult) -> None:
-        self.signature_checks.labels(_check(result, _SIGNATURE_RESULTS, "result")).inc()
+        self.signature_checks.labels(check(result, SIGNATURE_RESULTS, "result")).inc()
 
     def scrub_blob(self, result: ScrubResult) -> None:
-        self.scrub_blobs.labels(_check(result, _SCRUB_RESULTS, "result")).inc()
+        self.scrub_blobs.labels(check(result, SCRUB_RESULTS, "result")).inc()
 
     def blob_quarantined(self, found_by: FoundBy) -> None:
-        self.quarantined.labels(_check(found_by, _FOUND_BY, "found_by")).inc()
+        self.quarantined.labels(check(found_by, FOUND_BY, "found_by")).inc()
 
     def blob_healed(self) -> None:
         self.healed.inc()
 
     # -- scanning --------------------------------------------------------------------------
     def scan_finished(self, result: ScanResult, categories: Iterable[ScanCategory]) -> None:
-        self.scans.labels(_check(result, frozenset(get_args(ScanResult)), "result")).inc()
+        self.scans.labels(check(result, frozenset(get_args(ScanResult)), "result")).inc()
         for category in categories:
             self.scan_findings.labels(
-                _check(category, frozenset(get_args(ScanCategory)), "category")).inc()
+                check(category, frozenset(get_args(ScanCategory)), "category")).inc()
 
     def scan_read(self, n: int) -> None:
         self.scan_bytes.inc(n)
 
     def scan_pull_blocked(self, reason: ScanBlock) -> None:
-        self.scan_pulls.labels(_check(reason, frozenset(get_args(ScanBlock)), "reason")).inc()
-
-    # -- delta transfer ----------------------------------------------------------------------
-    def delta_done(self, reused_chunks: int, fetched_chunks: int, saved_bytes: int) -> None:
-        self.delta_chunks.labels("reused").inc(reused_chunks)
-        self.delta_chunks.labels("fetched").inc(fetched_chunks)
-        self.delta_saved.inc(saved_bytes)
-
-    def delta_fallback(self, reason: DeltaFallback) -> None:
-        self.delta_fallbacks.labels(
-            _check(reason, frozenset(get_args(DeltaFallback)), "reason")).inc()
-
-    # -- S3 blob store ------------------------------------------------------------------
-    def s3_request(self, operation: S3Operation, failed: bool = False) -> None:
-        self._child(self.s3_requests, operation).inc()
-        if failed:
-            self._child(self.s3_errors, operation).inc()
-
-    def s3_transferred(self, direction: S3Direction, n: int) -> None:
-        self._child(self.s3_bytes, direction).inc(n)
+        self.scan_pulls.labels(check(reason, frozenset(get_args(ScanBlock)), "reason")).inc()
 
     # -- release channels ----------------------------------------------------------------------
     def release_pull(self, repository: str, channel: str, version: str) -> None:
