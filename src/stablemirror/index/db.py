@@ -137,7 +137,7 @@ class Database:
                     if not self.is_sqlite and self.pool.hot > 0 else None)
         # SQLite: read_row skips the engine too (index/hot_reads.py), on a file database
         database = self.reader.url.database if self.is_sqlite else None
-        self._sqlite_rows = (SqliteHotReads(database, {})
+        self._sqlite_rows = (SqliteHotReads(database)
                              if database and database != ":memory:" else None)
 
     async def read_row(self, stmt: Select[Any], **params: Any) -> tuple[Any, ...] | None:

@@ -1,10 +1,11 @@
-"""The queries every pull runs, on a plain sqlite3 connection.
+"""The queries every pull runs, on a plain sqlite3 connection (Database.read_row).
 
 Measured (bench/RESULTS.md): about half of a manifest GET went into SQLAlchemy building,
 checking out and wrapping a query whose SQLite execution took ~3% of it. The statements
-here are still generated from the SQLAlchemy schema, once, at start-up; only their
-execution skips the engine. One connection per process (opened lazily, after the fork),
-in autocommit, so every read sees the latest commit; WAL readers never wait for writers.
+are still built with SQLAlchemy, once, by their owners; each is compiled here on first
+use and only its execution skips the engine. One connection per process (opened lazily,
+after the fork), in autocommit, so every read sees the latest commit; WAL readers never
+wait for writers.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ from sqlalchemy.dialects import sqlite
 
 
 class SqliteHotReads:
-    def __init__(self, path: str, statements: dict[str, Select[Any]]) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        dialect = sqlite.dialect(paramstyle="named")
-        self._dialect = dialect
-        self._sql = {name: str(stmt.compile(dialect=dialect))
-                     for name, stmt in statements.items()}
-        # statements given by object (Database.read_row), compiled on first use; the
-        # statement is kept beside its text so its id() is never reused meanwhile
+        self._dialect = sqlite.dialect(paramstyle="named")
+        # compiled text by statement; the statement is kept beside its text so its id()
+        # is never reused meanwhile
         self._compiled: dict[int, tuple[Select[Any], str]] = {}
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -37,11 +35,6 @@ class SqliteHotReads:
             conn.execute("PRAGMA busy_timeout=30000")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
-
-    def one(self, name: str, **params: Any) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = (
-            self._connection().execute(self._sql[name], params).fetchone())
-        return row
 
     def row(self, stmt: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
         entry = self._compiled.get(id(stmt))

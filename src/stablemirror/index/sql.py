@@ -16,7 +16,6 @@ from stablemirror.index import schema as s
 from stablemirror.index.audit_chain import append as append_audit
 from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
-from stablemirror.index.hot_reads import SqliteHotReads
 from stablemirror.index.protocol import IndexUsage, Referrer, StoredManifest, Upload
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import ManifestBlobUnknown
@@ -51,12 +50,9 @@ class SqlIndex:
         self._read = db.read
         self._write = db.write
         self._insert = db.insert
-        database = db.reader.url.database
-        # SQLite: the pull path's lookups skip the engine (index/hot_reads.py).
-        self._hot = (SqliteHotReads(database, _hot_statements())
-                     if db.is_sqlite and database and database != ":memory:" else None)
-        # PostgreSQL: the same statements, from the event loop (index/pg_reads.py).
-        self._pg_hot = _hot_statements() if db.hot is not None else None
+        # The pull path's lookups, built once; Database.read_row runs them off the engine
+        # (a plain sqlite3 connection, or asyncpg from the event loop on PostgreSQL).
+        self._reads = _hot_statements()
 
     @staticmethod
     def _repo_id(conn: Connection, name: str) -> int | None:
@@ -103,8 +99,6 @@ class SqlIndex:
         return await asyncio.to_thread(run)
 
     async def close(self) -> None:
-        if self._hot is not None:
-            self._hot.close()
         await self.db.close()
 
     # -- repositories ---------------------------------------------------------------------
@@ -127,20 +121,9 @@ class SqlIndex:
 
     # -- blobs --------------------------------------------------------------------------------
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
-        if self._hot is not None:
-            hot = self._hot.one("blob_size", repo=repository, ref=str(digest))
-            return None if hot is None else int(hot[0])
-        if self._pg_hot is not None:
-            row = await self.db.read_row(self._pg_hot["blob_size"], repo=repository,
-                                         ref=str(digest))
-            return None if row is None else int(row[0])
-        q = (
-            select(s.blobs.c.size)
-            .join(s.repo_blobs, s.repo_blobs.c.digest == s.blobs.c.digest)
-            .join(s.repositories, s.repositories.c.id == s.repo_blobs.c.repo_id)
-            .where(s.repositories.c.name == repository, s.blobs.c.digest == str(digest))
-        )
-        return await self._read(lambda c: c.execute(q).scalar())
+        row = await self.db.read_row(self._reads["blob_size"], repo=repository,
+                                     ref=str(digest))
+        return None if row is None else int(row[0])
 
     async def blob_size_anywhere(self, digest: Digest) -> int | None:
         q = select(s.blobs.c.size).where(s.blobs.c.digest == str(digest))
@@ -186,33 +169,8 @@ class SqlIndex:
 
     # -- manifests and tags ----------------------------------------------------------------------
     async def get_manifest(self, repository: str, reference: Digest | str) -> StoredManifest | None:
-        if self._hot is not None:
-            name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
-            hot = self._hot.one(name, repo=repository, ref=str(reference))
-            return None if hot is None else StoredManifest(hot[0], hot[1], bytes(hot[2]))
-        if self._pg_hot is not None:
-            name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
-            row = await self.db.read_row(self._pg_hot[name], repo=repository,
-                                         ref=str(reference))
-            return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
-        m, r = s.manifests, s.repositories
-        cols = (m.c.digest, m.c.media_type, m.c.content)
-        if isinstance(reference, Digest):
-            q = (
-                select(*cols)
-                .join(r, r.c.id == m.c.repo_id)
-                .where(r.c.name == repository, m.c.digest == str(reference))
-            )
-        else:
-            t = s.tags
-            q = (
-                select(*cols)
-                .select_from(t)
-                .join(r, r.c.id == t.c.repo_id)
-                .join(m, and_(m.c.repo_id == t.c.repo_id, m.c.digest == t.c.manifest_digest))
-                .where(r.c.name == repository, t.c.name == reference)
-            )
-        row = await self._read(lambda c: c.execute(q).first())
+        name = "manifest_by_digest" if isinstance(reference, Digest) else "manifest_by_tag"
+        row = await self.db.read_row(self._reads[name], repo=repository, ref=str(reference))
         return None if row is None else StoredManifest(row[0], row[1], bytes(row[2]))
 
     def _check_references(self, c: Connection, repo_id: int, manifest: Manifest) -> None:
