@@ -8,32 +8,44 @@ they start from their own app (cli/pack.py `models_app`); every other command, a
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
+
+import typer
 
 LIGHT_COMMANDS = ("pack", "unpack")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in LIGHT_COMMANDS:
-        import typer
-        from typer._click.exceptions import ClickException, UsageError
-
         from stablemirror.cli.pack import models_app
 
-        try:
-            result = models_app(standalone_mode=False, prog_name="stablemirror")
-        except UsageError as err:
-            where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
-            _fail(err.format_message() + where, err.exit_code)
-        except ClickException as err:
-            _fail(err.format_message(), err.exit_code)
-        except typer.Abort:
-            _fail("aborted", 1)
-        sys.exit(result if isinstance(result, int) else 0)
+        run_one_line(models_app, prog_name="stablemirror")
     from stablemirror.cli.main import main as full_main
 
     full_main()
 
 
-def _fail(message: str, code: int) -> None:
+def run_one_line(app: typer.Typer, prog_name: str | None = None,
+                 known: tuple[type[Exception], ...] = ()) -> NoReturn:
+    """Run `app`, every mistake one line. Not standalone: typer would draw a usage error
+    as a box of several lines. `known`: errors with an `exit_code` of their own, said as
+    they are. (typer==0.29.2 is pinned; _click is its vendored click.)"""
+    from typer._click.exceptions import ClickException, UsageError
+
+    try:
+        result = app(standalone_mode=False, prog_name=prog_name)
+    except known as err:
+        _fail(str(err), getattr(err, "exit_code", 1))
+    except UsageError as err:
+        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        _fail(err.format_message() + where, err.exit_code)
+    except ClickException as err:
+        _fail(err.format_message(), err.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
     print(f"stablemirror: error: {message}", file=sys.stderr)
     sys.exit(code)

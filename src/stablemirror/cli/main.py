@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
-from typer._click.exceptions import ClickException, UsageError
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.entry import run_one_line
 from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.pack import pack as pack_command
@@ -156,23 +155,5 @@ app.command(name="unpack")(unpack_command)
 app.add_typer(jobs_app, name="jobs")
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    print(f"stablemirror: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def main() -> None:
-    # Not standalone: typer would draw a usage error as a box of several lines; here every
-    # mistake is one line. (typer==0.29.2 is pinned; _click is its vendored click.)
-    try:
-        result = app(standalone_mode=False)
-    except (SettingsError, StartupError) as err:
-        _fail(str(err), err.exit_code)
-    except UsageError as err:
-        where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
-        _fail(err.format_message() + where, err.exit_code)
-    except ClickException as err:
-        _fail(err.format_message(), err.exit_code)
-    except typer.Abort:
-        _fail("aborted", 1)
-    sys.exit(result if isinstance(result, int) else 0)
+    run_one_line(app, known=(SettingsError, StartupError))
