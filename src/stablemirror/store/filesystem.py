@@ -87,15 +87,7 @@ class FilesystemBlobStore:
         except FileNotFoundError as e:
             raise BlobUnknown(digest=str(digest)) from e
         try:
-            f.seek(offset)
-            remaining = length
-            while remaining is None or remaining > 0:
-                n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                data = await asyncio.to_thread(f.read, n)
-                if not data:
-                    break
-                if remaining is not None:
-                    remaining -= len(data)
+            async for data in read_range(f, offset, length):
                 yield data
         finally:
             f.close()
@@ -282,6 +274,21 @@ class FilesystemBlobStore:
                     yield entry.name, os.stat(os.path.join(entry.path, "data")).st_mtime
                 except FileNotFoundError:
                     yield entry.name, entry.stat().st_mtime
+
+
+async def read_range(f: BinaryIO, offset: int, length: int | None) -> AsyncIterator[bytes]:
+    """[offset, offset+length) of an open blob file (to its end for None), piece by piece,
+    each read in a thread (a Python file object is safe there: files/fd_jobs.py)."""
+    f.seek(offset)
+    remaining = length
+    while remaining is None or remaining > 0:
+        n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+        data = await asyncio.to_thread(f.read, n)
+        if not data:
+            break
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
 
 
 def _scan(directory: Path) -> list[os.DirEntry[str]]:

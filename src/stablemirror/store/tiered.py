@@ -28,6 +28,7 @@ from pathlib import Path
 
 from stablemirror.metrics import Metrics, TierName
 from stablemirror.oci.digest import Digest
+from stablemirror.store.filesystem import read_range
 from stablemirror.store.hot_config import HotTierSettings
 from stablemirror.store.hot_files import HotFiles, HotHolds
 from stablemirror.store.hot_index import HotIndex
@@ -37,7 +38,6 @@ from stablemirror.store.protocol import BlobStore
 log = logging.getLogger("stablemirror.hot")
 
 FLUSH_SECONDS = 1.0
-READ_CHUNK = 1 << 20
 
 
 class TieredBlobStore:
@@ -110,15 +110,7 @@ class TieredBlobStore:
         try:
             with contextlib.suppress(OSError):  # in use while we send (see hot_files.py)
                 fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            f.seek(offset)
-            remaining = length
-            while remaining is None or remaining > 0:
-                n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                data = await asyncio.to_thread(f.read, n)
-                if not data:
-                    break
-                if remaining is not None:
-                    remaining -= len(data)
+            async for data in read_range(f, offset, length):
                 self._count("hot", len(data), hits=0)
                 yield data
         finally:
