@@ -12,21 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, running_postgres
 
 __all__ = ["PostgresServer"]  # tests import it from here too
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-    except Exception as e:
-        server.stop()
-        pytest.fail(f"could not start PostgreSQL for the contract suite: {e}", pytrace=False)
-    yield server
-    server.stop()
+    with running_postgres("the contract suite") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
+
+import pytest
 
 PG_USER = "postgres"
 
@@ -129,3 +133,19 @@ class PostgresServer:
                              autocommit=True) as conn:
             row = conn.execute(sql).fetchone()
             return None if row is None else row[0]
+
+
+@contextmanager
+def running_postgres(purpose: str) -> Iterator[PostgresServer]:
+    """A started server for a fixture; if it cannot start, the tests fail with its log (a
+    suite that silently skips PostgreSQL proves nothing)."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as e:
+        server.stop()
+        pytest.fail(f"could not start PostgreSQL for {purpose}: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -25,7 +25,7 @@ import requests
 
 from tests.support.live import LiveServer
 from tests.support.oci_http import Api, random_bytes, wait_until
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, running_postgres
 
 FAST_JOBS = {"STABLEMIRROR_JOBS__POLL_SECONDS": "0.1", "STABLEMIRROR_JOBS__LEASE_SECONDS": "3"}
 
@@ -33,14 +33,8 @@ FAST_JOBS = {"STABLEMIRROR_JOBS__POLL_SECONDS": "0.1", "STABLEMIRROR_JOBS__LEASE
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
     """A server of this module's own: one test restarts it."""
-    server = PostgresServer()
-    try:
-        server.start()
-    except Exception as e:
-        server.stop()
-        pytest.fail(f"could not start PostgreSQL: {e}", pytrace=False)
-    yield server
-    server.stop()
+    with running_postgres("the replica tests") as server:
+        yield server
 
 
 class Replicas:

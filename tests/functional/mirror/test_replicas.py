@@ -23,10 +23,10 @@ import pytest
 import requests
 
 from stablemirror.mirror import replica_auth
-from tests.contract.conftest import PostgresServer
 from tests.support.faultproxy import FaultProxy
 from tests.support.live import LiveServer
 from tests.support.mirror_support import MiB, push_random_blob_streamed
+from tests.support.postgres import PostgresServer, running_postgres
 from tests.support.s3_support import S3Cluster, blob_key
 from tests.support.s3_support import s3_cluster as s3_cluster  # a fixture
 
@@ -37,14 +37,8 @@ RATE = 8 * MiB  # bytes/s through the proxy: the transfer lasts ~3 s
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-    except Exception as e:
-        server.stop()
-        pytest.fail(f"could not start PostgreSQL: {e}", pytrace=False)
-    yield server
-    server.stop()
+    with running_postgres("the mirror replica tests") as server:
+        yield server
 
 
 @contextlib.contextmanager
