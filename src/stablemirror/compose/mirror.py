@@ -48,6 +48,8 @@ def node_id(settings: Settings) -> str:
     return name.decode().strip()
 
 
+LEASE_PRUNE_SECONDS = 3600.0
+
 @dataclass
 class MirrorParts:
     registry: RoutingRegistry
@@ -57,6 +59,7 @@ class MirrorParts:
     fetches: BlobFetches
     evictor: CacheEvictor
     delta: MirrorDelta
+    peers: ReplicaPeers | None = None
 
     def schedule(self, background: Background) -> None:
         background.run("access times", self.access.run)
@@ -69,6 +72,15 @@ class MirrorParts:
 
             background.job("mirror.evict", evictor.settings.evict_interval_seconds, evict,
                            per_host=True, first_now=False)
+        if self.peers is not None:
+            # Lapsed fetch leases belong to nobody; dropping them keeps the table small.
+            leases = self.peers.leases
+
+            async def prune_leases(_ctx: JobContext) -> None:
+                await leases.prune()
+
+            background.job("mirror.fetch_leases.prune", LEASE_PRUNE_SECONDS, prune_leases,
+                           first_now=False)
         for name, group in self.groups.items():
             if group.settings.health_check_interval > 0:
                 background.run(f"health checks of {name}", group.health_loop)
@@ -141,4 +153,4 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
                            DataDir(settings.data_dir).evict_lock)
-    return MirrorParts(registry, client, groups, access, fetches, evictor, delta)
+    return MirrorParts(registry, client, groups, access, fetches, evictor, delta, peers)
