@@ -16,7 +16,7 @@ import stablemirror
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("oci", "metrics", "logs", "settings_names", "files"),
     ("index", "store", "client"),
-    ("audit", "jobs"),
+    ("audit", "jobs", "events"),
     ("registry",),
     ("auth", "trust", "releases", "integrity", "delta"),
     ("scanning", "models"),
