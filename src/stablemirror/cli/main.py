@@ -16,6 +16,7 @@ from rich.console import Console
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.copy import copy as copy_command
 from stablemirror.cli.entry import run_one_line
 from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
@@ -153,6 +154,8 @@ app.add_typer(release_app, name="release")
 app.command(name="pack")(pack_command)
 app.command(name="unpack")(unpack_command)
 app.add_typer(jobs_app, name="jobs")
+# Replication (cli/copy.py, cli/replicate.py).
+app.command(name="copy")(copy_command)
 
 
 def main() -> None:
