@@ -103,7 +103,7 @@ def test_cut_transfer_resumes_from_destination_offset(
             FaultProxy(hosted.host, "destination") as dst_proxy:
         src_proxy.set("cut", after=300_000, match=f"/blobs/{layer}")
 
-        armed = []
+        armed: list[int] = []
 
         def progress(digest: Digest, done: int, total: int) -> None:
             if str(digest) == layer and done == 2 * chunk and not armed:
