@@ -23,6 +23,7 @@ from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.pack import pack as pack_command
 from stablemirror.cli.pack import unpack as unpack_command
 from stablemirror.cli.release import release_app
+from stablemirror.cli.replicate import replicate_app
 from stablemirror.cli.scan import scan as scan_command
 from stablemirror.cli.scan import scan_exempt as scan_exempt_command
 from stablemirror.cli.scrub import scrub as scrub_command
@@ -156,6 +157,7 @@ app.command(name="unpack")(unpack_command)
 app.add_typer(jobs_app, name="jobs")
 # Replication (cli/copy.py, cli/replicate.py).
 app.command(name="copy")(copy_command)
+app.add_typer(replicate_app, name="replicate")
 
 
 def main() -> None:

@@ -230,9 +230,10 @@ class RegistryClient:
                 raise await _error(resp, ManifestUnknown)
             return dict(resp.headers)
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
-        """DELETE by digest; False if it was not there."""
-        url = self._url(repository, f"manifests/{digest}")
+    async def delete_manifest(self, repository: str, reference: Digest | str) -> bool:
+        """DELETE by digest (or by tag, where the registry supports it); False if it was
+        not there."""
+        url = self._url(repository, f"manifests/{reference}")
         async with await self._send("DELETE", url,
                                     f"repository:{repository}:delete,pull,push") as resp:
             if resp.status in (200, 202):
