@@ -45,7 +45,7 @@ async def run(request: web.Request) -> web.StreamResponse:
     """`{"dry_run": true}`: the plan, computed now; else a `replication.run` job is
     enqueued (its id is returned) and the queue runs it."""
     await _authorize(request)
-    doc = await json_object_body(request, ReplicationInvalid) if request.can_read_body else {}
+    doc = await json_object_body(request, ReplicationInvalid) if request.body_exists else {}
     name = request.match_info["rule"]
     parts = request.app[REPLICATION]
     try:

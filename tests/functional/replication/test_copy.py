@@ -1,7 +1,7 @@
 """`stablemirror copy` between real registries on loopback (stablemirror and Debian's
 docker-registry, both directions), checked byte for byte and with skopeo; a transfer cut
 in the middle of a blob (source cut mid-range, destination connection reset mid-upload)
-resumes from the destination's offset."""
+resumes from the destination's offset; `replicate run` in-process into a docker-registry."""
 
 from __future__ import annotations
 
@@ -149,3 +149,28 @@ def test_copy_to_and_from_an_oci_layout(hosted: LiveServer, tmp_path: Path) -> N
     assert out.stdout.strip() == image.digest
     assert_image_at(hosted.url, "l/back", "v3", image)
     assert os.path.exists(layout / "blobs" / "sha256" / image.layers[0].split(":")[1])
+
+
+def replicate_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "stablemirror", *args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+def test_replicate_run_into_docker_registry(hosted: LiveServer,
+                                            reference: ReferenceRegistry,
+                                            tmp_path: Path) -> None:
+    """`replicate run` in-process on the source's data dir: a push rule into a
+    docker-registry (tags filtered by a SemVer range)."""
+    wanted = push_image(hosted.url, make_image("to-reg/app", "1.2.0", (40_000,)))
+    push_image(hosted.url, make_image("to-reg/app", "0.9.0", (40_000,)))
+    config = tmp_path / "push.yaml"
+    config.write_text(json.dumps({"listen": hosted.host, "replication": {"rules": [
+        {"name": "to-reg", "destination": f"http://{reference.host}",
+         "filters": {"repositories": ["to-reg/*"], "tags": "semver:>=1.0.0"}}]}}))
+    out = replicate_cli("replicate", "run", "to-reg", "--config", str(config),
+                       "--data-dir", str(hosted.data_dir)).stdout
+    assert json.loads(out)["copied"][0]["reference"] == "1.2.0", out
+    assert_image_at(reference.url, "to-reg/app", "1.2.0", wanted)
+    assert manifest_bytes(reference.url, "to-reg/app", "0.9.0") is None
