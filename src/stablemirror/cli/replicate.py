@@ -23,7 +23,10 @@ from stablemirror.server.startup import check_data_dir, configure_command_loggin
 
 replicate_app = typer.Typer(help="replication rules (docs/replication.md)",
                             no_args_is_help=True)
-out = Console(soft_wrap=True)
+
+
+def _out() -> Console:
+    return Console(soft_wrap=True)  # made per command: it reads COLUMNS then
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON instead of a table")]
 
 
@@ -39,17 +42,19 @@ def _duration(s: float) -> str:
 
 
 def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="replication")
-    for column in ("rule", "trigger", "last run", "result", "lag", "copied",
-                   "pending", "current transfers"):
+    table.add_column("rule", no_wrap=True)
+    for column in ("trigger", "last run", "result", "lag", "copied", "pending",
+                   "current transfers"):
         table.add_column(column)
     for r in rows:
         trigger = ", ".join(filter(None, ["event" if r["trigger"]["event"] else "",
@@ -90,7 +95,7 @@ def _remote(url: str, username: str, method: str, path: str,
         errors = doc.get("errors") if isinstance(doc, dict) else None
         message = errors[0].get("detail", {}).get("reason") or errors[0].get("message") \
             if errors else doc
-        out.print(f"error: {status}: {message}", markup=False, highlight=False)
+        _out().print(f"error: {status}: {message}", markup=False, highlight=False)
         raise typer.Exit(1)
     return doc
 
@@ -121,9 +126,9 @@ def status(data_dir: DataDirOpt = None, config: ConfigOpt = None, url: UrlOpt = 
 
         rows = asyncio.run(read())
     if as_json:
-        out.print_json(json.dumps(rows))
+        _out().print_json(json.dumps(rows))
     else:
-        out.print(status_table(rows))
+        _out().print(status_table(rows))
 
 
 @replicate_app.command("run")
@@ -136,7 +141,7 @@ def run(rule: Annotated[str, typer.Argument(help="the rule's name")],
     if url is not None:
         doc = _remote(url, username, "POST", f"/api/v1/replication/rules/{rule}/run",
                       {"dry_run": dry_run})
-        out.print_json(json.dumps(doc))
+        _out().print_json(json.dumps(doc))
         return
     from stablemirror.compose.replication import UnknownRule, replication_commands
 
@@ -150,4 +155,4 @@ def run(rule: Annotated[str, typer.Argument(help="the rule's name")],
         doc = asyncio.run(go())
     except UnknownRule as e:
         raise typer.BadParameter(str(e), param_hint="RULE") from None
-    out.print_json(json.dumps(doc))
+    _out().print_json(json.dumps(doc))

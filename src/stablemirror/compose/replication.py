@@ -58,7 +58,7 @@ class ReplicationParts:
     metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
-        self.trigger = ReplicationTrigger(self.settings.rules, self.queue, self.status)
+        self.trigger = ReplicationTrigger(self.settings.rules, self.queue)
 
     def sinks(self) -> list[EventSink]:
         """The EventSinks for the registry's event publisher: the trigger of
@@ -90,6 +90,7 @@ class ReplicationParts:
         for rule in self.settings.rules:
             s = rows.get(rule.name)
             waiting = await oldest_pending_event(self.queue, rule.name)
+            lag = max(s.lag(now) if s else 0.0, now - waiting if waiting else 0.0)
             out.append({
                 "rule": rule.name, "mode": rule.mode, "source": rule.source,
                 "destination": rule.destination,
@@ -98,7 +99,7 @@ class ReplicationParts:
                 "last_finished": s.last_finished if s else None,
                 "last_success": s.last_success if s else None,
                 "last_error": s.last_error if s else None,
-                "lag_seconds": s.lag(now) if s else 0.0,
+                "lag_seconds": lag,
                 "artifacts_copied": s.artifacts_copied if s else 0,
                 "bytes_copied": s.bytes_copied if s else 0,
                 "pending_artifacts": s.pending_artifacts if s else 0,
@@ -110,11 +111,8 @@ class ReplicationParts:
     async def update_lag(self) -> None:
         if self.metrics is None:
             return
-        now = time.time()
-        rows = {s.rule: s for s in await self.status.all()}
-        for rule in self.settings.rules:
-            s = rows.get(rule.name)
-            self.metrics.set_replication_lag(rule.name, s.lag(now) if s else 0.0)
+        for row in await self.status_rows():
+            self.metrics.set_replication_lag(row["rule"], row["lag_seconds"])
 
     # -- job handlers ---------------------------------------------------------------------
     async def handle_run(self, ctx: JobContext) -> None:
@@ -133,17 +131,13 @@ class ReplicationParts:
         if rule is None:
             return
         repository, reference = str(p["repository"]), str(p["reference"])
-
-        async def pending() -> float | None:
-            return await oldest_pending_event(self.queue, rule.name, but=ctx.job.id)
-
         run = self.runner(rule, ctx)
         if p.get("action") == "delete":
-            await run.run("event", delete=(repository, reference), pending_since=pending)
+            await run.run("event", delete=(repository, reference))
         elif p.get("action") == "promote":
-            await run.run("event", repository=repository, pending_since=pending)
+            await run.run("event", repository=repository)
         else:
-            await run.run("event", only=(repository, reference), pending_since=pending)
+            await run.run("event", only=(repository, reference))
 
     async def handle_cron(self, _ctx: JobContext) -> None:
         await enqueue_cron_ticks(self.settings.rules, self.queue)

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,7 +85,6 @@ class RuleRun:
         self.tags: TagFilter = parse_tag_filter(rule.filters.tags)
         self._current: dict[str, dict[str, Any]] = {}
         self._dirty = False
-        self.pending_since: Callable[[], Awaitable[float | None]] | None = None
 
     # -- ends --------------------------------------------------------------------------------
     def _client(self, end: str, creds: Credentials | None) -> RegistryClient:
@@ -119,14 +118,11 @@ class RuleRun:
     # -- a run -------------------------------------------------------------------------------
     async def run(self, trigger: Trigger, dry_run: bool = False,
                   only: tuple[str, str] | None = None, repository: str | None = None,
-                  delete: tuple[str, str] | None = None,
-                  pending_since: Callable[[], Awaitable[float | None]] | None = None
-                  ) -> RunResult:
+                  delete: tuple[str, str] | None = None) -> RunResult:
         """The whole rule; or for an event: `only` one source repository and tag or digest,
         one `repository` (a channel moved), or the `delete` of a tag or digest. Raises after
-        recording the failure, so the job is retried. `pending_since`: the time of the
-        oldest change still waiting once this run succeeded (events still queued)."""
-        self.pending_since = pending_since
+        recording the failure, so the job is retried. (Events still queued count in the
+        lag through their jobs: compose/replication.py.)"""
         result = RunResult(self.rule.name, trigger, dry_run)
         started = time.time()
         previous = await self.status.get(self.rule.name) if self.status else None
@@ -182,10 +178,9 @@ class RuleRun:
         if failed:
             await self.status.update(name, last_error=result.errors[0][:2000], **done)
         else:
-            oldest = await self.pending_since() if self.pending_since is not None else None
             await self.status.update(name, last_success=started, last_error=None,
                                      pending_artifacts=0, pending_bytes=0,
-                                     oldest_pending=oldest, **done)
+                                     oldest_pending=None, **done)
         if self.metrics is not None:
             row = await self.status.get(name)
             if row is not None:

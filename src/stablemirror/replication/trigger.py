@@ -15,7 +15,6 @@ from typing import Any
 
 from stablemirror.events.model import RegistryEvent
 from stablemirror.index.job_queue import JobQueue
-from stablemirror.index.sql_replication import SqlReplicationStatus
 from stablemirror.replication.config import SELF, Rule
 from stablemirror.replication.cron import parse_cron
 from stablemirror.replication.filters import ATTACHED_TAG, parse_tag_filter, repository_matches
@@ -38,11 +37,9 @@ def event_reference(event: RegistryEvent) -> str | None:
 
 
 class ReplicationTrigger:
-    def __init__(self, rules: list[Rule], queue: JobQueue,
-                 status: SqlReplicationStatus | None = None) -> None:
+    def __init__(self, rules: list[Rule], queue: JobQueue) -> None:
         self.rules = [r for r in rules if r.trigger.event and r.source == SELF]
         self.queue = queue
-        self.status = status
 
     def matching(self, event: RegistryEvent) -> list[Rule]:
         found = []
@@ -68,13 +65,10 @@ class ReplicationTrigger:
                 "rule": rule.name, "action": event.action, "repository": event.repository,
                 "reference": reference, "digest": event.digest, "event": event.id,
                 "time": event.time}
+            # The job row is the durable record, its payload's time the change's age (the
+            # lag counts from the oldest unfinished one: oldest_pending_event).
             await self.queue.enqueue(EVENT_KIND, payload,
                                      dedup_key=f"{EVENT_KIND}/{rule.name}/{event.id}")
-            if self.status is not None:
-                row = await self.status.get(rule.name)
-                oldest = row.oldest_pending if row is not None else None
-                if oldest is None or event.time < oldest:
-                    await self.status.update(rule.name, oldest_pending=event.time)
 
 
 async def enqueue_cron_ticks(rules: list[Rule], queue: JobQueue, now: float | None = None
@@ -100,12 +94,11 @@ async def enqueue_cron_ticks(rules: list[Rule], queue: JobQueue, now: float | No
     return inserted
 
 
-async def oldest_pending_event(queue: JobQueue, rule: str, but: int | None = None
-                               ) -> float | None:
-    """The time of the oldest event of `rule` still waiting (any unfinished job but `but`)."""
+async def oldest_pending_event(queue: JobQueue, rule: str) -> float | None:
+    """The time of the oldest event of `rule` not copied yet (its job unfinished)."""
     times = []
     for state in ("queued", "running", "failed"):
         for job in await queue.list(state, EVENT_KIND, limit=1000):
-            if job.id != but and job.payload.get("rule") == rule:
+            if job.payload.get("rule") == rule:
                 times.append(float(job.payload.get("time") or job.created_at))
     return min(times) if times else None
