@@ -241,6 +241,8 @@ def destination(hosted: LiveServer, tmp_path_factory: pytest.TempPathFactory
         {"name": "apps", "mode": "pull", "source": hosted.url,
          "filters": {"repositories": ["apps/*"]}, "delete": "propagate",
          "destination_prefix": "mirror/", "parallel_streams": 2, "chunk_size_mib": 1},
+        {"name": "releases", "mode": "pull", "source": hosted.url,
+         "filters": {"repositories": ["rel/*"], "channels": ["stable"]}},
     ]}}))
     with running_server(root / "data", "--config", str(config)) as s:
         yield s
@@ -323,6 +325,22 @@ def test_signed_image_moved_tag_and_delete(hosted: LiveServer, destination: Live
     assert rows["apps"]["artifacts_copied"] >= 2 and rows["apps"]["bytes_copied"] > 2 << 20
     metrics = requests.get(f"{destination.url}/metrics", timeout=10).text
     assert 'stablemirror_replication_artifacts_total{rule="apps"}' in metrics
+
+
+def test_release_channel_pointer_follows(hosted: LiveServer, destination: LiveServer) -> None:
+    """Between two stablemirrors a channel is a pointer, moved at the destination through
+    its release API (not pushed as a tag); `filters.channels` copies only its versions."""
+    v1 = push_image(hosted.url, make_image("rel/app", "1.0.0", (10_000,)))
+    push_image(hosted.url, make_image("rel/app", "1.1.0-beta.1", (10_000,)))
+    r = requests.post(f"{hosted.url}/api/v1/releases/rel/app/promote",
+                      json={"version": "1.0.0", "channel": "stable"}, timeout=10)
+    assert r.status_code == 200, r.text
+    run_rule(destination, "releases")
+    doc = requests.get(f"{destination.url}/api/v1/releases/rel/app/versions", timeout=10)
+    assert doc.status_code == 200, doc.text
+    assert [e["digest"] for e in doc.json()["channels"]["stable"]] == [v1.digest]
+    assert manifest_bytes(destination.url, "rel/app", "stable") == v1.manifest
+    assert manifest_bytes(destination.url, "rel/app", "1.1.0-beta.1") is None
 
 
 async def drain(runner: JobRunner, queue: SqlJobQueue) -> None:
