@@ -19,6 +19,7 @@ from rich.table import Table
 
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, UrlOpt, UserOpt
 from stablemirror.config import load_settings
+from stablemirror.oci.errors import OCIError
 from stablemirror.server.startup import check_data_dir, configure_command_logging, migrate_index
 
 replicate_app = typer.Typer(help="replication rules (docs/replication.md)",
@@ -155,4 +156,9 @@ def run(rule: Annotated[str, typer.Argument(help="the rule's name")],
         doc = asyncio.run(go())
     except UnknownRule as e:
         raise typer.BadParameter(str(e), param_hint="RULE") from None
+    except Exception as e:  # the run failed (recorded in its status): one line, exit 1
+        text = e.describe() if isinstance(e, OCIError) else str(e)
+        _out().print(f"error: rule {rule}: {type(e).__name__}: {text}", markup=False,
+                     highlight=False)
+        raise typer.Exit(1) from None
     _out().print_json(json.dumps(doc))
