@@ -38,6 +38,7 @@ from stablemirror.index.db import PoolSize
 from stablemirror.jobs.config import JobSettings
 from stablemirror.mirror.config import MirrorSettings
 from stablemirror.releases.config import ReleaseSettings
+from stablemirror.replication.config import ReplicationSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
 from stablemirror.store.config import StorageSettings
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
 
     @field_validator("listen")
     @classmethod

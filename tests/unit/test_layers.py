@@ -20,7 +20,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("auth", "trust", "releases", "integrity", "delta"),
     ("scanning", "models"),
-    ("mirror",),
+    ("mirror", "replication"),
     ("config",),
     ("api",),
     ("compose",),

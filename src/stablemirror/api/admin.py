@@ -78,6 +78,11 @@ async def _caller(request: web.Request) -> Principal:
     return who
 
 
+async def require_admin(request: web.Request) -> Principal:
+    """The caller, authenticated and holding `registry:Admin` (for other admin routes)."""
+    return await _caller(request)
+
+
 def admin(handler: Callable[[web.Request, RequestContext], Awaitable[Any]]) -> Handler:
     """Authenticate, authorize and turn domain errors into API errors, for one handler."""
     async def wrapped(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from typing import NoReturn
 import typer
 
 LIGHT_COMMANDS = ("pack", "unpack")
+COPY_COMMAND = "copy"  # cli/copy.py: a client command too
 
 
 def main() -> None:
@@ -20,6 +21,10 @@ def main() -> None:
         from stablemirror.cli.pack import models_app
 
         run_one_line(models_app, prog_name="stablemirror")
+    if len(sys.argv) > 1 and sys.argv[1] == COPY_COMMAND:
+        from stablemirror.cli.copy import copy_app
+
+        run_one_line(copy_app, prog_name="stablemirror")
     from stablemirror.cli.main import main as full_main
 
     full_main()

@@ -16,12 +16,14 @@ from rich.console import Console
 
 from stablemirror.cli.audit import audit_app
 from stablemirror.cli.auth import auth_app, policy_app, robot_app, role_app, user_app
+from stablemirror.cli.copy import copy as copy_command
 from stablemirror.cli.entry import run_one_line
 from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.pack import pack as pack_command
 from stablemirror.cli.pack import unpack as unpack_command
 from stablemirror.cli.release import release_app
+from stablemirror.cli.replicate import replicate_app
 from stablemirror.cli.scan import scan as scan_command
 from stablemirror.cli.scan import scan_exempt as scan_exempt_command
 from stablemirror.cli.scrub import scrub as scrub_command
@@ -153,6 +155,9 @@ app.add_typer(release_app, name="release")
 app.command(name="pack")(pack_command)
 app.command(name="unpack")(unpack_command)
 app.add_typer(jobs_app, name="jobs")
+# Replication (cli/copy.py, cli/replicate.py).
+app.command(name="copy")(copy_command)
+app.add_typer(replicate_app, name="replicate")
 
 
 def main() -> None:

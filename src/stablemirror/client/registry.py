@@ -121,6 +121,16 @@ class RegistryClient:
             await self.auth.answer(challenge, scope)
         raise AssertionError("unreachable")
 
+    async def send(self, method: str, url: str, scope: str, *,
+                   headers: dict[str, str] | None = None,
+                   data: bytes | AsyncIterator[bytes] | None = None,
+                   ) -> aiohttp.ClientResponse:
+        """A request for the other client modules (uploads, listings); caller releases it."""
+        return await self._send(method, url, scope, headers=headers, data=data)
+
+    def url(self, repository: str, tail: str) -> str:
+        return self._url(repository, tail)
+
     def _url(self, repository: str, tail: str) -> str:
         return f"{self.base}/v2/{repository}/{tail}"
 
@@ -184,15 +194,53 @@ class RegistryClient:
                                       registry=self.registry)
         return (await self.get_manifest(repository, reference)).digest
 
+    async def head_manifest(self, repository: str, reference: str) -> Digest | None:
+        """The digest at a tag or digest by HEAD alone (a GET only when the registry leaves
+        the digest header out); None if absent."""
+        if ":" in reference:
+            return Digest.parse(reference) if await self._head_ok(repository, reference) \
+                else None
+        try:
+            return await self.resolve(repository, reference)
+        except ManifestUnknown:
+            return None
+
+    async def _head_ok(self, repository: str, reference: str) -> bool:
+        url = self._url(repository, f"manifests/{reference}")
+        async with await self._send("HEAD", url, self._scope(repository),
+                                    headers={"Accept": ACCEPT_MANIFESTS}) as resp:
+            if resp.status in (200, 404):
+                return resp.status == 200
+            raise await _error(resp, ManifestUnknown)
+
     async def put_manifest(self, repository: str, reference: str, body: bytes,
                            media_type: str) -> Digest:
+        await self.put_manifest_answer(repository, reference, body, media_type)
+        return Digest.of(body)
+
+    async def put_manifest_answer(self, repository: str, reference: str, body: bytes,
+                                  media_type: str) -> dict[str, str]:
+        """PUT the exact bytes; the answer's headers (`OCI-Subject` says the registry
+        indexed the manifest's subject for the referrers API)."""
         url = self._url(repository, f"manifests/{reference}")
         resp = await self._send("PUT", url, self._scope(repository, push=True),
                                 headers={"Content-Type": media_type}, data=body)
         async with resp:
             if resp.status not in (200, 201):
                 raise await _error(resp, ManifestUnknown)
-        return Digest.of(body)
+            return dict(resp.headers)
+
+    async def delete_manifest(self, repository: str, reference: Digest | str) -> bool:
+        """DELETE by digest (or by tag, where the registry supports it); False if it was
+        not there."""
+        url = self._url(repository, f"manifests/{reference}")
+        async with await self._send("DELETE", url,
+                                    f"repository:{repository}:delete,pull,push") as resp:
+            if resp.status in (200, 202):
+                return True
+            if resp.status == 404:
+                return False
+            raise await _error(resp, ManifestUnknown)
 
     # -- blobs -----------------------------------------------------------------------------------
     async def blob_exists(self, repository: str, digest: Digest) -> bool:
@@ -251,10 +299,11 @@ class RegistryClient:
             except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as e:
                 raise Unavailable(url=url, reason=f"{type(e).__name__}: {e}") from e
 
-    async def referrers(self, repository: str, digest: str, artifact_type: str) -> bytes:
-        """The referrers-API answer (an OCI index) for `digest`, filtered by artifact type;
-        an empty index where the registry has no referrers API (404)."""
-        url = self._url(repository, f"referrers/{digest}?artifactType={artifact_type}")
+    async def referrers(self, repository: str, digest: str, artifact_type: str = "") -> bytes:
+        """The referrers-API answer (an OCI index) for `digest`, filtered by artifact type
+        when one is given; an empty index where the registry has no referrers API (404)."""
+        query = f"?artifactType={artifact_type}" if artifact_type else ""
+        url = self._url(repository, f"referrers/{digest}{query}")
         async with await self._send("GET", url, self._scope(repository)) as resp:
             if resp.status == 404:
                 return b'{"manifests": []}'

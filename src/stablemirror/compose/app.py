@@ -17,13 +17,15 @@ from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
 from stablemirror.api.ops import add_ops_routes
 from stablemirror.api.replica import add_replica_routes
+from stablemirror.api.replication import add_replication_routes
 from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
-from stablemirror.compose.jobs import build_runner, schedule_gc
+from stablemirror.compose.jobs import build_runner, job_queue, schedule_gc
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.releases import build_releases
+from stablemirror.compose.replication import build_replication
 from stablemirror.compose.scanning import build_scanning
 from stablemirror.compose.storage import build_store, cold_of, readiness_checks
 from stablemirror.compose.trust import build_trust
@@ -80,6 +82,10 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     # queue, once across replicas (docs/jobs.md).
     background = Background(build_runner(settings, db))
     schedule_gc(settings, background, store, index)
+    # Replication rules as jobs; replication.sinks() are the event sinks of event-triggered
+    # rules, for the registry's event publisher (compose/replication.py).
+    replication = build_replication(settings, db, background, metrics, job_queue(settings, db))
+    add_replication_routes(app, replication)
     trust.schedule(background)
     if mirror is not None:
         app[QUALIFY_NAME] = mirror.registry.qualify
