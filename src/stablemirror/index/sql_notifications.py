@@ -114,21 +114,34 @@ class SqlOutbox:
                               .where(d.c.endpoint == endpoint).order_by(d.c.id)
                               .limit(limit)).all()
             if not found or found[0].next_at > now:
+                self._let_go(c, endpoint, owner)
                 return []
             return [Delivery(r.id, r.event_id, r.body, r.attempts, r.created_at)
                     for r in found]
         return await self.db.write(tx)
 
-    async def delivered(self, endpoint: str, ids: Sequence[int]) -> int:
+    @staticmethod
+    def _let_go(c: Connection, endpoint: str, owner: str) -> None:
+        """The lease is held only while there is work: with none due, any worker of any
+        replica may take the endpoint's next event at once."""
+        c.execute(update(lease).where(lease.c.endpoint == endpoint, lease.c.owner == owner)
+                  .values(owner=None, expires=None))
+
+    async def delivered(self, endpoint: str, owner: str, ids: Sequence[int]) -> int:
+        """Drop the delivered rows; with none left, let go of the lease."""
         def tx(c: Connection) -> int:
-            return c.execute(delete(d).where(d.c.endpoint == endpoint,
-                                             d.c.id.in_(list(ids)))).rowcount
+            n = c.execute(delete(d).where(d.c.endpoint == endpoint,
+                                          d.c.id.in_(list(ids)))).rowcount
+            if c.execute(select(d.c.id).where(d.c.endpoint == endpoint).limit(1)).first() \
+                    is None:
+                self._let_go(c, endpoint, owner)
+            return n
         return await self.db.write(tx)
 
-    async def failed(self, endpoint: str, ids: Sequence[int], error: str,
+    async def failed(self, endpoint: str, owner: str, ids: Sequence[int], error: str,
                      delay: Callable[[int], float]) -> float:
-        """Count a failed attempt on `ids`; they are due again after `delay(attempts)`.
-        Returns that delay."""
+        """Count a failed attempt on `ids`; they are due again after `delay(attempts)`, for
+        whichever worker claims first then. Returns that delay."""
         def tx(c: Connection) -> float:
             attempts = c.execute(select(func.max(d.c.attempts))
                                  .where(d.c.id.in_(list(ids)))).scalar_one_or_none() or 0
@@ -136,13 +149,12 @@ class SqlOutbox:
             c.execute(update(d).where(d.c.endpoint == endpoint, d.c.id.in_(list(ids)))
                       .values(attempts=d.c.attempts + 1, last_error=error[:2000],
                               next_at=time.time() + wait))
+            self._let_go(c, endpoint, owner)
             return wait
         return await self.db.write(tx)
 
     async def release(self, endpoint: str, owner: str) -> None:
-        await self.db.write(lambda c: c.execute(
-            update(lease).where(lease.c.endpoint == endpoint, lease.c.owner == owner)
-            .values(owner=None, expires=None)))
+        await self.db.write(lambda c: self._let_go(c, endpoint, owner))
 
     async def states(self, names: Sequence[str]) -> list[EndpointState]:
         def run(c: Connection) -> list[EndpointState]:

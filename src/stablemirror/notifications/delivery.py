@@ -102,12 +102,12 @@ class Deliverer:
         ids = [d.id for d in batch]
         error = await self._post(session, endpoint, body)
         if error is None:
-            await self.outbox.delivered(endpoint.name, ids)
+            await self.outbox.delivered(endpoint.name, self.owner, ids)
             self.metrics.notification_delivered(endpoint.name, len(batch))
             return True
         self.metrics.notification_failed(endpoint.name)
         wait = await self.outbox.failed(
-            endpoint.name, ids, error,
+            endpoint.name, self.owner, ids, error,
             lambda n: retry_delay(n, endpoint.backoff_seconds, endpoint.backoff_max_seconds))
         log.warning("notifications endpoint %s: %s; %d events retried in %.1fs",
                     endpoint.name, error, len(batch), wait)
