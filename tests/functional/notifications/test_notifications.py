@@ -7,7 +7,10 @@ sends it again after its restart (at least once: the receiver dedupes by id)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -156,6 +159,11 @@ def test_a_receiver_down_during_a_burst_misses_nothing(
     wait_for("12 pending events", lambda: metric(
         registry, "stablemirror_notifications_pending") == 12, registry)
     assert metric(registry, "stablemirror_notifications_oldest_pending_age_seconds") > 0
+    shown = subprocess.run([sys.executable, "-m", "stablemirror", "status", "--url",
+                            registry.url], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "200"}, check=True).stdout
+    row = next(line for line in shown.splitlines() if "hooks" in line)
+    assert "Notifications" in shown and re.search(r"hooks\W+12\W", row), shown
     receiver.start()
     wait_for("the burst, once the receiver is back",
              lambda: len(of(receiver, repo)) >= len(tags), registry)
