@@ -49,7 +49,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
     d.mkdir()
     cfg = d.parent / "notify.yml"
     # Short backoff and lease: the tests await recoveries, they never sleep them out.
-    cfg.write_text(json.dumps({"notifications": {
+    cfg.write_text(json.dumps({"releases": {"namespaces": [
+        {"prefix": "kept/", "retention": {"keep_per_line": 1, "keep_days": 0}}]},
+        "notifications": {
         "poll_seconds": 0.2, "lease_seconds": 3, "endpoints": [{
             "name": "hooks", "url": receiver.events_url, "secret": SECRET,
             "headers": {"X-Receiver-Token": "token-1"}, "timeout_seconds": 2,
@@ -144,6 +146,20 @@ def test_push_tag_move_delete_mount_and_promotion_arrive_signed(
     requests_seen = receiver.requests()
     assert all(r["verified"] and r["content_type"] == MEDIA_TYPE for r in requests_seen)
     assert all(r["user_agent"].startswith("stablemirror/") for r in requests_seen)
+
+
+def test_a_version_removed_by_retention_is_a_delete(
+        registry: LiveServer, receiver: WebhookReceiver) -> None:
+    repo = "kept/model"
+    old = push_image(registry.url, make_image(repo, "1.0.0", layer_sizes=(1024,)))
+    push_image(registry.url, make_image(repo, "1.0.1", layer_sizes=(1024,)))
+    done = ok(api(registry, repo, "retention", {"dry_run": False}))
+    assert [r["version"] for r in done["removed"]] == ["1.0.0"]
+    wait_for("the retention delete", lambda: any(
+        e["action"] == "delete" for e in of(receiver, repo)), registry)
+    deletes = [e for e in of(receiver, repo) if e["action"] == "delete"]
+    assert [(e["target"]["digest"], e["target"].get("tag")) for e in deletes] == [
+        (old.digest, None)]
 
 
 def test_a_receiver_down_during_a_burst_misses_nothing(
