@@ -64,18 +64,18 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     routed = push_indexer.wrap(mirror.registry if mirror is not None else hosted)
     app.on_cleanup.append(push_indexer.stop)
     # Every registry change (push, tag move, delete, mount, promotion) is published, once
-    # committed, to each of these sinks (docs/notifications.md). A new consumer of registry
-    # events is one more entry in this list.
+    # committed, to each of these sinks in order (docs/notifications.md). A new consumer of
+    # registry events is one more entry in this list.
     notifications = build_notifications(settings, db, metrics)
     event_sinks: list[EventSink] = [*notifications.sinks]
-    events = FanOut(event_sinks) if event_sinks else None
-    if events is not None:
-        routed = PublishingRegistry(routed, events)
+    events = FanOut(event_sinks)
+    hosted_here = ((lambda r: not mirror.registry.is_proxied(r)) if mirror is not None
+                   else (lambda _r: True))
+    routed = PublishingRegistry(routed, events, hosted_here)
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
                               audit.record if audit is not None else None, events)
-    registry = releases.wrap(routed, (lambda r: not mirror.registry.is_proxied(r))
-                             if mirror is not None else (lambda _r: True))
+    registry = releases.wrap(routed, hosted_here)
     # Trust policies and verified reads wrap hosted and mirrored namespaces alike; with a
     # mirror, quarantined blobs heal from upstream (compose/trust.py).
     trust = build_trust(settings, registry, store, db, metrics,

@@ -6,6 +6,7 @@ blob mounts. A change that failed publishes nothing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 from stablemirror.events.model import EventAction, EventSink, RegistryEvent
@@ -24,9 +25,13 @@ def _media_type(body: bytes, content_type: str) -> str:
 
 
 class PublishingRegistry(ForwardingRegistry):
-    def __init__(self, inner: RegistryService, sink: EventSink) -> None:
+    def __init__(self, inner: RegistryService, sink: EventSink,
+                 is_hosted: Callable[[str], bool] = lambda _repository: True) -> None:
+        """`is_hosted`: False for repositories a mirror proxies (writes there are refused,
+        and looking a tag up would ask the upstream)."""
         super().__init__(inner)
         self.sink = sink
+        self.is_hosted = is_hosted
 
     async def _publish(self, ctx: RequestContext, action: EventAction, repository: str, *,
                        digest: str = "", media_type: str = "", size: int = 0, tag: str = ""
@@ -53,7 +58,8 @@ class PublishingRegistry(ForwardingRegistry):
                               ) -> None:
         ref = parse_reference(reference)
         if isinstance(ref, str):  # a tag: say which manifest it named, if we can tell
-            digest = await self._tagged(ctx, repository, reference)
+            digest = (await self._tagged(ctx, repository, reference)
+                      if self.is_hosted(repository) else "")
             await self.inner.delete_manifest(ctx, repository, reference)
             await self._publish(ctx, "delete", repository, tag=reference, digest=digest)
             return

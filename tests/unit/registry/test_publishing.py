@@ -100,3 +100,11 @@ async def test_a_failed_change_publishes_nothing() -> None:
     with pytest.raises(ManifestUnknown):
         await reg.delete_manifest(CTX, "r", DIGEST)
     assert sink.events == []
+
+
+async def test_a_tag_delete_in_a_proxied_repository_looks_nothing_up() -> None:
+    sink, inner = Sink(), Inner()
+    reg = PublishingRegistry(inner, sink, is_hosted=lambda _r: False)  # type: ignore[arg-type]
+    await reg.delete_manifest(CTX, "r", "old")
+    assert inner.reads == []  # a mirror would have asked its upstream
+    assert [(e.tag, e.digest) for e in sink.events] == [("old", "")]
