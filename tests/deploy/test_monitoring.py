@@ -27,7 +27,8 @@ DASHBOARD = ROOT / "deploy/grafana/stablemirror.json"
 RUNBOOK = ROOT / "docs/runbook.md"
 METRICS_DOC = ROOT / "docs/metrics.md"
 REQUIRED_ALERTS = {"HighPullFailureRate", "UpstreamDown", "AllUpstreamsDown",
-                   "StorageNearlyFull", "HighPullLatency"}
+                   "StorageNearlyFull", "HighPullLatency", "NotificationsBacklog",
+                   "NotificationsDropped"}
 METRIC_NAME = re.compile(r"\bstablemirror_[a-z_]+")
 
 
