@@ -1,9 +1,9 @@
 """A real webhook receiver process (aiohttp) for the notification tests: it verifies each
 request's HMAC signature, appends what it got to a JSON-lines file, and answers 200 (401
-for a bad signature). With `--hold`, a request is recorded on arrival and never answered
-(the far end of a delivery in flight when its sender dies).
+for a bad signature). After `PUT /hold` (until `DELETE /hold`) a request is recorded on
+arrival and not answered: the far end of a delivery in flight when its sender dies.
 
-    python -m tests.support.webhook_receiver --port P --secret S --out FILE [--hold]
+    python -m tests.support.webhook_receiver --port P --secret S --out FILE
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
 from aiohttp import web
 
 from tests.support.live import ServerProcess
@@ -25,15 +26,16 @@ from tests.support.live import ServerProcess
 HOLD_AT_MOST = 120.0  # seconds a held request waits, bounded like every test loop
 
 
-def _app(secret: bytes, out: Path, hold: bool) -> web.Application:
-    never = asyncio.Event()
+def _app(secret: bytes, out: Path) -> web.Application:
+    answer = asyncio.Event()  # clear: hold requests
+    answer.set()
 
     async def events(request: web.Request) -> web.Response:
         body = await request.read()
         expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
         given = request.headers.get("Stablemirror-Signature-256", "")
         verified = hmac.compare_digest(expected, given)
-        held = hold
+        held = not answer.is_set()
         entry = {"time": time.time(), "verified": verified, "held": held,
                  "content_type": request.headers.get("Content-Type", ""),
                  "user_agent": request.headers.get("User-Agent", ""),
@@ -42,14 +44,23 @@ def _app(secret: bytes, out: Path, hold: bool) -> web.Application:
             f.write(json.dumps(entry) + "\n")
         if held:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(never.wait(), HOLD_AT_MOST)
+                await asyncio.wait_for(answer.wait(), HOLD_AT_MOST)
         return web.Response(status=200 if verified else 401)
+
+    async def hold(request: web.Request) -> web.Response:
+        if request.method == "PUT":
+            answer.clear()
+        else:
+            answer.set()
+        return web.Response(text="ok")
 
     async def ready(_request: web.Request) -> web.Response:
         return web.Response(text="ready")
 
     app = web.Application()
     app.router.add_post("/events", events)
+    app.router.add_put("/hold", hold)
+    app.router.add_delete("/hold", hold)
     app.router.add_get("/v2/", ready)  # ServerProcess.start waits for this
     return app
 
@@ -65,7 +76,6 @@ class WebhookReceiver(ServerProcess):
         super().__init__(workdir, workdir / "receiver.log")
         self.secret = secret
         self.out = workdir / "received.jsonl"
-        self.hold = False  # set before start(): answer nothing
 
     @property
     def events_url(self) -> str:
@@ -74,8 +84,12 @@ class WebhookReceiver(ServerProcess):
     def command(self) -> tuple[list[str], dict[str, str] | None]:
         import sys
         return ([sys.executable, "-m", "tests.support.webhook_receiver", "--port",
-                 str(self.port), "--secret", self.secret, "--out", str(self.out),
-                 *(["--hold"] if self.hold else [])], None)
+                 str(self.port), "--secret", self.secret, "--out", str(self.out)], None)
+
+    def hold(self, on: bool) -> None:
+        """Leave requests unanswered (on) or answer them again (off, held ones too)."""
+        r = requests.request("PUT" if on else "DELETE", f"{self.url}/hold", timeout=10)
+        r.raise_for_status()
 
     def requests(self) -> list[dict[str, Any]]:
         if not self.out.exists():
@@ -95,9 +109,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secret", required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--hold", action="store_true")
     args = parser.parse_args()
-    web.run_app(_app(args.secret.encode(), args.out, args.hold), host="127.0.0.1",
+    web.run_app(_app(args.secret.encode(), args.out), host="127.0.0.1",
                 port=args.port, print=None)
 
 

@@ -47,7 +47,13 @@ class Deliverer:
         """Every endpoint's sender and the gauges, until cancelled (Background.run)."""
         self.owner = f"{self.replica}:{os.getpid()}"  # each forked worker is its own owner
         names = [e.name for e in self.settings.endpoints]
-        await self.outbox.ensure_endpoints(names)
+        while True:  # an index down at start-up delays deliveries, it does not end them
+            try:
+                await self.outbox.ensure_endpoints(names)
+                break
+            except Exception:
+                log.exception("notifications: the outbox could not be prepared; retrying")
+                await asyncio.sleep(self.settings.poll_seconds)
         async with aiohttp.ClientSession() as session:
             senders = [asyncio.create_task(self._send_loop(session, e), name=f"notify-{e.name}")
                        for e in self.settings.endpoints]

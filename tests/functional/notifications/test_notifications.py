@@ -7,10 +7,7 @@ sends it again after its restart (at least once: the receiver dedupes by id)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -52,9 +49,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
     cfg.write_text(json.dumps({"releases": {"namespaces": [
         {"prefix": "kept/", "retention": {"keep_per_line": 1, "keep_days": 0}}]},
         "notifications": {
-        "poll_seconds": 0.2, "lease_seconds": 3, "endpoints": [{
+        "poll_seconds": 0.2, "lease_seconds": 2, "endpoints": [{
             "name": "hooks", "url": receiver.events_url, "secret": SECRET,
-            "headers": {"X-Receiver-Token": "token-1"}, "timeout_seconds": 2,
+            "headers": {"X-Receiver-Token": "token-1"}, "timeout_seconds": 1.5,
             "backoff_seconds": 0.2, "backoff_max_seconds": 1.0, "batch_size": 5}]}}))
     s = LiveServer(d, "--config", str(cfg), workers=2)
     s.start()
@@ -165,7 +162,7 @@ def test_a_version_removed_by_retention_is_a_delete(
 def test_a_receiver_down_during_a_burst_misses_nothing(
         registry: LiveServer, receiver: WebhookReceiver) -> None:
     repo = "burst/app"
-    receiver.stop()
+    receiver.kill()  # down: connections refused
     tags = [f"b{n:02d}" for n in range(12)]
     for tag in tags:
         push_image(registry.url, make_image(repo, tag, layer_sizes=(1024,)))
@@ -175,11 +172,6 @@ def test_a_receiver_down_during_a_burst_misses_nothing(
     wait_for("12 pending events", lambda: metric(
         registry, "stablemirror_notifications_pending") == 12, registry)
     assert metric(registry, "stablemirror_notifications_oldest_pending_age_seconds") > 0
-    shown = subprocess.run([sys.executable, "-m", "stablemirror", "status", "--url",
-                            registry.url], capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "COLUMNS": "200"}, check=True).stdout
-    row = next(line for line in shown.splitlines() if "hooks" in line)
-    assert "Notifications" in shown and re.search(r"hooks\W+12\W", row), shown
     receiver.start()
     wait_for("the burst, once the receiver is back",
              lambda: len(of(receiver, repo)) >= len(tags), registry)
@@ -193,9 +185,7 @@ def test_a_receiver_down_during_a_burst_misses_nothing(
 def test_a_server_killed_mid_delivery_loses_nothing(
         registry: LiveServer, receiver: WebhookReceiver) -> None:
     repo = "crash/app"
-    receiver.kill()
-    receiver.hold = True  # takes the request, never answers
-    receiver.start()
+    receiver.hold(True)  # takes the request, does not answer
     push_image(registry.url, make_image(repo, "k1", layer_sizes=(1024,)))
 
     def in_flight() -> bool:
@@ -203,9 +193,7 @@ def test_a_server_killed_mid_delivery_loses_nothing(
                    for e in r["body"]["events"])
     wait_for("the delivery in flight", in_flight, registry)
     registry.kill()  # SIGKILL, mid-request
-    receiver.kill()
-    receiver.hold = False
-    receiver.start()
+    receiver.hold(False)
     registry.start()
     answered = [r for r in receiver.requests() if not r["held"]]
 
