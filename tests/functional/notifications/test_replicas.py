@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -44,12 +45,12 @@ def replicas(pg: PostgresServer, receiver: WebhookReceiver, tmp_path: Path
             "timeout_seconds": 2, "backoff_seconds": 0.2, "backoff_max_seconds": 1.0}]}}))
     data = tmp_path / "shared"  # the blob store both replicas share
     data.mkdir()
-    servers = []
-    for name in ("east", "west"):
-        s = LiveServer(data, "--config", str(cfg), env={
-            "STABLEMIRROR_DATABASE_URL": url, "STABLEMIRROR_REPLICA_ID": name})
-        s.start(timeout=60)
-        servers.append(s)
+    servers = [LiveServer(data, "--config", str(cfg), env={
+        "STABLEMIRROR_DATABASE_URL": url, "STABLEMIRROR_REPLICA_ID": name})
+        for name in ("east", "west")]
+    with ThreadPoolExecutor(2) as starting:  # together: they migrate one at a time
+        for started in [starting.submit(s.start, 60) for s in servers]:
+            started.result()
     yield servers
     for s in servers:
         s.stop()
