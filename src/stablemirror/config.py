@@ -37,6 +37,7 @@ from stablemirror.auth.config import AuthSettings
 from stablemirror.index.db import PoolSize
 from stablemirror.jobs.config import JobSettings
 from stablemirror.mirror.config import MirrorSettings
+from stablemirror.notifications.config import NotificationSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.replication.config import ReplicationSettings
 from stablemirror.scanning.config import ScanningSettings
@@ -151,6 +152,7 @@ class Settings(BaseSettings):
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
 
     @field_validator("listen")
     @classmethod

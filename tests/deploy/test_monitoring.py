@@ -27,7 +27,8 @@ DASHBOARD = ROOT / "deploy/grafana/stablemirror.json"
 RUNBOOK = ROOT / "docs/runbook.md"
 METRICS_DOC = ROOT / "docs/metrics.md"
 REQUIRED_ALERTS = {"HighPullFailureRate", "UpstreamDown", "AllUpstreamsDown",
-                   "StorageNearlyFull", "HighPullLatency", "ReplicationLagHigh"}
+                   "StorageNearlyFull", "HighPullLatency", "ReplicationLagHigh",
+                   "NotificationsBacklog", "NotificationsDropped"}
 METRIC_NAME = re.compile(r"\bstablemirror_[a-z_]+")
 
 

@@ -17,7 +17,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("oci", "metrics", "logs", "settings_names", "files"),
     ("index", "store", "client"),
     ("audit", "jobs", "events"),
-    ("registry",),
+    ("registry", "notifications"),
     ("auth", "trust", "releases", "integrity", "delta"),
     ("scanning", "models"),
     ("mirror", "replication"),

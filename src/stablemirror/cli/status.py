@@ -151,6 +151,26 @@ def render(status: dict[str, Any], m: Samples, console: Console) -> None:
         http.add_row(route, f"{n:.0f}", f"{errors:.0f}",
                      f"{1000 * sums.get(route, 0) / n:.1f} ms" if n else "-")
     console.print(http)
+    _notifications(m, console)
+
+
+def _notifications(m: Samples, console: Console) -> None:
+    """Per notification endpoint (docs/notifications.md); nothing without endpoints."""
+    pending = m.by("stablemirror_notifications_pending", "endpoint")
+    delivered = m.by("stablemirror_notifications_delivered_total", "endpoint")
+    if not pending and not delivered:
+        return
+    oldest = m.by("stablemirror_notifications_oldest_pending_age_seconds", "endpoint")
+    failed = m.by("stablemirror_notifications_failed_attempts_total", "endpoint")
+    dropped = m.by("stablemirror_notifications_dropped_total", "endpoint")
+    table = _table("Notifications", "endpoint", "pending", "oldest pending", "delivered",
+                   "failed attempts", "dropped")
+    for name in sorted(set(pending) | set(delivered)):
+        age = oldest.get(name, 0.0)
+        table.add_row(name, f"{pending.get(name, 0):.0f}", human_seconds(age) if age else "-",
+                      f"{delivered.get(name, 0):.0f}", f"{failed.get(name, 0):.0f}",
+                      f"{dropped.get(name, 0):.0f}")
+    console.print(table)
 
 
 def status(

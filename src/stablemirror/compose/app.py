@@ -24,6 +24,7 @@ from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
 from stablemirror.compose.jobs import build_runner, job_queue, schedule_gc
 from stablemirror.compose.mirror import build_mirror
+from stablemirror.compose.notifications import build_notifications
 from stablemirror.compose.releases import build_releases
 from stablemirror.compose.replication import build_replication
 from stablemirror.compose.scanning import build_scanning
@@ -31,12 +32,15 @@ from stablemirror.compose.storage import build_store, cold_of, readiness_checks
 from stablemirror.compose.trust import build_trust
 from stablemirror.config import Settings
 from stablemirror.delta.hosted import PushIndexer
+from stablemirror.events.fanout import FanOut
+from stablemirror.events.model import EventSink
 from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
 from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
+from stablemirror.registry.publishing import PublishingRegistry
 
 __all__ = ["build_app", "run_guarded"]  # run_guarded: server/prefork.py runs the app with it
 
@@ -61,11 +65,19 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     push_indexer = PushIndexer(hosted, cold_of(store))  # local files of every blob
     routed = push_indexer.wrap(mirror.registry if mirror is not None else hosted)
     app.on_cleanup.append(push_indexer.stop)
+    # Every registry change (push, tag move, delete, mount, promotion) is published, once
+    # committed, to each of these sinks in order (docs/notifications.md). A new consumer of
+    # registry events is one more entry in this list.
+    notifications = build_notifications(settings, db, metrics)
+    event_sinks: list[EventSink] = [*notifications.sinks]
+    events = FanOut(event_sinks)
+    hosted_here = ((lambda r: not mirror.registry.is_proxied(r)) if mirror is not None
+                   else (lambda _r: True))
+    routed = PublishingRegistry(routed, events, hosted_here)
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
     releases = build_releases(settings, db, index, metrics,
-                              audit.record if audit is not None else None)
-    registry = releases.wrap(routed, (lambda r: not mirror.registry.is_proxied(r))
-                             if mirror is not None else (lambda _r: True))
+                              audit.record if audit is not None else None, events)
+    registry = releases.wrap(routed, hosted_here)
     # Trust policies and verified reads wrap hosted and mirrored namespaces alike; with a
     # mirror, quarantined blobs heal from upstream (compose/trust.py).
     trust = build_trust(settings, registry, store, db, metrics,
@@ -82,11 +94,13 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     # queue, once across replicas (docs/jobs.md).
     background = Background(build_runner(settings, db))
     schedule_gc(settings, background, store, index)
-    # Replication rules as jobs; replication.sinks() are the event sinks of event-triggered
-    # rules, for the registry's event publisher (compose/replication.py).
+    # Replication rules as jobs; event-triggered rules consume the registry's events
+    # (compose/replication.py).
     replication = build_replication(settings, db, background, metrics, job_queue(settings, db))
+    event_sinks.extend(replication.sinks())  # the publisher's FanOut holds this list
     add_replication_routes(app, replication)
     trust.schedule(background)
+    notifications.schedule(background)
     if mirror is not None:
         app[QUALIFY_NAME] = mirror.registry.qualify
         app.on_startup.append(mirror.start)

@@ -16,6 +16,7 @@ from aiohttp import web
 from stablemirror.api.releases import RELEASES, RETENTION, add_release_routes
 from stablemirror.compose.background import Background
 from stablemirror.config import Settings
+from stablemirror.events.model import EventSink
 from stablemirror.index.audit_events import AuditSink
 from stablemirror.index.db import Database
 from stablemirror.index.protocol import RegistryIndex
@@ -64,6 +65,6 @@ class ReleaseParts:
 
 
 def build_releases(settings: Settings, db: Database, index: RegistryIndex, metrics: Metrics,
-                   audit: AuditSink | None) -> ReleaseParts:
-    service = ReleaseService(db, settings.releases, metrics, audit)
+                   audit: AuditSink | None, events: EventSink | None = None) -> ReleaseParts:
+    service = ReleaseService(db, settings.releases, metrics, audit, events)
     return ReleaseParts(service, Retention(service, index))

@@ -71,6 +71,7 @@ from stablemirror.metrics.labels import (
     check,
     config_name,
 )
+from stablemirror.metrics.notifications import NotificationMetrics
 from stablemirror.metrics.replication import ReplicationMetrics
 from stablemirror.metrics.storage import StorageMetrics
 
@@ -132,7 +133,7 @@ class _Exported(Collector):
                     yield family
 
 
-class Metrics(StorageMetrics, ReplicationMetrics):
+class Metrics(StorageMetrics, ReplicationMetrics, NotificationMetrics):
     def __init__(self, multiprocess_dir: Path | None = None, max_namespaces: int = 100) -> None:
         if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(
                 multiprocess_dir):
@@ -145,6 +146,7 @@ class Metrics(StorageMetrics, ReplicationMetrics):
         r = self._registry
         self._declare_storage(r)
         self._declare_replication(r)
+        self._declare_notifications(r)
         self.http_requests = Counter(
             f"{PREFIX}http_requests_total", "HTTP requests answered, by route and status.",
             ["method", "route", "status"], registry=r)

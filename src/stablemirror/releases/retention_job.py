@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from stablemirror.events.model import RegistryEvent
 from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.oci.digest import Digest
@@ -77,11 +78,17 @@ class Retention:
             rid = store.repo_id(c, repository)
             return 0 if rid is None else store.other_tags_of(c, rid, doomed.digest, doomed.tag)
 
-        if await self.releases.db.read(others):
-            await self.index.delete_tag(repository, doomed.tag, audit=audit)
+        by_tag = bool(await self.releases.db.read(others))
+        if by_tag:
+            deleted = await self.index.delete_tag(repository, doomed.tag, audit=audit)
         else:
-            await self.index.delete_manifest(repository, Digest.parse(doomed.digest),
-                                             audit=audit)
+            deleted = await self.index.delete_manifest(repository, Digest.parse(doomed.digest),
+                                                       audit=audit)
+        if deleted and self.releases.events is not None:  # as a client's DELETE would
+            await self.releases.events.accept(RegistryEvent(
+                action="delete", repository=repository, digest=doomed.digest,
+                tag=doomed.tag if by_tag else "", actor=ctx.actor or "retention",
+                client=ctx.client, user_agent=ctx.user_agent, request_id=ctx.request_id))
 
 
 def _under(c: Connection, prefix: str) -> list[str]:

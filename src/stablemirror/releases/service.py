@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from stablemirror.events.model import EventSink, RegistryEvent
 from stablemirror.index.audit_chain import append as append_audit
 from stablemirror.index.audit_events import AuditEvent, AuditSink
 from stablemirror.index.db import Database
@@ -55,14 +56,16 @@ def _version(text: str, field: str = "version") -> Version:
 
 class ReleaseService:
     def __init__(self, db: Database, settings: ReleaseSettings, metrics: Metrics,
-                 audit: AuditSink | None) -> None:
+                 audit: AuditSink | None, events: EventSink | None = None) -> None:
         """`audit`: when given, pulls are recorded through it and every channel move
-        appends its audit record in the move's own transaction."""
+        appends its audit record in the move's own transaction. `events`: a promotion
+        publishes a `promote` event there once committed (docs/notifications.md)."""
         self.db = db
         self._channel_query = store.channel_query()  # the hot read, built once
         self.settings = settings
         self.metrics = metrics
         self.audit = audit
+        self.events = events
         self._pulls: dict[tuple[str, str], tuple[int, float]] = {}
         # Set by the composition root on a mirror: channels of proxied repositories live
         # upstream, so moves are refused here.
@@ -187,7 +190,13 @@ class ReleaseService:
             after = (Entry(v.tag, self._digest(digests, v, "version"), 100),)
             return self._move(c, ctx, repository, rid, channel, "promote", after, reason, force)
 
-        return (await self.db.write(run)).to_json()
+        row = await self.db.write(run)
+        if self.events is not None:
+            await self.events.accept(RegistryEvent(
+                action="promote", repository=repository, digest=row.to_entries[0].digest,
+                channel=channel, actor=ctx.actor or "", client=ctx.client,
+                user_agent=ctx.user_agent, request_id=ctx.request_id))
+        return row.to_json()
 
     async def split(self, ctx: RequestContext, repository: str, channel: str,
                     weights: dict[str, object], force: bool = False, reason: str = ""
