@@ -14,9 +14,19 @@ import requests
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port. Under pytest-xdist each worker takes only ports of its own
+    residue, so a port one worker just released is never handed to the other before its
+    server binds it. (Linux hands bind(port 0) odd ports only: the residue is of port // 2.)"""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    mine = int(worker[2:]) if worker.startswith("gw") else 0
+    for _ in range(200):  # the kernel spreads ephemeral ports: a few tries find a residue
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if (port // 2) % workers == mine:
+            return port
+    raise RuntimeError(f"no free loopback port with residue {mine} mod {workers}")
 
 
 class ServerProcess:
@@ -44,7 +54,7 @@ class ServerProcess:
         """(argv, environment or None to inherit); may write config files first."""
         raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         argv, env = self.command()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,

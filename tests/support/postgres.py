@@ -12,7 +12,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from itertools import count
 from pathlib import Path
 
 import pytest
+
+from tests.support.live import free_port
 
 PG_USER = "postgres"
 
@@ -36,10 +37,6 @@ def _pg_bin(tool: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_pg_user(cmd: list[str]) -> list[str]:
@@ -62,7 +59,7 @@ class PostgresServer:
         self.data = self.base / "data"
         self.sockets = self.base / "sock"
         self.log = self.base / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._names = count()
 
     def _run(self, cmd: list[str]) -> None:

@@ -101,14 +101,14 @@ def test_admin_api_and_cli(server_factory: ServerFactory) -> None:
 def test_robot_expiry_and_listing(server_factory: ServerFactory) -> None:
     srv = auth_server(server_factory)
     out = json.loads(cli(srv, "robot", "create", "nightly", "--role", "reader", "--repos",
-                         "team/*", "--expires-days", str(3 / 86400), remote=True).stdout)
+                         "team/*", "--expires-days", str(8 / 86400), remote=True).stdout)
     assert out["expires_at"] > time.time()
     r = token(srv, out["username"], out["secret"], "repository:team/m:pull")
     assert r.status_code == 200
     tok = r.json()["token"]
     listed = json.loads(cli(srv, "robot", "list").stdout)
     assert [x["name"] for x in listed] == ["nightly"] and "secret" not in listed[0]
-    time.sleep(3.5)
+    time.sleep(max(0.0, out["expires_at"] - time.time()) + 0.5)
     assert token(srv, out["username"], out["secret"]).status_code == 401
     assert get_manifest(srv, tok, "team/m", "v1").status_code == 401
     missing = cli(srv, "robot", "create", "noscope", check=False)
