@@ -11,11 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import uvloop
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from stablemirror.compose.app import build_app, run_guarded
 from stablemirror.config import Settings
 from stablemirror.metrics import Metrics, prepare_multiprocess_dir
 from stablemirror.server.metrics_dir import InstanceMetricsDir
@@ -28,7 +26,12 @@ SHUTDOWN_TIMEOUT = 10.0  # seconds requests in flight get to finish after SIGTER
 def _run_worker(settings: Settings, sock: socket.socket, metrics_dir: Path, *,
                 only: bool = False) -> None:
     """`only`: the one process (--workers 1), which logs the shutdown itself; with several
-    workers the parent logs it once for all."""
+    workers the parent logs it once for all. The app is imported here, in the worker:
+    a parent of several workers never needs it (docs/footprint.md)."""
+    import uvloop
+
+    from stablemirror.compose.app import build_app, run_guarded
+
     loop = uvloop.new_event_loop()
     # One Metrics per worker process, writing to the shared multiprocess directory.
     metrics = Metrics(multiprocess_dir=metrics_dir)
