@@ -98,6 +98,11 @@ def serve(settings: Settings) -> None:
     if workers == 1:
         _run_worker(settings, sock, metrics_dir.path, only=True)
         return
+    # Imported once, before the fork: the workers share those pages and the CPU it took,
+    # and the exec below drops the parent's copy (server/supervisor.py).
+    import uvloop  # noqa: F401
+
+    import stablemirror.compose.app  # noqa: F401
     # Blocked until the supervisor handles them (server/supervisor.py); each worker
     # unblocks them before its event loop installs its own handlers.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
