@@ -114,6 +114,9 @@ def report_markdown(run: Any, info: dict[str, str], started: dt.datetime, wall: 
     out += [*summary_lines(rounds, args), "", "Targets:", "",
             *table_head("Target", "Measured, median (best)", "Result")]
     out += [table_row(*r) for r in target_rows(rounds, args)]
+    out += ["", "Where the memory and start-up time go, which targets the current design can "
+            "meet and what an unmet one would take (the import floor, measured): "
+            "`docs/footprint.md`."]
     out += ["", "<details><summary>Every round</summary>", ""]
     for placement in PLACEMENTS:
         for i, r in enumerate(rounds.get(placement, [])):

@@ -34,7 +34,7 @@ from pydantic_settings import (
 
 from stablemirror.audit.config import AuditSettings
 from stablemirror.auth.config import AuthSettings
-from stablemirror.index.db import PoolSize
+from stablemirror.index.pool_size import PoolSize
 from stablemirror.jobs.config import JobSettings
 from stablemirror.mirror.config import MirrorSettings
 from stablemirror.notifications.config import NotificationSettings

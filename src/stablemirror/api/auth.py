@@ -14,19 +14,22 @@ import base64
 import binascii
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from stablemirror.api.context import ACTOR_KEY, CONTEXT_KEY, context
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_SETTINGS
-from stablemirror.auth.policy import ADMIN, REGISTRY_RESOURCE, repository_resource
+from stablemirror.auth.policy import ADMIN, DOCKER_TO_ACTION, REGISTRY_RESOURCE, repository_resource
 from stablemirror.auth.principals import ANONYMOUS, Principal
-from stablemirror.auth.service import DOCKER_TO_ACTION, AuthService, Login, LoginFailed
-from stablemirror.auth.tokens import Access, Claims, TokenInvalid, parse_scopes
 from stablemirror.index.audit_events import DENIED, FAILED, OK, UNAUTHORIZED, AuditEvent
 from stablemirror.oci.errors import Denied, OCIError, Unauthorized
 from stablemirror.oci.names import validate_name
 from stablemirror.registry.protocol import RequestContext
+
+if TYPE_CHECKING:  # the auth service (argon2, JWT, SQL) is imported only where auth is on
+    from stablemirror.auth.service import AuthService, Login
+    from stablemirror.auth.tokens import Access, Claims
 
 MOUNT_ALLOWED_KEY = "stablemirror.mount_allowed"  # False: serve a mount request as an upload
 PUSH_ROUTES = ("upload_start", "upload")
@@ -120,6 +123,8 @@ async def _bearer(request: web.Request, auth: AuthService, route: str) -> Claims
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
+    from stablemirror.auth.tokens import TokenInvalid
+
     try:
         return await auth.bearer(value.strip())
     except TokenInvalid as err:
@@ -194,6 +199,8 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
 
 
 async def _login(request: web.Request, username: str | None, password: str | None) -> Login:
+    from stablemirror.auth.service import LoginFailed
+
     auth = request.app[AUTH]
     if username is None or password is None:
         return auth.anonymous()
@@ -216,6 +223,8 @@ def _check_service(request: web.Request, service: str | None) -> None:
 def requested_scopes(values: list[str]) -> list[Access]:
     """A repository scope must name a valid repository (NAME_INVALID, as /v2 would answer):
     the name goes into the token, the audit log and, via the challenge, a header."""
+    from stablemirror.auth.tokens import parse_scopes
+
     scopes = parse_scopes(values)
     for access in scopes:
         if access.type == "repository":
@@ -259,6 +268,8 @@ async def token_get(request: web.Request) -> web.StreamResponse:
 
 async def token_post(request: web.Request) -> web.StreamResponse:
     """POST /token: the OAuth2 form, grant_type password or refresh_token."""
+    from stablemirror.auth.service import LoginFailed
+
     form = await request.post()
     _check_service(request, str(form.get("service") or "") or None)
     grant = str(form.get("grant_type", ""))

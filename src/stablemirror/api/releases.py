@@ -18,8 +18,6 @@ from stablemirror.api.body import json_object_body
 from stablemirror.api.context import context
 from stablemirror.api.keys import AUTH
 from stablemirror.auth.policy import PROMOTE, PULL, repository_resource
-from stablemirror.auth.service import LoginFailed
-from stablemirror.auth.tokens import TokenInvalid
 from stablemirror.index.audit_events import DENIED, UNAUTHORIZED
 from stablemirror.oci.errors import Denied, ReleaseInvalid, Unauthorized
 from stablemirror.registry.protocol import RequestContext
@@ -35,6 +33,9 @@ async def _authorize(request: web.Request, repository: str, action: str) -> None
     auth = request.app.get(AUTH)
     if auth is None:
         return
+    from stablemirror.auth.service import LoginFailed  # with auth on only (docs/footprint.md)
+    from stablemirror.auth.tokens import TokenInvalid
+
     creds = basic_credentials(request)
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     reason = "credentials required"

@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from stablemirror.api.admin import require_admin
 from stablemirror.api.body import json_object_body
 from stablemirror.api.keys import AUTH
 from stablemirror.oci.errors import OCIError
@@ -33,6 +32,10 @@ REPLICATION: web.AppKey[ReplicationAdmin] = web.AppKey("replication")
 
 async def _authorize(request: web.Request) -> None:
     if request.app.get(AUTH) is not None:
+        # Imported here: the admin API pulls in auth, audit and their crypto, which a
+        # server without --auth never loads (docs/footprint.md).
+        from stablemirror.api.admin import require_admin
+
         await require_admin(request)
 
 

@@ -24,6 +24,7 @@ from stablemirror.auth.principals import Principal
 from stablemirror.oci.patterns import glob_match
 
 PULL, PUSH, DELETE = "registry:Pull", "registry:Push", "registry:Delete"
+DOCKER_TO_ACTION = {"pull": PULL, "push": PUSH, "delete": DELETE}  # token-scope actions
 PROMOTE, ADMIN = "registry:Promote", "registry:Admin"
 ACTIONS = (PULL, PUSH, DELETE, PROMOTE, ADMIN)
 VERSION = "2012-10-17"

@@ -17,9 +17,7 @@ from stablemirror.auth.oidc import OidcVerifier, looks_like_jwt
 from stablemirror.auth.passwords import Passwords
 from stablemirror.auth.policy import (
     ADMIN,
-    DELETE,
-    PULL,
-    PUSH,
+    DOCKER_TO_ACTION,
     REGISTRY_RESOURCE,
     Decision,
     PolicySet,
@@ -35,7 +33,6 @@ from stablemirror.auth.principals import ANONYMOUS, LOCAL, Principal, split_logi
 from stablemirror.auth.store import AuthStore
 from stablemirror.auth.tokens import Access, Claims, TokenInvalid, TokenService
 
-DOCKER_TO_ACTION = {"pull": PULL, "push": PUSH, "delete": DELETE}
 CATALOG = Access("registry", "catalog", ("*",))
 
 

@@ -1,8 +1,9 @@
 """The `stablemirror` command's entry point. `pack` and `unpack` are client commands that
 need none of the server's command groups; importing those (cli/main.py: compose, api, ...)
 costs about a second on a small machine, which a pack of a small directory would feel. So
-they start from their own app (cli/pack.py `models_app`); every other command, and
-`--help`, go to cli/main.py. Mistakes are one line either way.
+they start from their own app (cli/pack.py `models_app`); so does `serve` (cli/serve.py
+`serve_app`: a node's start-up time and memory, docs/footprint.md) and `copy` (cli/copy.py);
+every other command, and `--help`, go to cli/main.py. Mistakes are one line either way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import typer
 
 LIGHT_COMMANDS = ("pack", "unpack")
 COPY_COMMAND = "copy"  # cli/copy.py: a client command too
+SERVE_COMMAND = "serve"  # the server's own light start (cli/serve.py, docs/footprint.md)
 
 
 def main() -> None:
@@ -25,6 +27,12 @@ def main() -> None:
         from stablemirror.cli.copy import copy_app
 
         run_one_line(copy_app, prog_name="stablemirror")
+    if len(sys.argv) > 1 and sys.argv[1] == SERVE_COMMAND:
+        from stablemirror.cli.serve import serve_app
+        from stablemirror.config import SettingsError
+        from stablemirror.server.startup import StartupError
+
+        run_one_line(serve_app, prog_name="stablemirror", known=(SettingsError, StartupError))
     from stablemirror.cli.main import main as full_main
 
     full_main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,11 +27,12 @@ from stablemirror.cli.replicate import replicate_app
 from stablemirror.cli.scan import scan as scan_command
 from stablemirror.cli.scan import scan_exempt as scan_exempt_command
 from stablemirror.cli.scrub import scrub as scrub_command
+from stablemirror.cli.serve import serve as serve_command
 from stablemirror.cli.status import status as status_command
 from stablemirror.cli.trust import key_app, trust_app
 from stablemirror.cli.trust import sign as sign_command
 from stablemirror.cli.trust import verify as verify_command
-from stablemirror.config import Role, Settings, SettingsError, load_settings
+from stablemirror.config import Settings, SettingsError, load_settings
 from stablemirror.server.startup import (
     StartupError,
     check_data_dir,
@@ -43,41 +44,8 @@ from stablemirror.server.startup import (
 app = typer.Typer(help="stablemirror: OCI registry and pull-through mirror", no_args_is_help=True)
 
 
-
-LogFormatOpt = Annotated[Literal["text", "json"] | None,
-                         typer.Option(help="log lines as text or one JSON object each")]
-LogLevelOpt = Annotated[Literal["debug", "info", "warning", "error"] | None,
-                        typer.Option(help="least severe level logged (default info)")]
-
-
-@app.command()
-def serve(
-    listen: Annotated[str | None, typer.Option(help="HOST:PORT (default 127.0.0.1:5000)")] = None,
-    data_dir: DataDirOpt = None,
-    config: ConfigOpt = None,
-    workers: Annotated[int | None, typer.Option(
-        help="processes, at least 1; default: CPU count (node: 1)")] = None,
-    role: Annotated[Role | None, typer.Option(
-        help="placement: center (default), edge or node; edge and node need an upstream")
-    ] = None,
-    log_format: LogFormatOpt = None,
-    log_level: LogLevelOpt = None,
-    upstream: Annotated[list[str] | None, typer.Option(
-        help="proxy every repository to this registry URL; repeat for backups, in order")
-    ] = None,
-    auth: Annotated[bool, typer.Option(
-        "--auth", help="require tokens (docs/auth.md); STABLEMIRROR_ADMIN_PASSWORD creates "
-        "`admin` on first start")] = False,
-) -> None:
-    """Run the registry."""
-    from stablemirror.server.prefork import serve as run
-
-    settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers,
-                             role=role, log_format=log_format, log_level=log_level,
-                             upstream=upstream or None,
-                             auth={"enabled": True} if auth else None)
-    configure_command_logging(settings)
-    run(settings)
+# The one command in its own module, so that cli/entry.py can run it without this one.
+app.command(name="serve")(serve_command)
 
 
 @app.command()

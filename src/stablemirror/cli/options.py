@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich on use only: `serve` imports these options (cli/serve.py)
+    from rich.table import Table
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="blobs + index live here")]
@@ -28,6 +30,8 @@ def registry_credentials() -> tuple[str, str] | None:
 
 def counts_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """What a maintenance run did: one row per kind of thing, its count on the right."""
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("what")
     table.add_column("count", justify="right")

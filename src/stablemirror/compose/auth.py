@@ -12,29 +12,26 @@ import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
-from stablemirror.api.admin import add_admin_routes
-from stablemirror.api.auth import add_token_routes
 from stablemirror.api.keys import AUDIT, AUTH, AUTH_ADMIN, AUTH_SETTINGS
-from stablemirror.audit.forward import Forwarder
-from stablemirror.audit.jobs import retention_job
-from stablemirror.audit.log import AuditLog
-from stablemirror.auth import keys
-from stablemirror.auth.admin import AuthAdmin
-from stablemirror.auth.keys import KeyRing
-from stablemirror.auth.oidc import OidcVerifier
-from stablemirror.auth.passwords import Passwords
-from stablemirror.auth.service import AuthService, PolicyCache
-from stablemirror.auth.store import AuthStore
-from stablemirror.auth.tokens import TokenService
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
 from stablemirror.index.db import Database
 from stablemirror.jobs.runner import JobContext
+
+# The audit log and access control (cryptography, JWT, argon2, the admin API's rich
+# reports) are imported by the functions below that build them: a server without auth or
+# audit never loads them (docs/footprint.md).
+if TYPE_CHECKING:
+    from stablemirror.audit.log import AuditLog
+    from stablemirror.auth.admin import AuthAdmin
+    from stablemirror.auth.passwords import Passwords
+    from stablemirror.auth.store import AuthStore
 
 log = logging.getLogger("stablemirror.auth")
 
@@ -49,11 +46,20 @@ def checkpoint_key_file(settings: Settings) -> Path:
 
 
 def build_audit(settings: Settings, db: Database) -> AuditLog | None:
-    return AuditLog(db, checkpoint_key_file(settings)) if audit_enabled(settings) else None
+    if not audit_enabled(settings):
+        return None
+    from stablemirror.audit.log import AuditLog
+
+    return AuditLog(db, checkpoint_key_file(settings))
 
 
 def build_admin(settings: Settings, db: Database) -> tuple[AuthStore, Passwords, AuthAdmin]:
     """The administrative half, also used in-process by the CLI's --data-dir mode."""
+    from stablemirror.auth.admin import AuthAdmin
+    from stablemirror.auth.passwords import Passwords
+    from stablemirror.auth.service import PolicyCache
+    from stablemirror.auth.store import AuthStore
+
     store = AuthStore(db)
     passwords = Passwords()
     policies = PolicyCache(store, settings.auth.public_repositories)
@@ -72,6 +78,9 @@ def install_access(app: web.Application, settings: Settings, db: Database,
 
 def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
                 background: Background) -> None:
+    from stablemirror.audit.forward import Forwarder
+    from stablemirror.audit.jobs import retention_job
+
     cfg = settings.audit
     forwarder = None
     if cfg.forward_file is not None or cfg.forward_syslog is not None:
@@ -110,6 +119,14 @@ def _audit_jobs(app: web.Application, settings: Settings, audit: AuditLog,
 
 def _install_auth(app: web.Application, settings: Settings, db: Database,
                   background: Background) -> None:
+    from stablemirror.api.admin import add_admin_routes
+    from stablemirror.api.auth import add_token_routes
+    from stablemirror.auth import keys
+    from stablemirror.auth.keys import KeyRing
+    from stablemirror.auth.oidc import OidcVerifier
+    from stablemirror.auth.service import AuthService
+    from stablemirror.auth.tokens import TokenService
+
     cfg = settings.auth
     store, passwords, admin = build_admin(settings, db)
     ring = KeyRing(db)

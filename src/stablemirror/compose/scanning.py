@@ -10,6 +10,7 @@ Nothing is wrapped when no scanning policy is set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,13 +19,10 @@ from stablemirror.index.audit_events import AuditSink
 from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.registry.protocol import RegistryService
-from stablemirror.scanning.enforce import ScanningRegistry
-from stablemirror.scanning.jobs import ScanJobs
-from stablemirror.scanning.policy import policy_from_settings
-from stablemirror.scanning.store import ScanStore
-from stablemirror.scanning.trivy import trivy_scanner
 from stablemirror.store.protocol import BlobStore
-from stablemirror.trust.policy import read_role_key
+
+if TYPE_CHECKING:  # imported when a scanning policy is set (docs/footprint.md)
+    from stablemirror.scanning.jobs import ScanJobs
 
 
 @dataclass
@@ -49,6 +47,13 @@ def build_scanning(settings: Settings, front: RegistryService, backend: Registry
     scanning = settings.scanning
     if not scanning.policies:
         return ScanningParts(front, None)
+    from stablemirror.scanning.enforce import ScanningRegistry
+    from stablemirror.scanning.jobs import ScanJobs
+    from stablemirror.scanning.policy import policy_from_settings
+    from stablemirror.scanning.store import ScanStore
+    from stablemirror.scanning.trivy import trivy_scanner
+    from stablemirror.trust.policy import read_role_key
+
     scans = ScanStore(db)
     jobs = ScanJobs(backend, scans, store, settings.data_dir / "scanning" / "spool", metrics,
                     referrers=hosted, concurrency=scanning.concurrency)

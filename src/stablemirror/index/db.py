@@ -22,17 +22,21 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from stablemirror.index.hot_reads import SqliteHotReads
-from stablemirror.index.pg_reads import PostgresReads
+from stablemirror.index.pool_size import PoolSize
 from stablemirror.oci.errors import StorageFull, Unavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+
+    from stablemirror.index.pg_reads import PostgresReads
 
 T = TypeVar("T")
 
@@ -72,25 +76,6 @@ def sqlite_engine(url: str, begin: str | None) -> Engine:
     return engine
 
 
-@dataclass(frozen=True, slots=True)
-class PoolSize:
-    """PostgreSQL connections per process (settings `database.*`)."""
-
-    size: int = 10
-    max_overflow: int = 10
-    timeout: float = 10.0
-
-    @property
-    def most(self) -> int:
-        return self.size + self.max_overflow
-
-    @property
-    def hot(self) -> int:
-        """Of `size`, the connections the pull path's reads use from the event loop
-        (index/pg_reads.py); the engine's pool gets the rest and the overflow."""
-        return self.size // 2
-
-
 def make_engines(url: str, pool: PoolSize | None = None
                  ) -> tuple[Engine, Engine, Engine]:
     """(reader, writer, snapshot) engines for `url`; one engine for PostgreSQL."""
@@ -121,6 +106,13 @@ def _unreachable(e: Exception) -> bool:
     return isinstance(e, DBAPIError) and e.connection_invalidated
 
 
+def _postgresql_insert() -> Callable[..., PostgresInsert]:
+    """The PostgreSQL dialect is imported for a PostgreSQL index only (docs/footprint.md)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert
+
+
 class Database:
     def __init__(self, url: str, pool: PoolSize | None = None) -> None:
         self.url = url
@@ -132,9 +124,12 @@ class Database:
         threads = max(1, self.pool.size - self.pool.hot) + self.pool.max_overflow
         self._pool = ThreadPoolExecutor(1 if self.is_sqlite else threads,
                                         thread_name_prefix="db")
-        self.insert = sqlite.insert if self.is_sqlite else postgresql.insert
-        self.hot = (PostgresReads(url, self.pool.hot, self.pool.timeout)
-                    if not self.is_sqlite and self.pool.hot > 0 else None)
+        self.insert = sqlite.insert if self.is_sqlite else _postgresql_insert()
+        self.hot: PostgresReads | None = None
+        if not self.is_sqlite and self.pool.hot > 0:
+            from stablemirror.index.pg_reads import PostgresReads  # asyncpg: PostgreSQL only
+
+            self.hot = PostgresReads(url, self.pool.hot, self.pool.timeout)
         # SQLite: read_row skips the engine too (index/hot_reads.py), on a file database
         database = self.reader.url.database if self.is_sqlite else None
         self._sqlite_rows = (SqliteHotReads(database)

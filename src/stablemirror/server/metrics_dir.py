@@ -98,12 +98,23 @@ class InstanceMetricsDir:
     def remove(self) -> None:
         if os.getpid() != self._owner:
             return
-        with contextlib.suppress(OSError):
-            if self._pointer.read_text() == str(self.path):
-                self._pointer.unlink()
-        shutil.rmtree(self.path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.close(self._lock_fd)
+        remove_instance_dir(self.path, self._pointer, self._lock_fd)
+
+    def hand_over(self) -> tuple[Path, Path, int]:
+        """For a process that exec()s (server/supervisor.py): the directory, its pointer and
+        the lock's fd, kept open across the exec; the new program removes them."""
+        atexit.unregister(self.remove)
+        os.set_inheritable(self._lock_fd, True)
+        return self.path, self._pointer, self._lock_fd
+
+
+def remove_instance_dir(path: Path, pointer: Path, lock_fd: int) -> None:
+    with contextlib.suppress(OSError):
+        if pointer.read_text() == str(path):
+            pointer.unlink()
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.close(lock_fd)
 
 
 def running_server_dir(data_dir: Path) -> Path | None:

@@ -15,13 +15,12 @@ import socket
 import uuid
 from pathlib import Path
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from stablemirror.config import Settings
-from stablemirror.index.migrate import upgrade
+from stablemirror.index.schema_fast import at_head_without_alembic
 from stablemirror.logs import configure_logging
-from stablemirror.oci.errors import StorageUnavailable
-from stablemirror.store.s3_client import S3Connection, S3Missing
+
+# SQLAlchemy, Alembic and the S3 client are imported by the checks that need them: a node
+# on SQLite and files never does (docs/footprint.md).
 
 # The directories a push writes to (store/filesystem.py); `serve` checks them at start
 # and /readyz keeps checking them (registry/health.py).
@@ -115,6 +114,9 @@ def check_storage(settings: Settings) -> None:
     an unreachable endpoint or a missing bucket is one line (never the keys)."""
     if settings.storage.backend != "s3":
         return
+    from stablemirror.oci.errors import StorageUnavailable
+    from stablemirror.store.s3_client import S3Connection, S3Missing
+
     cfg = settings.storage.s3
     where = cfg.endpoint or f"AWS S3 ({cfg.region})"
 
@@ -136,7 +138,14 @@ def check_storage(settings: Settings) -> None:
 
 
 def migrate_index(settings: Settings) -> None:
-    """Bring the index to the newest schema; a database that refuses is one line."""
+    """Bring the index to the newest schema; a database that refuses is one line. An
+    SQLite index at the head revision, or a new one, needs no Alembic (index/schema_fast.py)."""
+    if at_head_without_alembic(settings.index_url):
+        return
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from stablemirror.index.migrate import upgrade
+
     try:
         upgrade(settings.index_url)
     except SQLAlchemyError as exc:

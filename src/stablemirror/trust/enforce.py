@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stablemirror.index.audit_events import DENIED, OK, AuditEvent, AuditSink
 from stablemirror.index.protocol import StoredManifest
@@ -28,14 +28,12 @@ from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import Denied, ManifestUnknown, NameUnknown, OCIError
 from stablemirror.registry.forwarding import ForwardingRegistry
 from stablemirror.registry.protocol import RegistryService, RequestContext
-from stablemirror.trust.cosign import (
-    MAX_PAYLOAD_BYTES,
-    SignatureLayer,
-    signature_layers,
-    signature_tag,
-)
 from stablemirror.trust.policy import PolicySource, TrustPolicy
-from stablemirror.trust.verify import satisfied_roles, verify_signatures
+
+# Signature checks (cosign.py, verify.py: cryptography) are imported by the first pull a
+# policy covers: a server without trust policies never loads them (docs/footprint.md).
+if TYPE_CHECKING:
+    from stablemirror.trust.cosign import SignatureLayer
 
 log = logging.getLogger("stablemirror.trust")
 
@@ -131,6 +129,9 @@ class TrustEnforcer(ForwardingRegistry):
 
     async def _satisfied(self, ctx: RequestContext, repository: str, digest: Digest,
                          policy: TrustPolicy) -> set[str]:
+        from stablemirror.trust.cosign import signature_layers, signature_tag
+        from stablemirror.trust.verify import satisfied_roles, verify_signatures
+
         try:
             sig = await self.inner.get_manifest(ctx, repository, signature_tag(digest))
         except (ManifestUnknown, NameUnknown):
@@ -156,6 +157,8 @@ class TrustEnforcer(ForwardingRegistry):
 
     async def _payload(self, ctx: RequestContext, repository: str, layer: SignatureLayer
                        ) -> bytes | None:
+        from stablemirror.trust.cosign import MAX_PAYLOAD_BYTES
+
         try:
             source = await self.inner.open_blob(ctx, repository, str(layer.payload_digest))
         except OCIError:

@@ -13,11 +13,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from stablemirror.index.sql_trust import PolicyKeyRow, PolicyRow, SqlTrustIndex
 from stablemirror.oci.patterns import fnmatch_match
-from stablemirror.trust.keys import PublicKey, key_id, load_public_key, public_pem
+
+# Keys are parsed (trust/keys.py: cryptography, PyNaCl) when a policy names one: a server
+# without trust policies never loads them (docs/footprint.md).
+if TYPE_CHECKING:
+    from stablemirror.trust.keys import PublicKey
 
 PolicyMode = Literal["enforce", "warn", "off"]
 MODES: tuple[PolicyMode, ...] = ("enforce", "warn", "off")
@@ -32,6 +36,8 @@ class RoleKey:
     key: PublicKey
 
     def row(self) -> PolicyKeyRow:
+        from stablemirror.trust.keys import public_pem
+
         return PolicyKeyRow(self.role, self.key_id, public_pem(self.key).decode(), self.label)
 
 
@@ -86,6 +92,8 @@ def check_role(role: str) -> str:
 
 
 def role_key(role: str, pem: bytes, label: str) -> RoleKey:
+    from stablemirror.trust.keys import key_id, load_public_key
+
     key = load_public_key(pem)
     return RoleKey(check_role(role), key_id(key), label[:255], key)
 
@@ -136,6 +144,8 @@ class PolicySource:
             cache_key = (k.role, k.key_id, k.label)
             parsed = self._parsed.get(cache_key)
             if parsed is None:
+                from stablemirror.trust.keys import load_public_key
+
                 parsed = RoleKey(k.role, k.key_id, k.label, load_public_key(k.public_key.encode()))
                 self._parsed[cache_key] = parsed
             keys.append(parsed)
