@@ -37,6 +37,7 @@ from stablemirror.auth.config import AuthSettings
 from stablemirror.index.db import PoolSize
 from stablemirror.jobs.config import JobSettings
 from stablemirror.mirror.config import MirrorSettings
+from stablemirror.p2p.config import P2PSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.scanning.config import ScanningSettings
 from stablemirror.settings_names import ENV_PREFIX, unknown_env_names, unknown_keys
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
     releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scanning: ScanningSettings = Field(default_factory=ScanningSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    p2p: P2PSettings = Field(default_factory=P2PSettings)
 
     @field_validator("listen")
     @classmethod

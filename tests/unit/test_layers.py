@@ -20,6 +20,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("auth", "trust", "releases", "integrity", "delta"),
     ("scanning", "models"),
+    ("p2p",),
     ("mirror",),
     ("config",),
     ("api",),
