@@ -49,7 +49,8 @@ DEFAULT_HOST = "127.0.0.1"
 # Settings given on the command line, by their option (for naming them in an error).
 CLI_OPTIONS = {"listen": "--listen", "data_dir": "--data-dir", "workers": "--workers",
                "log_format": "--log-format", "log_level": "--log-level",
-               "upstream": "--upstream", "role": "--role", "auth": "--auth"}
+               "upstream": "--upstream", "role": "--role", "auth": "--auth",
+               "p2p": "--p2p"}
 
 
 class SettingsError(ValueError):
@@ -178,6 +179,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"mirror.replicas.advertise_url "
                                  f"{replicas.advertise_url!r}: {exc}") from None
         _groups, namespaces = self.mirror.effective(self.upstream)
+        if self.p2p.enabled and self.worker_count != 1:
+            raise ValueError("p2p.enabled runs one BitTorrent session on one port: "
+                             f"--workers must be 1, not {self.worker_count}")
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
                              "URL or mirror.namespaces (docs/mirror.md)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,32 @@ def wait_seeding(handles: list[lt.torrent_handle], timeout: float) -> None:
         time.sleep(0.1)
     states: list[Any] = [(h.status().progress, str(h.status().state)) for h in handles]
     raise AssertionError(f"not complete within {timeout}s: {states}")
+
+
+def edge_config(path: Path, **p2p: Any) -> Path:
+    path.write_text(json.dumps({"p2p": {"clusters": {"c1": SECRET}, "announce_seconds": 1,
+                                        **p2p}}))
+    return path
+
+
+def node_config(path: Path, edge_url: str, name: str, listen: str, **p2p: Any) -> Path:
+    """A node cache of cluster c1 pulling through `edge_url`, its swarm on `listen`."""
+    path.write_text(json.dumps({
+        "role": "node", "upstream": [edge_url],
+        "mirror": {"node_id": name},
+        "p2p": {"enabled": True, "cluster": "c1", "secret": SECRET, "listen": listen,
+                "no_progress_seconds": 3, "min_piece_bytes": 256 * 1024, **p2p}}))
+    return path
+
+
+def metric_value(base: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`, from /metrics."""
+    total = 0.0
+    for line in requests.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        series, _, value = line.rpartition(" ")
+        if series.split("{", 1)[0] == name and all(
+                f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total

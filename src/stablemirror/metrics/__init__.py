@@ -71,6 +71,7 @@ from stablemirror.metrics.labels import (
     check,
     config_name,
 )
+from stablemirror.metrics.p2p import P2PMetrics
 from stablemirror.metrics.storage import StorageMetrics
 
 # Callers import names from here; the label sets live in labels.py.
@@ -131,7 +132,7 @@ class _Exported(Collector):
                     yield family
 
 
-class Metrics(StorageMetrics):
+class Metrics(StorageMetrics, P2PMetrics):
     def __init__(self, multiprocess_dir: Path | None = None, max_namespaces: int = 100) -> None:
         if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(
                 multiprocess_dir):
@@ -143,6 +144,7 @@ class Metrics(StorageMetrics):
         self._registry = CollectorRegistry(auto_describe=False)
         r = self._registry
         self._declare_storage(r)
+        self._declare_p2p(r)
         self.http_requests = Counter(
             f"{PREFIX}http_requests_total", "HTTP requests answered, by route and status.",
             ["method", "route", "status"], registry=r)
