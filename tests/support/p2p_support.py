@@ -33,6 +33,7 @@ def session(port: int) -> lt.session:
         "listen_interfaces": f"127.0.0.1:{port}", "enable_dht": False, "enable_lsd": False,
         "enable_upnp": False, "enable_natpmp": False,
         "allow_multiple_connections_per_ip": True, "ssrf_mitigation": False,
+        "urlseed_wait_retry": 2,
         "alert_mask": 0})
 
 

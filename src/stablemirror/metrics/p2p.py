@@ -25,6 +25,10 @@ class P2PMetrics:
             "the edge by plain HTTP after a fallback.", ["origin"], registry=r)
         self.p2p_uploaded = Counter(f"{PREFIX}p2p_uploaded_bytes_total",
                                     "Blob bytes this node sent to peers.", registry=r)
+        self.p2p_rejected = Counter(
+            f"{PREFIX}p2p_rejected_bytes_total",
+            "Bytes from peers that failed the piece hash check (discarded; the peer is "
+            "banned).", registry=r)
         self.p2p_fallbacks = Counter(
             f"{PREFIX}p2p_fallbacks_total",
             "P2P pulls that went on by plain HTTP from the edge, by reason.", ["reason"],
@@ -52,6 +56,10 @@ class P2PMetrics:
     def p2p_upload(self, n: int) -> None:
         if n > 0:
             self.p2p_uploaded.inc(n)
+
+    def p2p_reject(self, n: int) -> None:
+        if n > 0:
+            self.p2p_rejected.inc(n)
 
     def p2p_fallback(self, reason: P2PFallback) -> None:
         self.p2p_fallbacks.labels(reason).inc()

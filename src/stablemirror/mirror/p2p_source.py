@@ -176,6 +176,7 @@ class P2PBlobSource:
                 try:
                     data = await asyncio.wait_for(swarm.read_piece(piece), self.p2p.timeout)
                 except TimeoutError:
+                    log.warning("p2p read of piece %d of %s timed out", piece, self.digest)
                     self._fall_back("no_progress", pos)
                     raise UpstreamFailure("p2p", "read_timeout") from None
                 if len(data) != min(swarm.piece_length, swarm.size - start):
@@ -209,6 +210,8 @@ class P2PBlobSource:
         m = self.p2p.metrics
         m.p2p_bytes("peers", counters.from_peers)
         m.p2p_bytes("edge_web_seed", counters.from_edge)
+        m.p2p_reject(counters.rejected)
         log.info("p2p pull of %s: %d bytes from peers, %d from the edge's web seed, plain "
-                 "HTTP from %s, %d uploaded, %d peers", self.digest, counters.from_peers,
-                 counters.from_edge, self._http_from, counters.uploaded, counters.peers)
+                 "HTTP from %s, %d uploaded, %d rejected, %d peers", self.digest,
+                 counters.from_peers, counters.from_edge, self._http_from, counters.uploaded,
+                 counters.rejected, counters.peers)

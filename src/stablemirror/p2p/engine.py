@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class SwarmCounters:
     from_peers: int = 0
     from_edge: int = 0  # through the web seed
     uploaded: int = 0
+    rejected: int = 0  # failed the piece hash check: discarded, the sender banned
     peers: int = 0
 
 
@@ -73,6 +75,7 @@ class Swarm:
         c = self.counters
         c.peers = int(status.num_peers)
         c.uploaded = int(status.total_payload_upload)
+        c.rejected = int(status.total_failed_bytes)
         c.from_peers = int(status.total_payload_download)
         c.from_edge = max(int(status.total_wanted_done) - c.from_peers, 0)
 
@@ -88,7 +91,8 @@ class NodeEngine:
         self.node = node
         self.downloads = directory / "downloads"
         self._session: lt.session | None = None
-        self._seeding: dict[str, tuple[lt.torrent_handle, float]] = {}
+        # hex digest -> (handle, seed until, whether its files under downloads/ are ours)
+        self._seeding: dict[str, tuple[lt.torrent_handle, float, bool]] = {}
         self._task: asyncio.Task[None] | None = None
         self.swarms: dict[str, Swarm] = {}  # blobs being pulled now, by hex digest
         self._reads: dict[tuple[str, int], asyncio.Future[bytes]] = {}
@@ -109,15 +113,21 @@ class NodeEngine:
             if self._session is None:
                 continue
             for alert in self._session.pop_alerts():
-                if not isinstance(alert, lt.read_piece_alert):
-                    continue
-                future = self._reads.pop((str(alert.torrent_name), int(alert.piece)), None)
-                if future is None or future.done():
-                    continue
-                if alert.error.value() != 0:
-                    future.set_exception(OSError(alert.error.value(), alert.error.message()))
-                else:
-                    future.set_result(bytes(alert.buffer)[: alert.size])
+                if isinstance(alert, lt.read_piece_alert):
+                    try:
+                        self._piece_read(alert)
+                    except Exception:  # one bad alert must not stop every later read
+                        log.exception("read_piece_alert %s", alert.message())
+
+    def _piece_read(self, alert: lt.read_piece_alert) -> None:
+        future = self._reads.pop((str(alert.torrent_name), int(alert.piece)), None)
+        if future is None or future.done():
+            log.debug("read of piece %s of %s: nobody waits", alert.piece, alert.torrent_name)
+            return
+        if alert.error.value() != 0:
+            future.set_exception(OSError(alert.error.value(), alert.error.message()))
+        else:
+            future.set_result(bytes(alert.buffer)[: alert.size])
 
     def _credential(self) -> str:
         secret = self.settings.secret
@@ -142,6 +152,7 @@ class NodeEngine:
             # peers of a cluster may share an address (tests, NAT); the tracker is ours
             "allow_multiple_connections_per_ip": True, "ssrf_mitigation": False,
             "report_web_seed_downloads": False,  # see Swarm.sample
+            "urlseed_wait_retry": 2,  # a web seed that failed once is retried soon
             "min_announce_interval": 1,  # our tracker's interval (p2p.announce_seconds)
             "upload_rate_limit": s.upload_limit, "download_rate_limit": s.download_limit,
             "connections_limit": s.max_peers * 4,
@@ -185,8 +196,10 @@ class NodeEngine:
         return swarm.counters
 
     def complete(self, hex_digest: str, published: Path) -> SwarmCounters | None:
-        """The pull is published: the same torrent goes on seeding from the published file
-        (libtorrent is pointed at its directory, nothing is copied; the download goes)."""
+        """The pull is published: the same torrent seeds on, without a pause. Its file's
+        name becomes a hard link to the published blob (same bytes, verified), so the
+        download's own copy goes as soon as libtorrent lets go of it; moving libtorrent's
+        storage instead would recheck every piece and drop the peers meanwhile."""
         swarm = self.swarms.pop(hex_digest, None)
         if swarm is None or self._session is None:
             return None
@@ -194,11 +207,15 @@ class NodeEngine:
         if self.settings.seed_seconds <= 0 or hex_digest in self._seeding:
             self._session.remove_torrent(swarm.handle, lt.session.delete_files)
             return swarm.counters
-        swarm.handle.move_storage(str(published.parent),
-                                  lt.move_flags_t.reset_save_path)  # type: ignore[attr-defined]
-        swarm.path.unlink(missing_ok=True)  # an open mmap keeps reading the same bytes
+        link = swarm.path.with_name(swarm.path.name + ".link")
+        try:
+            link.unlink(missing_ok=True)
+            os.link(published, link)
+            os.replace(link, swarm.path)
+        except OSError:  # another filesystem: the download seeds as it is, then goes
+            link.unlink(missing_ok=True)
         until = time.monotonic() + self.settings.seed_seconds
-        self._seeding[hex_digest] = (swarm.handle, until)
+        self._seeding[hex_digest] = (swarm.handle, until, True)
         return swarm.counters
 
     def seed(self, hex_digest: str, torrent: bytes, published: Path) -> None:
@@ -206,20 +223,28 @@ class NodeEngine:
         if self.settings.seed_seconds <= 0 or hex_digest in self._seeding:
             return
         handle, _ = self._add(torrent, published.parent, seed=True)
-        self._seeding[hex_digest] = (handle, time.monotonic() + self.settings.seed_seconds)
+        self._seeding[hex_digest] = (handle, time.monotonic() + self.settings.seed_seconds,
+                                     False)
 
     def seeding(self) -> dict[str, lt.torrent_handle]:
-        return {k: h for k, (h, _) in self._seeding.items()}
+        return {k: h for k, (h, _, _) in self._seeding.items()}
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            for key, (handle, until) in list(self._seeding.items()):
+            for key, (handle, until, own) in list(self._seeding.items()):
                 if now > until or handle.status().errc.value() != 0:
                     del self._seeding[key]
-                    if self._session is not None:
-                        self._session.remove_torrent(handle)
+                    self._drop(handle, own)
+
+    def _drop(self, handle: lt.torrent_handle, own_files: bool) -> None:
+        """Stop seeding; a download's name goes too (never a published blob's)."""
+        if self._session is not None:
+            if own_files:
+                self._session.remove_torrent(handle, lt.session.delete_files)
+            else:
+                self._session.remove_torrent(handle)
 
     async def aclose(self) -> None:
         for task in (self._task, self._pump):
@@ -230,7 +255,7 @@ class NodeEngine:
         for key in list(self.swarms):
             self.leave(key)
         if self._session is not None:
-            for handle, _ in self._seeding.values():
-                self._session.remove_torrent(handle)
+            for handle, _, own in self._seeding.values():
+                self._drop(handle, own)
             self._seeding.clear()
             self._session = None

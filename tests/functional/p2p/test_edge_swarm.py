@@ -1,26 +1,37 @@
 """The edge side of P2P with a real stablemirror server and real libtorrent sessions: the
 metadata endpoint (credential required), the web seed completing a swarm of one, the
-tracker introducing two peers of one cluster so the second takes pieces from the first."""
+tracker introducing two peers of one cluster so the second takes pieces from the first;
+and a node cache refused metadata, which pulls by plain HTTP instead."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libtorrent as lt
 import pytest
+import requests
 
 from tests.support.live import LiveServer, free_port
 from tests.support.mirror_support import push_blob
-from tests.support.p2p_support import SECRET, add, get_torrent, session, wait_seeding
+from tests.support.p2p_support import (
+    SECRET,
+    add,
+    get_torrent,
+    metric_value,
+    node_config,
+    session,
+    wait_seeding,
+)
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveServer, str, bytes]:
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str, bytes]]:
     root = tmp_path_factory.mktemp("edge")
     config = root / "edge.yml"
     config.write_text(json.dumps({"p2p": {"clusters": {"c1": SECRET},
@@ -66,3 +77,18 @@ def test_web_seed_alone_completes_and_a_second_peer_shares(
     assert (tmp_path / "n3" / name).read_bytes() == data
     assert h2.status().total_payload_download >= len(data)  # all of it from peer n1
     assert h1.status().total_payload_upload >= len(data)
+
+
+def test_a_node_refused_metadata_pulls_by_plain_http(
+        edge: tuple[LiveServer, str, bytes], tmp_path: Path,
+        server_factory: Callable[..., LiveServer]) -> None:
+    server, digest, data = edge
+    cfg = node_config(tmp_path / "n.yml", server.url, "n9", f"127.0.0.1:{free_port()}",
+                      secret="not-the-cluster-secret")  # the edge answers 403
+    node = server_factory("--config", str(cfg))
+    r = requests.get(f"{node.url}/v2/lib/blob/blobs/{digest}", timeout=60)
+    assert r.status_code == 200 and r.content == data
+    assert metric_value(node.url, "stablemirror_p2p_fallbacks_total",
+                        reason="no_metadata") == 1
+    assert metric_value(node.url, "stablemirror_p2p_received_bytes_total",
+                        origin="edge_http") == len(data)

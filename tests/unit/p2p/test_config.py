@@ -14,7 +14,7 @@ def _yaml(tmp_path: Path, text: str) -> Path:
 
 
 def test_node_p2p_needs_the_cluster_secret(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="p2p.secret"):
+    with pytest.raises(SettingsError, match=r"p2p\.secret"):
         load_settings(None, role="node", upstream=["http://127.0.0.1:1"],
                       p2p={"enabled": True})
 
