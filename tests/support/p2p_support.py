@@ -72,7 +72,7 @@ def node_config(path: Path, edge_url: str, name: str, listen: str, **p2p: Any) -
         "role": "node", "upstream": [edge_url],
         "mirror": {"node_id": name},
         "p2p": {"enabled": True, "cluster": "c1", "secret": SECRET, "listen": listen,
-                "no_progress_seconds": 3, "min_piece_bytes": 256 * 1024, **p2p}}))
+                "no_progress_seconds": 4, "min_piece_bytes": 256 * 1024, **p2p}}))
     return path
 
 
