@@ -29,6 +29,9 @@ class P2PSettings(BaseModel):
                                 description="node: bytes/s from the swarm, 0: none")
     seed_seconds: float = Field(default=600.0, ge=0,
                                 description="node: seed a blob this long after its pull")
+    stream_window: int = Field(
+        default=4, ge=0, description="node: pieces after the client's read position asked "
+        "for first (deadlines); 0: rarest-first only")
     max_peers: int = Field(default=50, ge=1, description="node: connections per blob")
     no_progress_seconds: float = Field(
         default=10.0, gt=0, description="node: no new verified piece this long (or no "

@@ -26,7 +26,6 @@ from stablemirror.p2p.credential import query, sign
 
 log = logging.getLogger("stablemirror.p2p")
 PUMP_SECONDS = 0.01
-WINDOW = 4  # pieces after the read position asked for with a deadline (streaming order)
 
 
 @dataclass
@@ -41,8 +40,9 @@ class SwarmCounters:
 
 class Swarm:
     def __init__(self, handle: lt.torrent_handle, info: lt.torrent_info, path: Path,
-                 read: Callable[[Swarm, int], asyncio.Future[bytes]]) -> None:
+                 read: Callable[[Swarm, int], asyncio.Future[bytes]], window: int) -> None:
         self._read = read
+        self.window = window  # pieces after the read position asked for first
         self.handle = handle
         self.info = info
         self.path = path  # where libtorrent writes the blob
@@ -59,7 +59,7 @@ class Swarm:
         if piece == self._head:
             return
         self._head = piece
-        last = min(piece + WINDOW, self.info.num_pieces())
+        last = min(piece + self.window, self.info.num_pieces())
         for i, p in enumerate(range(piece, last)):
             if not self.have(p):
                 self.handle.set_piece_deadline(p, 200 * (i + 1))
@@ -151,6 +151,9 @@ class NodeEngine:
             "enable_upnp": False, "enable_natpmp": False,
             # peers of a cluster may share an address (tests, NAT); the tracker is ours
             "allow_multiple_connections_per_ip": True, "ssrf_mitigation": False,
+            # TCP only: uTP's delay-based congestion control (LEDBAT) backs off behind any
+            # queue on a shaped link, and inside a cluster there is nobody to yield to
+            "enable_outgoing_utp": False, "enable_incoming_utp": False,
             "report_web_seed_downloads": False,  # see Swarm.sample
             "urlseed_wait_retry": 2,  # a web seed that failed once is retried soon
             "min_announce_interval": 1,  # our tracker's interval (p2p.announce_seconds)
@@ -182,7 +185,8 @@ class NodeEngine:
     def join(self, hex_digest: str, torrent: bytes) -> Swarm:
         """Start (or rejoin) pulling a blob's pieces into the downloads directory."""
         handle, info = self._add(torrent, self.downloads, seed=False)
-        swarm = Swarm(handle, info, self.downloads / info.files().file_path(0), self._read)
+        swarm = Swarm(handle, info, self.downloads / info.files().file_path(0), self._read,
+                      self.settings.stream_window)
         self.swarms[hex_digest] = swarm
         return swarm
 
