@@ -87,3 +87,15 @@ def metric_value(base: str, name: str, **labels: str) -> float:
                 f'{k}="{v}"' in series for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def wait_metric(base: str, name: str, at_least: float, timeout: float = 10.0,
+                **labels: str) -> float:
+    """The metric once it reaches `at_least` (counters a node updates right after its
+    publish, which may come after the client's last byte), else its last value."""
+    deadline = time.monotonic() + timeout
+    value = metric_value(base, name, **labels)
+    while value < at_least and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = metric_value(base, name, **labels)
+    return value

@@ -92,3 +92,4 @@ def test_a_node_refused_metadata_pulls_by_plain_http(
                         reason="no_metadata") == 1
     assert metric_value(node.url, "stablemirror_p2p_received_bytes_total",
                         origin="edge_http") == len(data)
+

@@ -22,3 +22,4 @@ def test_every_size_is_a_power_of_two_within_bounds() -> None:
     for size in (1, 1000, 7 * MiB + 3, 300 * MiB, 5 * GiB + 1):
         p = piece_size(size, LOW, HIGH)
         assert p & (p - 1) == 0 and LOW <= p <= HIGH
+
