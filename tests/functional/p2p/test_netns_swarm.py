@@ -165,3 +165,6 @@ def test_preheat_warms_every_node_at_once(cluster: Cluster) -> None:
     for node, before in zip(cluster.nodes, pulls, strict=True):
         assert set(image.blobs) <= set(blob_files(node.data_dir))
         assert metric_value(node.url, "stablemirror_p2p_pulls_total") == before + 3
+    shown = subprocess.run([sys.executable, "-m", "stablemirror", "status", "--url",
+                            cluster.nodes[1].url], capture_output=True, text=True, timeout=60)
+    assert "P2P (since start)" in shown.stdout and "rejected" in shown.stdout, shown.stdout
