@@ -146,6 +146,11 @@ class NodeEngine:
     def start(self) -> None:
         s = self.settings
         self.downloads.mkdir(parents=True, exist_ok=True)
+        # what a crashed process left: pieces not all verified, or links of seeded blobs;
+        # a pull never resumes from them (the fetch's own .part is the resume point)
+        for leftover in self.downloads.iterdir():
+            if leftover.is_file() or leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
         self._session = lt.session({
             "listen_interfaces": s.listen, "enable_dht": False, "enable_lsd": False,
             "enable_upnp": False, "enable_natpmp": False,
