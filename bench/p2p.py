@@ -59,14 +59,14 @@ def _pull(node: NetnsServer, digest: str, t0: float) -> float:
 
 
 def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root: Path,
-           p2p: bool, size: int, window: int) -> dict[str, object]:
+           p2p: bool, size: int, window: int, stripes: int) -> dict[str, object]:
     name = "p2p" if p2p else "http"
     digest = push_random_blob_streamed(edge.url, "lib/blob", size)
     nodes = []
     for i, (ns, address) in enumerate(hosts):
         cfg = node_config(root / f"{name}-n{i}.yml", edge.url, f"{name}-n{i}",
                           "0.0.0.0:6881", no_progress_seconds=30,
-                          stream_window=window)
+                          stream_window=window, stripes=stripes)
         if not p2p:
             data = json.loads(cfg.read_text())
             data["p2p"]["enabled"] = False
@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--stream-window", type=int, default=4,
                     help="p2p.stream_window of the nodes")
+    ap.add_argument("--stripes", type=int, default=1, help="p2p.stripes of the nodes")
     ap.add_argument("--png", type=Path, default=ROOT / "bench" / "p2p.png")
     args = ap.parse_args()
     size = args.size_mib * MiB
@@ -124,7 +125,8 @@ def main() -> None:
                 sh("tc", "qdisc", "add", "dev", bridge.outside(10 + i), "root", "tbf",
                    "rate", args.rate, "burst", "64kb", "latency", "50ms")  # downlink
                 hosts.append((ns, address))
-            runs = {p2p: _round(bridge, edge, hosts, root, p2p, size, args.stream_window)
+            runs = {p2p: _round(bridge, edge, hosts, root, p2p, size, args.stream_window,
+                           args.stripes)
                     for p2p in ((True,) if args.only_p2p else (True, False))}
     finally:
         if edge is not None:

@@ -32,6 +32,9 @@ class P2PSettings(BaseModel):
     stream_window: int = Field(
         default=4, ge=0, description="node: pieces after the client's read position asked "
         "for first (deadlines); 0: rarest-first only")
+    stripes: int = Field(
+        default=1, ge=1, le=64, description="node: ask first for the pieces of one stripe "
+        "of this many, chosen by node id, so nodes starting together trade; 1: off")
     max_peers: int = Field(default=50, ge=1, description="node: connections per blob")
     no_progress_seconds: float = Field(
         default=10.0, gt=0, description="node: no new verified piece this long (or no "

@@ -12,6 +12,7 @@ file is seeded in place for `seed_seconds`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -192,6 +193,14 @@ class NodeEngine:
         handle, info = self._add(torrent, self.downloads, seed=False)
         swarm = Swarm(handle, info, self.downloads / info.files().file_path(0), self._read,
                       self.settings.stream_window)
+        stripes = self.settings.stripes
+        if stripes > 1:
+            # Nodes that start together would otherwise all want the same pieces, which only
+            # the web-seeded node has: nobody would have anything the others lack. Each node
+            # asks first for its own stripe (by its id), so they trade (docs/p2p.md).
+            mine = int(hashlib.sha256(self.node.encode()).hexdigest(), 16) % stripes
+            handle.prioritize_pieces([7 if p % stripes == mine else 4
+                                      for p in range(info.num_pieces())])
         self.swarms[hex_digest] = swarm
         return swarm
 

@@ -51,7 +51,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         nodes = []
         for n in range(NODES):
             ns, address = bridge.host(10 + n)
-            cfg = node_config(root / f"n{n}.yml", edge.url, f"n{n}", f"0.0.0.0:{P2P_PORT}")
+            cfg = node_config(root / f"n{n}.yml", edge.url, f"n{n}", f"0.0.0.0:{P2P_PORT}",
+                              stripes=8)  # p2p.stripes exercised here
             nodes.append(NetnsServer(ns, address, root / f"n{n}", "--config", str(cfg)))
         servers.extend(nodes)
         with ThreadPoolExecutor(len(servers)) as pool:
