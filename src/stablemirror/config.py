@@ -38,6 +38,7 @@ from stablemirror.index.pool_size import PoolSize
 from stablemirror.jobs.config import JobSettings
 from stablemirror.mirror.config import MirrorSettings
 from stablemirror.notifications.config import NotificationSettings
+from stablemirror.p2p.config import P2PSettings
 from stablemirror.releases.config import ReleaseSettings
 from stablemirror.replication.config import ReplicationSettings
 from stablemirror.scanning.config import ScanningSettings
@@ -50,7 +51,8 @@ DEFAULT_HOST = "127.0.0.1"
 # Settings given on the command line, by their option (for naming them in an error).
 CLI_OPTIONS = {"listen": "--listen", "data_dir": "--data-dir", "workers": "--workers",
                "log_format": "--log-format", "log_level": "--log-level",
-               "upstream": "--upstream", "role": "--role", "auth": "--auth"}
+               "upstream": "--upstream", "role": "--role", "auth": "--auth",
+               "p2p": "--p2p"}
 
 
 class SettingsError(ValueError):
@@ -153,6 +155,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    p2p: P2PSettings = Field(default_factory=P2PSettings)
 
     @field_validator("listen")
     @classmethod
@@ -180,6 +183,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"mirror.replicas.advertise_url "
                                  f"{replicas.advertise_url!r}: {exc}") from None
         _groups, namespaces = self.mirror.effective(self.upstream)
+        if self.p2p.enabled and self.worker_count != 1:
+            raise ValueError("p2p.enabled runs one BitTorrent session on one port: "
+                             f"--workers must be 1, not {self.worker_count}")
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
                              "URL or mirror.namespaces (docs/mirror.md)")

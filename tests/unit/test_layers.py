@@ -20,6 +20,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("registry", "notifications"),
     ("auth", "trust", "releases", "integrity", "delta"),
     ("scanning", "models"),
+    ("p2p",),
     ("mirror", "replication"),
     ("config",),
     ("api",),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from stablemirror.api import blobs, listings, manifests, uploads
+from stablemirror.api import blobs, listings, manifests, p2p, uploads
 from stablemirror.api.auth import authorize
 from stablemirror.api.keys import QUALIFY_NAME
 from stablemirror.oci.errors import NameInvalid, Unsupported
@@ -44,6 +44,8 @@ ROUTES: tuple[Route, ...] = (
     Route("upload", _path(r"(?P<name>.+)/blobs/uploads/(?P<upload>[^/]+)"),
           {"GET": uploads.status, "PATCH": uploads.patch, "PUT": uploads.finish,
            "DELETE": uploads.cancel}),
+    Route("blob_torrent", _path(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)/torrent"),
+          {"GET": p2p.torrent}),  # P2P metadata (api/p2p.py); authorized as a blob pull
     Route("blob", _path(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
           {"GET": blobs.get, "HEAD": blobs.get, "DELETE": blobs.delete}),
     Route("referrers", _path(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"),

@@ -22,6 +22,7 @@ from stablemirror.cli.jobs import jobs_app
 from stablemirror.cli.options import ConfigOpt, DataDirOpt, counts_table
 from stablemirror.cli.pack import pack as pack_command
 from stablemirror.cli.pack import unpack as unpack_command
+from stablemirror.cli.preheat import preheat_command
 from stablemirror.cli.release import release_app
 from stablemirror.cli.replicate import replicate_app
 from stablemirror.cli.scan import scan as scan_command
@@ -102,6 +103,7 @@ def _record_gc(settings: Settings, freed: int) -> None:
 
 
 app.command(name="status")(status_command)
+app.command(name="preheat")(preheat_command)
 # Integrity and trust (cli/trust.py, cli/scrub.py).
 app.add_typer(key_app, name="key")
 app.add_typer(trust_app, name="trust")

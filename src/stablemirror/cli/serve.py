@@ -48,6 +48,9 @@ def serve(
     auth: Annotated[bool, typer.Option(
         "--auth", help="require tokens (docs/auth.md); STABLEMIRROR_ADMIN_PASSWORD creates "
         "`admin` on first start")] = False,
+    p2p: Annotated[bool, typer.Option(
+        "--p2p", help="node: pull blob misses from the cluster's swarm (docs/p2p.md)")
+    ] = False,
 ) -> None:
     """Run the registry."""
     from stablemirror.server.prefork import serve as run
@@ -55,6 +58,7 @@ def serve(
     settings = load_settings(config, listen=listen, data_dir=data_dir, workers=workers,
                              role=role, log_format=log_format, log_level=log_level,
                              upstream=upstream or None,
-                             auth={"enabled": True} if auth else None)
+                             auth={"enabled": True} if auth else None,
+                             p2p={"enabled": True} if p2p else None)
     configure_command_logging(settings)
     run(settings)

@@ -141,6 +141,7 @@ def render(status: dict[str, Any], m: Samples, console: Console) -> None:
                         str(tier["uploads_in_progress"]))
     storage.caption = f"GC freed: {human_bytes(m.total('stablemirror_gc_freed_bytes_total'))}"
     console.print(storage)
+    _p2p(m, console)
 
     http = _table("HTTP (since start)", "route", "requests", "5xx", "mean duration")
     counts = m.by("stablemirror_http_request_duration_seconds_count", "route")
@@ -170,6 +171,25 @@ def _notifications(m: Samples, console: Console) -> None:
         table.add_row(name, f"{pending.get(name, 0):.0f}", human_seconds(age) if age else "-",
                       f"{delivered.get(name, 0):.0f}", f"{failed.get(name, 0):.0f}",
                       f"{dropped.get(name, 0):.0f}")
+    console.print(table)
+
+
+def _p2p(m: Samples, console: Console) -> None:
+    """A node's swarm (docs/p2p.md), when it has pulled anything by P2P."""
+    if not m.total("stablemirror_p2p_pulls_total"):
+        return
+    received = m.by("stablemirror_p2p_received_bytes_total", "origin")
+    # bytes received from: peers, the edge's web seed, the edge by HTTP (after fallbacks)
+    table = _table("P2P (since start)", "pulls", "peers", "web seed", "HTTP", "sent",
+                   "rejected", "fallbacks", "swarm")
+    table.add_row(f"{m.total('stablemirror_p2p_pulls_total'):.0f}",
+                  human_bytes(received.get("peers", 0)),
+                  human_bytes(received.get("edge_web_seed", 0)),
+                  human_bytes(received.get("edge_http", 0)),
+                  human_bytes(m.total("stablemirror_p2p_uploaded_bytes_total")),
+                  human_bytes(m.total("stablemirror_p2p_rejected_bytes_total")),
+                  f"{m.total('stablemirror_p2p_fallbacks_total'):.0f}",
+                  f"{m.total('stablemirror_p2p_swarm_peers'):.0f}")
     console.print(table)
 
 

@@ -16,6 +16,7 @@ from stablemirror.api.connections import (
 from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
 from stablemirror.api.ops import add_ops_routes
+from stablemirror.api.p2p import EDGE_SWARMS, add_p2p_routes
 from stablemirror.api.replica import add_replica_routes
 from stablemirror.api.replication import add_replication_routes
 from stablemirror.api.routes import add_routes
@@ -23,6 +24,7 @@ from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
 from stablemirror.compose.jobs import build_runner, job_queue, schedule_gc
+from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.notifications import build_notifications
 from stablemirror.compose.releases import build_releases
@@ -38,6 +40,7 @@ from stablemirror.index.db import Database
 from stablemirror.index.sql import SqlIndex
 from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
+from stablemirror.p2p.edge import EdgeSwarms
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.registry.publishing import PublishingRegistry
@@ -128,5 +131,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     if settings.mirror.replicas.secret is not None and mirror is not None:
         add_replica_routes(app, settings.mirror.replicas.secret)
     add_ops_routes(app)
+    if settings.p2p.clusters:  # this tier makes metadata and tracks swarms (docs/p2p.md)
+        app[EDGE_SWARMS] = EdgeSwarms(DataDir(settings.data_dir).p2p, settings.p2p)
+    add_p2p_routes(app)
     background.install(app)
     return app

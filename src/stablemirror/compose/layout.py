@@ -8,6 +8,7 @@ no other module spells a name under the data dir.
     evict.lock                one cache evictor at a time across workers (mirror/evict.py)
     audit-checkpoint.key      signs retention checkpoints, unless configured elsewhere
     audit-forward.state       how far the audit forwarder got (audit/forward.py)
+    p2p/                      torrents made here, swarms tracked here, pieces a node downloads
     metrics-dir               where a running server keeps its metrics (server/metrics_dir.py)
 """
 
@@ -24,6 +25,10 @@ class DataDir:
     @property
     def fetch(self) -> Path:
         return self.root / "fetch"
+
+    @property
+    def p2p(self) -> Path:
+        return self.root / "p2p"
 
     @property
     def node_id(self) -> Path:

@@ -30,6 +30,7 @@ from stablemirror.mirror.events import (
 )
 from stablemirror.mirror.evict import CacheEvictor
 from stablemirror.mirror.fetch import BlobFetches
+from stablemirror.mirror.p2p_source import MirrorP2P
 from stablemirror.mirror.proxied import MirrorRegistry
 from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.routing import Mode, RoutingRegistry
@@ -60,6 +61,7 @@ class MirrorParts:
     evictor: CacheEvictor
     delta: MirrorDelta
     peers: ReplicaPeers | None = None
+    p2p: MirrorP2P | None = None
 
     def schedule(self, background: Background) -> None:
         background.run("access times", self.access.run)
@@ -87,10 +89,14 @@ class MirrorParts:
 
     async def start(self, _app: web.Application) -> None:
         await self.client.start()
+        if self.p2p is not None:
+            self.p2p.start()
 
     async def stop(self, _app: web.Application) -> None:
         await self.fetches.aclose()
         await self.delta.aclose()
+        if self.p2p is not None:
+            await self.p2p.aclose()
         await self.client.close()
 
 
@@ -137,6 +143,13 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
     if settings.mirror.replicas.enabled:
         peers = ReplicaPeers(settings.mirror.replicas, FetchLeases(db), client,
                              metrics.replica_fetch)
+    p2p = None
+    if settings.p2p.enabled:  # blob misses from the cluster's swarm (docs/p2p.md)
+        from stablemirror.p2p.engine import NodeEngine  # loads libtorrent: p2p nodes only
+
+        engine = NodeEngine(settings.p2p, node_id(settings), DataDir(settings.data_dir).p2p)
+        p2p = MirrorP2P(engine, store, metrics)
+        fetches.published.append(p2p.published)
     routes: list[tuple[str, Mode, MirrorRegistry | None]] = []
     for ns in namespaces:
         mirror = None
@@ -149,8 +162,9 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
                                     node_id(settings),
                                     delta if settings.mirror.delta else None)
             mirror.peers = peers
+            mirror.p2p = p2p
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
                            DataDir(settings.data_dir).evict_lock)
-    return MirrorParts(registry, client, groups, access, fetches, evictor, delta, peers)
+    return MirrorParts(registry, client, groups, access, fetches, evictor, delta, peers, p2p)

@@ -72,6 +72,7 @@ from stablemirror.metrics.labels import (
     config_name,
 )
 from stablemirror.metrics.notifications import NotificationMetrics
+from stablemirror.metrics.p2p import P2PMetrics
 from stablemirror.metrics.replication import ReplicationMetrics
 from stablemirror.metrics.storage import StorageMetrics
 
@@ -133,7 +134,7 @@ class _Exported(Collector):
                     yield family
 
 
-class Metrics(StorageMetrics, ReplicationMetrics, NotificationMetrics):
+class Metrics(StorageMetrics, ReplicationMetrics, NotificationMetrics, P2PMetrics):
     def __init__(self, multiprocess_dir: Path | None = None, max_namespaces: int = 100) -> None:
         if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(
                 multiprocess_dir):
@@ -147,6 +148,7 @@ class Metrics(StorageMetrics, ReplicationMetrics, NotificationMetrics):
         self._declare_storage(r)
         self._declare_replication(r)
         self._declare_notifications(r)
+        self._declare_p2p(r)
         self.http_requests = Counter(
             f"{PREFIX}http_requests_total", "HTTP requests answered, by route and status.",
             ["method", "route", "status"], registry=r)

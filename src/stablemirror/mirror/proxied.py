@@ -27,6 +27,7 @@ from stablemirror.mirror.config import NamespaceSettings
 from stablemirror.mirror.delta_source import MirrorDelta
 from stablemirror.mirror.delta_upstream import UpstreamReader
 from stablemirror.mirror.fetch import BlobFetches, BlobUpstream, FetchFailed
+from stablemirror.mirror.p2p_source import MirrorP2P
 from stablemirror.mirror.replicas import ReplicaPeers
 from stablemirror.mirror.source import GroupBlobSource
 from stablemirror.mirror.upstream import (
@@ -66,6 +67,7 @@ class MirrorRegistry:
                  metrics: Metrics, node_id: str, delta: MirrorDelta | None = None) -> None:
         self.ns = namespace
         self.delta = delta  # weight layers by delta transfer (mirror/delta_source.py)
+        self.p2p: MirrorP2P | None = None  # a node's swarm (mirror/p2p_source.py)
         self.group = group
         self.hosted = hosted  # local reads of what is cached share the hosted code paths
         self.index = index
@@ -351,6 +353,8 @@ class MirrorRegistry:
             # a weight layer of a manifest we served: try to fetch only what changed
             source = self.delta.source(source, origin,
                                        self.upstream_reference(ctx, origin.repository)[0])
+        if self.p2p is not None and isinstance(source, GroupBlobSource):
+            source = self.p2p.source(source)  # pieces from the node's cluster (docs/p2p.md)
         if self.peers is not None:
             source = self.peers.wrap(source, repository, d, ctx.from_replica)
         try:

@@ -35,7 +35,7 @@ print(json.dumps(sorted(sys.modules)))
 NOT_ON_A_NODE = ("alembic", "argon2", "jwt", "cryptography", "nacl", "botocore",
                  "aiobotocore", "asyncpg", "psycopg", "rich", "stablemirror.cli.main",
                  "stablemirror.auth.service", "stablemirror.audit.log",
-                 "stablemirror.store.s3", "stablemirror.trust.keys")
+                 "stablemirror.store.s3", "stablemirror.trust.keys", "libtorrent")
 
 
 def _modules(data_dir: Path) -> set[str]:

@@ -1,0 +1,55 @@
+"""The edge's (or center's) part of a swarm: metadata of blobs it holds, the tracker, the
+web-seed hand-out. One per worker; what workers share lives in files (tracker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from stablemirror.p2p.config import P2PSettings
+from stablemirror.p2p.credential import verify
+from stablemirror.p2p.metadata import TorrentCache, with_endpoints
+from stablemirror.p2p.tracker import AnnounceRefused, Swarms, failure, parse_announce, response
+
+
+@dataclass(frozen=True)
+class NodeCredential:
+    cluster: str
+    node: str
+    sig: str
+
+
+class EdgeSwarms:
+    def __init__(self, directory: Path, settings: P2PSettings) -> None:
+        self.settings = settings
+        self.secrets = {k: v.get_secret_value() for k, v in settings.clusters.items()}
+        self.torrents = TorrentCache(directory / "torrents", settings.min_piece_bytes,
+                                     settings.max_piece_bytes, settings.target_pieces)
+        self.swarms = Swarms(directory / "swarms", settings.announce_seconds)
+
+    def admits(self, who: NodeCredential) -> bool:
+        return verify(self.secrets, who.cluster, who.node, who.sig)
+
+    async def torrent(self, hex_digest: str, blob: Path, who: NodeCredential, announce: str,
+                      web_seed: str) -> bytes:
+        """The blob's torrent for this node (call only for a credential it `admits`)."""
+        data = await asyncio.to_thread(self.torrents.get, hex_digest, blob)
+        s = self.settings
+        seeded = await asyncio.to_thread(self.swarms.take_web_seed, hex_digest, who.cluster,
+                                         who.node, s.web_seed_nodes, s.web_seed_lease_seconds)
+        return with_endpoints(data, announce, web_seed if seeded else None)
+
+    def announce(self, raw_query: str, remote: str) -> bytes:
+        """A tracker answer: a peer list, or a bencoded failure for a refused announce."""
+        try:
+            a = parse_announce(raw_query)
+        except AnnounceRefused as e:
+            return failure(e.reason)
+        if not self.admits(NodeCredential(a.cluster, a.node, a.sig)):
+            return failure("no valid node credential")
+        if not self.torrents.known(a.info_hash):
+            return failure("unknown torrent")
+        peers, seeds, leechers = self.swarms.announce(a, remote)
+        return response(peers[: self.settings.max_peers], seeds, leechers,
+                        self.settings.announce_seconds)

@@ -1,0 +1,175 @@
+"""The swarm's HTTP tracker at the edge (BEP 3 announce, BEP 23 compact peers).
+
+Peers are kept as files, one per (info hash, cluster, peer address), their mtime the last
+announce: every worker of the edge answers announces, and any of them sees the same swarm.
+A peer that stops announcing expires after three intervals (its owner is its address, its
+expiry the mtime). Only torrents this tier made are tracked (metadata.TorrentCache.known),
+only credentialed nodes are admitted (credential.py), and a peer list holds peers of the
+announcing node's own cluster only.
+
+Web-seed hand-out: so the edge sends a blob about once per cluster, only `web_seed_nodes`
+nodes of a cluster get the web seed in the metadata at a time (lease files with an expiry);
+the others take pieces from them and from each other, and a node that makes no progress
+falls back to plain HTTP (mirror/p2p_source.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+_CLUSTER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class AnnounceRefused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Announce:
+    info_hash: str  # 40 hex digits
+    cluster: str
+    node: str
+    sig: str
+    port: int
+    event: str
+    left: int
+
+
+def parse_announce(raw_query: str) -> Announce:
+    """The announce's parameters; info_hash is binary, so the raw query is decoded here."""
+    fields: dict[str, bytes] = {}
+    for part in raw_query.split("&"):
+        key, _, value = part.partition("=")
+        if key:
+            fields[key] = unquote_to_bytes(value.replace("+", " "))
+    text = {k: v.decode("utf-8", "replace") for k, v in fields.items() if k != "info_hash"}
+    info_hash = fields.get("info_hash", b"")
+    if len(info_hash) != 20:
+        raise AnnounceRefused("bad info_hash")
+    try:
+        port = int(text.get("port", ""))
+        left = int(text.get("left", "0"))
+    except ValueError:
+        raise AnnounceRefused("bad port") from None
+    if not 0 < port < 65536:
+        raise AnnounceRefused("bad port")
+    cluster = text.get("cluster", "")
+    if not _CLUSTER.match(cluster):
+        raise AnnounceRefused("bad cluster")
+    return Announce(info_hash.hex(), cluster, text.get("node", ""), text.get("sig", ""),
+                    port, text.get("event", ""), left)
+
+
+class Swarms:
+    def __init__(self, directory: Path, interval: int) -> None:
+        self.directory = directory
+        self.interval = interval
+
+    def _dir(self, info_hash: str, cluster: str) -> Path:
+        return self.directory / info_hash / cluster
+
+    def announce(self, a: Announce, address: str, now: float | None = None
+                 ) -> tuple[list[tuple[str, int]], int, int]:
+        """Record the peer; return the other live peers of its cluster, seeds, leechers."""
+        ip = ipaddress.ip_address(address)
+        where = self._dir(a.info_hash, a.cluster)
+        mine = where / f"{ip}_{a.port}_{'s' if a.left == 0 else 'l'}"
+        where.mkdir(parents=True, exist_ok=True)
+        for stale in where.glob(f"{ip}_{a.port}_*"):
+            if stale != mine:
+                stale.unlink(missing_ok=True)
+        if a.event == "stopped":
+            mine.unlink(missing_ok=True)
+        else:
+            mine.touch()
+            os.utime(mine, (now, now) if now is not None else None)
+        peers, seeds, leechers = [], 0, 0
+        oldest = (now if now is not None else time.time()) - 3 * self.interval
+        for entry in where.iterdir():
+            try:
+                fresh = entry.stat().st_mtime >= oldest
+            except FileNotFoundError:
+                continue
+            if not fresh:
+                entry.unlink(missing_ok=True)
+                continue
+            host, port, state = entry.name.rsplit("_", 2)
+            seeds += state == "s"
+            leechers += state == "l"
+            if entry != mine:
+                peers.append((host, int(port)))
+        return peers, seeds, leechers
+
+    def swarm_size(self, info_hash: str, cluster: str) -> int:
+        where = self._dir(info_hash, cluster)
+        oldest = time.time() - 3 * self.interval
+        try:
+            return sum(1 for e in where.iterdir() if e.stat().st_mtime >= oldest)
+        except FileNotFoundError:
+            return 0
+
+    def take_web_seed(self, hex_digest: str, cluster: str, node: str, slots: int,
+                      lease_seconds: float) -> bool:
+        """Whether `node` gets the web seed of this blob now (it holds or takes a lease)."""
+        leases = self.directory / "web-seed" / hex_digest / cluster
+        leases.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for slot in range(slots):
+            lease = leases / str(slot)
+            try:
+                holder = lease.read_text()
+                expired = lease.stat().st_mtime + lease_seconds < now
+            except FileNotFoundError:
+                holder, expired = "", True
+            if holder == node and not expired:
+                return True
+            if expired:
+                lease.unlink(missing_ok=True)
+                try:
+                    fd = os.open(lease, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    continue  # another worker took it just now
+                with os.fdopen(fd, "w") as f:
+                    f.write(node)
+                return True
+        return False
+
+
+def compact(peers: list[tuple[str, int]]) -> tuple[bytes, bytes]:
+    v4, v6 = b"", b""
+    for host, port in peers:
+        ip = ipaddress.ip_address(host)
+        if ip.version == 4:
+            v4 += socket.inet_aton(host) + struct.pack("!H", port)
+        else:
+            v6 += ip.packed + struct.pack("!H", port)
+    return v4, v6
+
+
+def response(peers: list[tuple[str, int]], seeds: int, leechers: int, interval: int) -> bytes:
+    v4, v6 = compact(peers)
+    body: dict[bytes, object] = {b"interval": interval, b"min interval": 1,
+                                 b"complete": seeds, b"incomplete": leechers, b"peers": v4}
+    if v6:
+        body[b"peers6"] = v6
+    import libtorrent as lt  # loaded on the first announce, not at start-up
+
+    return lt.bencode(body)
+
+
+def failure(reason: str) -> bytes:
+    import libtorrent as lt
+
+    return lt.bencode({b"failure reason": reason.encode()})
+
+
