@@ -19,8 +19,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         d = data_dir or tmp_path / f"data{len(started)}"
         d.mkdir(parents=True, exist_ok=True)
         s = LiveServer(d, *args, workers=workers, env=env)
+        started.append(s)  # before start(): a server that fails to start is still stopped
         s.start()
-        started.append(s)
         return s
 
     yield make
