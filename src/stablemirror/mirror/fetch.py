@@ -238,6 +238,7 @@ class BlobFetches:
         if isinstance(chunks, SocketBody):  # read off the socket by the writer's thread
             received, short = await writer.receive(chunks)
             if short is not None:
+                chunks.broke(short)
                 log.warning("fetch of %s broke at %d: %s; resuming", digest, offset + received,
                             short)
             return offset + received

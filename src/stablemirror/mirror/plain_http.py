@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +29,10 @@ from stablemirror.mirror.upstream import Upstream, UpstreamFailure
 
 HEAD_LIMIT = 64 * 1024  # response headers larger than this: let aiohttp deal with it
 READ_PIECE = 1 << 20
+
+
+def _ignore(_reason: str) -> None:
+    pass
 
 
 @dataclass
@@ -42,6 +47,8 @@ class SocketBody:
     sock: socket.socket
     head: bytes
     length: int
+    # told why the body ended short, as aiohttp's path tells the group (health, failover)
+    broke: Callable[[str], None] = _ignore
     _delivered: int = 0  # by iteration
 
     def close(self) -> None:
@@ -69,8 +76,10 @@ class SocketBody:
                     # the thread's own duplicate, taken here while `sock` is surely open
                     data = await asyncio.to_thread(_recv_owned, self.sock.dup(), want)
                 except OSError as e:  # a timeout is EAGAIN on this blocking socket
+                    self.broke(type(e).__name__)
                     raise UpstreamFailure(self.upstream, type(e).__name__) from e
                 if not data:
+                    self.broke("truncated")
                     raise UpstreamFailure(self.upstream, "truncated")
         except BaseException:
             self.close()

@@ -52,6 +52,7 @@ class GroupBlobSource:
 
         upstream, response, total, skip = await self.group.attempt(call)
         if isinstance(response, SocketBody):
+            response.broke = lambda reason: self.group.failed(upstream, reason)
             return total, response
         return total, self._chunks(upstream, response, skip)
 

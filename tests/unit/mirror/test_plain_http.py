@@ -95,17 +95,23 @@ async def mirror(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Mirror
     clients: list[HttpClient] = []
     data = os.urandom(SIZE)
 
-    async def make(*replies: Reply, read_timeout: float = 15.0) -> Mirror:
-        upstream = ScriptedUpstream(data, list(replies))
+    async def serve(upstream: ScriptedUpstream) -> str:
         server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
         servers.append(server)
-        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def make(*replies: Reply, read_timeout: float = 15.0,
+                   backup: ScriptedUpstream | None = None) -> Mirror:
+        upstream = ScriptedUpstream(data, list(replies))
+        urls = [UpstreamSettings(url=await serve(upstream), max_fails=1, fail_timeout=60)]
+        if backup is not None:
+            backup.data = data
+            urls.append(UpstreamSettings(url=await serve(backup), backup=True))
         client = HttpClient()
         await client.start()
         clients.append(client)
-        settings = UpstreamGroupSettings(
-            upstreams=[UpstreamSettings(url=f"http://127.0.0.1:{port}")],
-            health_check_interval=0, read_timeout=read_timeout, max_attempts=3)
+        settings = UpstreamGroupSettings(upstreams=urls, health_check_interval=0,
+                                         read_timeout=read_timeout, max_attempts=3)
         group = UpstreamGroup("g", settings, client, "1.1 test (stablemirror)")
         digest = Digest.of(data)
         store = FilesystemBlobStore(tmp_path / "data")
@@ -172,6 +178,19 @@ async def test_a_silent_plain_upstream_hits_the_read_timeout_and_resumes(
     m = await mirror(Reply(cut=cut, stall=True), Reply(), read_timeout=0.3)
     assert await asyncio.wait_for(_pull(m), 10) == m.upstream.data
     assert m.upstream.ranges == ["", f"bytes={cut}-"]
+    assert _published(m) == m.upstream.data
+
+
+async def test_a_cut_plain_body_counts_against_its_upstream_and_fails_over(
+        mirror: Callable[..., Awaitable[Mirror]]) -> None:
+    """As on aiohttp's path, a body that breaks is a failure of that upstream: with
+    max_fails 1 the resume goes to the backup, and the primary is not asked again."""
+    cut = 1 << 20 | 3
+    backup = ScriptedUpstream(b"", [])
+    m = await mirror(Reply(cut=cut), backup=backup)
+    assert await _pull(m) == m.upstream.data
+    assert m.upstream.ranges == [""]
+    assert backup.ranges == [f"bytes={cut}-"]
     assert _published(m) == m.upstream.data
 
 
