@@ -227,6 +227,11 @@ async def test_shutdown_stops_a_receiving_writer_at_once(
     m = await mirror(Reply(cut=1 << 20, stall=True))
     await m.fetches.ensure(m.digest, "lib/app", m.source)
     await asyncio.wait_for(m.upstream.stalled.wait(), 10)
+    part = m.fetches.files.path(m.digest, "part")
+    for _ in range(200):  # the sent MiB still has to cross loopback: at most 10 s
+        if part.stat().st_size == 1 << 20:
+            break
+        await asyncio.sleep(0.05)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.wait_for(m.fetches.aclose(), 5)
@@ -235,6 +240,5 @@ async def test_shutdown_stops_a_receiving_writer_at_once(
         await asyncio.to_thread(thread.join, 5)
         assert not thread.is_alive()
     assert loop.time() - started < 3
-    part = m.fetches.files.path(m.digest, "part")
     assert part.stat().st_size == 1 << 20  # kept for the next leader to resume after
     assert _published(m) is None
