@@ -54,6 +54,15 @@ class _SocketJob:
     length: int
     done: asyncio.Future[tuple[int, str | None]]
     free: queue.SimpleQueue[bytearray] = field(default_factory=queue.SimpleQueue)
+    allocated: int = 0
+
+    def take_buffer(self) -> bytearray:
+        """A free buffer; a new one (made on the writer thread, not the loop's) while
+        fewer than RECEIVE_BUFFERS exist, so the first recv need not wait for all of them."""
+        if self.free.empty() and self.allocated < RECEIVE_BUFFERS:
+            self.allocated += 1
+            return bytearray(RECEIVE_BUFFER)
+        return self.free.get()
 
 
 @dataclass
@@ -101,8 +110,6 @@ class PartWriter:
                 self._start()
             done: asyncio.Future[tuple[int, str | None]] = self._loop.create_future()
             job = _SocketJob(os.dup(body.sock.fileno()), body.head, body.length, done)
-            for _ in range(RECEIVE_BUFFERS):
-                job.free.put(bytearray(RECEIVE_BUFFER))
             self._to_write.put(job)
             try:
                 received = await asyncio.shield(done)
@@ -189,7 +196,7 @@ class PartWriter:
                     received += len(job.head)
                     self._call(self._on_written)
                 while received < job.length:
-                    buffer = job.free.get()
+                    buffer = job.take_buffer()
                     view = memoryview(buffer)[:min(len(buffer), job.length - received)]
                     filled, short = _recv_full(sock, view)
                     if filled:
