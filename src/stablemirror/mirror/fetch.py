@@ -25,6 +25,7 @@ from stablemirror.files.fd_jobs import pread_job, run_on_dups
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.mirror.events import BlobMissed, MirrorEvent, MirrorListener
 from stablemirror.mirror.part_writer import PartWriter
+from stablemirror.mirror.plain_http import SocketBody
 from stablemirror.mirror.upstream import NoUpstreamAvailable, UpstreamAnswer, UpstreamFailure
 from stablemirror.oci.digest import Digest, Hasher, new_hasher
 from stablemirror.store.fetch_files import FetchFiles, lock_fetch
@@ -234,6 +235,13 @@ class BlobFetches:
     async def _receive(self, chunks: AsyncIterator[bytes], writer: PartWriter, offset: int,
                        digest: Digest) -> int:
         """Queue what one upstream response sends; return the offset it reached."""
+        if isinstance(chunks, SocketBody):  # read off the socket by the writer's thread
+            received, short = await writer.receive(chunks)
+            if short is not None:
+                chunks.broke(short)
+                log.warning("fetch of %s broke at %d: %s; resuming", digest, offset + received,
+                            short)
+            return offset + received
         batch: list[bytes] = []
         batched = 0
         try:

@@ -9,6 +9,12 @@ Both release the GIL for their heavy work (writev, hashlib on large buffers).
 
 Memory stays bounded: `put` waits while `depth` batches are not yet written or not yet hashed.
 
+`receive` takes a whole upstream body still on its socket (plain_http.py) instead: the
+writer thread `recv_into`s a few reused buffers (MSG_WAITALL: one system call per buffer),
+writes each, and passes it to the hasher, which hands it back once hashed; the event loop
+does nothing per byte. A receive error ends the job with the bytes written so far (the
+leader resumes after them); a write error fails the writer, as for batches.
+
 The writer thread writes to its own dup(2) of the file (files/fd_jobs.py), never to the
 number of `f`: a leader cancelled mid-fetch closes `f` while queued batches may still be
 written, and a reused number would put them into an unrelated file. It also holds dups of
@@ -23,15 +29,49 @@ import contextlib
 import errno
 import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from stablemirror.files.fd_jobs import close_all, dup_all
+from stablemirror.mirror.plain_http import SocketBody
 from stablemirror.oci.digest import Hasher
 
 IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 _STOP: list[bytes] = []  # sentinel batch: the threads finish after it
+RECEIVE_BUFFERS = 6  # per socket job: memory is RECEIVE_BUFFERS x RECEIVE_BUFFER
+RECEIVE_BUFFER = 2 << 20
+
+
+@dataclass
+class _SocketJob:
+    """One body for the writer thread to receive; `fd` (a dup of its socket) is the job's."""
+
+    fd: int
+    head: bytes
+    length: int
+    done: asyncio.Future[tuple[int, str | None]]
+    free: queue.SimpleQueue[bytearray] = field(default_factory=queue.SimpleQueue)
+    allocated: int = 0
+
+    def take_buffer(self) -> bytearray:
+        """A free buffer; a new one (made on the writer thread, not the loop's) while
+        fewer than RECEIVE_BUFFERS exist, so the first recv need not wait for all of them."""
+        if self.free.empty() and self.allocated < RECEIVE_BUFFERS:
+            self.allocated += 1
+            return bytearray(RECEIVE_BUFFER)
+        return self.free.get()
+
+
+@dataclass
+class _Received:
+    """A filled buffer: hash `view`, then give `buffer` (if pooled) back to `free`."""
+
+    view: memoryview
+    buffer: bytearray | None
+    free: queue.SimpleQueue[bytearray]
 
 
 class PartWriter:
@@ -44,8 +84,8 @@ class PartWriter:
         self._loop = asyncio.get_running_loop()
         self._write_slots = asyncio.Semaphore(depth)
         self._hash_slots = asyncio.Semaphore(depth)
-        self._to_write: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
-        self._to_hash: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
+        self._to_write: queue.SimpleQueue[list[bytes] | _SocketJob] = queue.SimpleQueue()
+        self._to_hash: queue.SimpleQueue[list[bytes] | _Received] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -60,6 +100,26 @@ class PartWriter:
         self._raise_error()
         self._to_write.put(batch)
         self._to_hash.put(batch)
+
+    async def receive(self, body: SocketBody) -> tuple[int, str | None]:
+        """Write and hash `body` straight off its socket, after every queued batch; return
+        the bytes received and why the body ended short (None: it did not). Closes `body`."""
+        try:
+            self._raise_error()
+            if not self._threads:
+                self._start()
+            done: asyncio.Future[tuple[int, str | None]] = self._loop.create_future()
+            job = _SocketJob(os.dup(body.sock.fileno()), body.head, body.length, done)
+            self._to_write.put(job)
+            try:
+                received = await asyncio.shield(done)
+            except BaseException:
+                body.cut()  # the thread's recv returns now; its writes end with the job
+                raise
+        finally:
+            body.close()
+        self._raise_error()
+        return received
 
     async def close(self) -> None:
         """Wait until every queued byte is written and hashed; raise a writer error."""
@@ -105,6 +165,9 @@ class PartWriter:
         try:
             broken = False
             while (batch := self._to_write.get()) is not _STOP:
+                if isinstance(batch, _SocketJob):
+                    broken = self._receive_job(fds[0], batch, broken) or broken
+                    continue
                 if broken:
                     continue  # drain the queue: nothing after a failed write may land
                 try:
@@ -117,6 +180,42 @@ class PartWriter:
         finally:
             close_all(fds)
 
+    def _receive_job(self, part_fd: int, job: _SocketJob, broken: bool) -> bool:
+        """Run one socket job; True if a write failed (the writer is broken from then on)."""
+        received = 0
+        short: str | None = None
+        failed = False
+        with socket.socket(fileno=job.fd) as sock:  # owns the dup: closed when the job ends
+            try:
+                if broken:
+                    short = "writer failed"
+                    return False
+                if job.head:
+                    _writev_all(part_fd, [job.head])
+                    self._to_hash.put(_Received(memoryview(job.head), None, job.free))
+                    received += len(job.head)
+                    self._call(self._on_written)
+                while received < job.length:
+                    buffer = job.take_buffer()
+                    view = memoryview(buffer)[:min(len(buffer), job.length - received)]
+                    filled, short = _recv_full(sock, view)
+                    if filled:
+                        _writev_all(part_fd, [view[:filled]])
+                        self._to_hash.put(_Received(view[:filled], buffer, job.free))
+                        received += filled
+                        self._call(self._on_written)
+                    else:
+                        job.free.put(buffer)
+                    if short is not None:
+                        break
+            except BaseException as e:  # a write: reported like a failed batch
+                failed = True
+                short = "writer failed"
+                self._call(self._failed, e)
+            finally:
+                self._call(_resolve, job.done, (received, short))
+        return failed
+
     def _call(self, callback: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed under us (shutdown)
             self._loop.call_soon_threadsafe(callback, *args)
@@ -128,6 +227,18 @@ class PartWriter:
     def _hash_loop(self) -> None:
         broken = False
         while (batch := self._to_hash.get()) is not _STOP:
+            if isinstance(batch, _Received):
+                try:
+                    if not broken:
+                        self._hasher.update(batch.view)  # one call, GIL released
+                except BaseException as e:
+                    broken = True
+                    self._call(self._failed, e)
+                finally:
+                    batch.view.release()
+                    if batch.buffer is not None:  # always: the receiving thread waits for it
+                        batch.free.put(batch.buffer)
+                continue
             if broken:
                 continue
             try:
@@ -140,7 +251,7 @@ class PartWriter:
             self._call(self._hash_slots.release)
 
 
-def _writev_all(fd: int, chunks: list[bytes]) -> None:
+def _writev_all(fd: int, chunks: Sequence[bytes | memoryview]) -> None:
     """Append whole pieces with writev(2): no joining copy."""
     views = [memoryview(c) for c in chunks]
     while views:
@@ -151,3 +262,26 @@ def _writev_all(fd: int, chunks: list[bytes]) -> None:
             written -= len(views.pop(0))
         if written:
             views[0] = views[0][written:]
+
+
+def _recv_full(sock: socket.socket, view: memoryview) -> tuple[int, str | None]:
+    """Fill `view` from the blocking socket; (bytes received, why it stopped short)."""
+    filled = 0
+    while filled < len(view):
+        try:
+            n = sock.recv_into(view[filled:], len(view) - filled, socket.MSG_WAITALL)
+        except InterruptedError:
+            continue
+        except OSError as e:  # EAGAIN here is SO_RCVTIMEO: the upstream went silent
+            reason = "read timeout" if isinstance(e, BlockingIOError) else type(e).__name__
+            return filled, reason
+        if n == 0:
+            return filled, "truncated"
+        filled += n
+    return filled, None
+
+
+def _resolve(done: asyncio.Future[tuple[int, str | None]],
+             result: tuple[int, str | None]) -> None:
+    if not done.done():
+        done.set_result(result)

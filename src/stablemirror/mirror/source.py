@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from stablemirror.mirror.plain_http import PlainAnswer, SocketBody, is_plain, open_plain_blob
 from stablemirror.mirror.upstream import Upstream, UpstreamFailure, UpstreamGroup, with_ns
 from stablemirror.oci.digest import Digest
 
@@ -27,9 +28,15 @@ class GroupBlobSource:
         return self.group.max_attempts
 
     async def open(self, offset: int) -> tuple[int, AsyncIterator[bytes]]:
-        async def call(u: Upstream) -> tuple[Upstream, aiohttp.ClientResponse, int, int]:
+        async def call(u: Upstream
+                       ) -> tuple[Upstream, aiohttp.ClientResponse | SocketBody, int, int]:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             path = with_ns(f"/v2/{u.repository(self.repository)}/blobs/{self.digest}", self.ns)
+            if is_plain(u):  # the body read off the socket by the .part writer (plain_http.py)
+                plain = await open_plain_blob(u, path, headers, self.via)
+                answer = None if plain is None else _plain_total(u, plain, offset)
+                if answer is not None:
+                    return answer
             response = await u.request("GET", path, headers, self.via)
             if response.status == 206:
                 m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -44,6 +51,9 @@ class GroupBlobSource:
             raise UpstreamFailure(u.name, f"http_{response.status}")
 
         upstream, response, total, skip = await self.group.attempt(call)
+        if isinstance(response, SocketBody):
+            response.broke = lambda reason: self.group.failed(upstream, reason)
+            return total, response
         return total, self._chunks(upstream, response, skip)
 
     async def _chunks(self, upstream: Upstream, response: aiohttp.ClientResponse,
@@ -69,6 +79,22 @@ class GroupBlobSource:
             raise UpstreamFailure(upstream.name, type(e).__name__) from e
         finally:
             response.release()
+
+
+def _plain_total(u: Upstream, plain: PlainAnswer, offset: int
+                 ) -> tuple[Upstream, SocketBody, int, int] | None:
+    """The blob's total size from a plain answer (the same checks as `call` above); None
+    for a 200 to a Range request: the aiohttp path skips what the leader already has."""
+    if plain.status == 206:
+        m = _CONTENT_RANGE.match(plain.content_range)
+        if m is None or int(m.group(1)) != offset:
+            plain.body.close()
+            raise UpstreamFailure(u.name, "bad_content_range")
+        return u, plain.body, int(m.group(3)), 0
+    if offset:
+        plain.body.close()
+        return None
+    return u, plain.body, plain.body.length, 0
 
 
 def _buffered(content: aiohttp.StreamReader) -> bytes:

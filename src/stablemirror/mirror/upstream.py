@@ -90,6 +90,10 @@ def with_ns(path: str, ns: str) -> str:
     return f"{path}?{urlencode({'ns': ns})}" if ns else path
 
 
+def _scope_key(path: str) -> str:
+    return path.split("/manifests/")[0].split("/blobs/")[0]
+
+
 class HttpClient:
     """The one aiohttp client session for upstream traffic, opened when the loop runs."""
 
@@ -134,15 +138,9 @@ class Upstream:
     async def request(self, method: str, path: str, headers: dict[str, str],
                       via: str) -> aiohttp.ClientResponse:
         """Send one request, answering a token challenge once. Caller releases the response."""
-        scope_key = path.split("/manifests/")[0].split("/blobs/")[0]
+        scope_key = _scope_key(path)
         for attempt in range(2):
-            hdrs = dict(headers)
-            hdrs["Via"] = f"{via}, {self.via}" if via else self.via
-            token = self._tokens.get(scope_key)
-            if token and token[1] > time.monotonic():
-                hdrs["Authorization"] = f"Bearer {token[0]}"
-            elif self._basic is not None:
-                hdrs["Authorization"] = self._basic.encode()
+            hdrs = self.request_headers(headers, via, path)
             try:
                 response = await asyncio.wait_for(
                     self.client.session.request(method, self.base + path, headers=hdrs,
@@ -168,6 +166,17 @@ class Upstream:
                 raise UpstreamAnswer(self.name, response.status)
             return response
         raise UpstreamAnswer(self.name, 401)
+
+    def request_headers(self, headers: dict[str, str], via: str, path: str) -> dict[str, str]:
+        """`headers` plus Via and the credentials this upstream last asked for `path`."""
+        hdrs = dict(headers)
+        hdrs["Via"] = f"{via}, {self.via}" if via else self.via
+        token = self._tokens.get(_scope_key(path))
+        if token and token[1] > time.monotonic():
+            hdrs["Authorization"] = f"Bearer {token[0]}"
+        elif self._basic is not None:
+            hdrs["Authorization"] = self._basic.encode()
+        return hdrs
 
     async def manifest(self, repository: str, reference: str, method: str,
                        via: str, ns: str = "", client_id: str = "") -> ManifestReply:
