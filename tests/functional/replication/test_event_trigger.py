@@ -1,21 +1,28 @@
 """An event-triggered push rule between two real stablemirror processes: the source's
 registry events (published by registry/publishing.py) reach its replication trigger through
 the same fan-out as the notification endpoints, and each becomes a durable job that copies
-the change to the destination: a push (with its cosign `.sig` tag), a moved tag, a delete."""
+the change to the destination: a skopeo push signed with `stablemirror sign` (the signature
+tag follows by its own event), a moved tag, a delete."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from stablemirror.trust import keys as cosign_keys
+from stablemirror.trust.keys import SCRYPT_LEGACY
+from tests.support.clients import Clients, OciLayout, require_tool
 from tests.support.live import LiveServer
 from tests.support.mirror_support import make_image, push_image, running_server
-from tests.support.replication_support import assert_image_at, manifest_bytes, push_sig_tag
+from tests.support.replication_support import manifest_bytes
+from tests.support.trust_support import PASSWORD, cli
 
 TIMEOUT = 30.0
 
@@ -46,16 +53,31 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServ
             yield source, destination
 
 
-def test_push_move_and_delete_follow_by_event(regions: tuple[LiveServer, LiveServer]) -> None:
+def test_push_move_and_delete_follow_by_event(regions: tuple[LiveServer, LiveServer],
+                                              tmp_path: Path) -> None:
     source, destination = regions
-    image = push_image(source.url, make_image("ev/app", "v1", (300_000, 20_000)))
-    signature, _ = push_sig_tag(source.url, "ev/app", image.digest)
-    sig_tag = f"sha256-{image.digest.split(':')[1]}.sig"
-    wait_for(lambda: manifest_bytes(destination.url, "ev/app", "v1") == image.manifest,
+    clients = Clients(tmp_path / "clients", source)
+    layout = OciLayout(tmp_path / "layout")
+    built = layout.add_image([300_000, 20_000])
+    layout.tag("v1", built.manifest)
+    clients.skopeo("copy", layout.ref("v1"), clients.docker_ref("ev/app", "v1"))
+    key = tmp_path / "dev.key"  # made here: a `key generate` process costs seconds
+    key.write_bytes(cosign_keys.encrypt_private_key(ec.generate_private_key(ec.SECP256R1()),
+                                                    PASSWORD.encode(), SCRYPT_LEGACY))
+    cli("sign", "--key", str(key), "--identity", "dev@ev", f"{source.host}/ev/app:v1")
+    digest = built.manifest.digest
+    sig_tag = f"sha256-{digest.split(':')[1]}.sig"
+    signature = manifest_bytes(source.url, "ev/app", sig_tag)
+    assert signature is not None
+    wait_for(lambda: manifest_bytes(destination.url, "ev/app", "v1") == built.manifest_bytes,
              "the pushed image at the destination")
-    assert_image_at(destination.url, "ev/app", "v1", image)
     wait_for(lambda: manifest_bytes(destination.url, "ev/app", sig_tag) == signature,
              "its signature tag at the destination")
+    skopeo = require_tool("skopeo")
+    raw = subprocess.run([skopeo, "inspect", "--tls-verify=false", "--raw",
+                          f"docker://{destination.host}/ev/app:v1"],
+                         capture_output=True, timeout=60, check=True).stdout
+    assert raw == built.manifest_bytes
 
     # Outside the rule's filter: never copied (checked after a later event has been copied).
     push_image(source.url, make_image("other/app", "v1", (1_000,)))
@@ -64,9 +86,9 @@ def test_push_move_and_delete_follow_by_event(regions: tuple[LiveServer, LiveSer
              "the moved tag at the destination")
     assert manifest_bytes(destination.url, "other/app", "v1") is None
 
-    r = requests.delete(f"{source.url}/v2/ev/app/manifests/{image.digest}", timeout=10)
+    r = requests.delete(f"{source.url}/v2/ev/app/manifests/{digest}", timeout=10)
     assert r.status_code == 202, r.text
-    wait_for(lambda: manifest_bytes(destination.url, "ev/app", image.digest) is None,
+    wait_for(lambda: manifest_bytes(destination.url, "ev/app", digest) is None,
              "the delete at the destination")
     assert manifest_bytes(destination.url, "ev/app", "v1") == moved.manifest
 
