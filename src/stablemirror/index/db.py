@@ -31,6 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from stablemirror.index.hot_reads import SqliteHotReads
 from stablemirror.index.pool_size import PoolSize
+from stablemirror.index.schema_fast import ensure_wal
 from stablemirror.oci.errors import StorageFull, Unavailable
 
 if TYPE_CHECKING:
@@ -49,8 +50,8 @@ def _is_disk_full(e: OperationalError) -> bool:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    ensure_wal(dbapi_conn)  # bounded retries: workers that start together race for it
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")

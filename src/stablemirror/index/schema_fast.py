@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
@@ -118,11 +119,30 @@ def at_head_without_alembic(url: str, versions: Path = VERSIONS,
             for statement in snapshot_statements(snapshot):
                 conn.execute(statement)
             conn.execute("COMMIT")
+            ensure_wal(conn)  # here, before the workers fork: not by both of them at once
         finally:
             conn.close()
     except sqlite3.Error:
         return False  # Alembic reports it, one line (server/startup.py)
     return True
+
+
+def ensure_wal(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode unless it already is. The switch needs an exclusive
+    lock and SQLite answers SQLITE_BUSY at once, without its busy handler, when another
+    connection switches at the same moment, which two workers forked together do: so read
+    the mode first, and retry a bounded number of times (at most ~5 s)."""
+    for attempt in range(50):
+        try:
+            row = conn.execute("PRAGMA journal_mode").fetchone()
+            if row is not None and str(row[0]).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if attempt == 49 or not any(w in str(err) for w in ("locked", "busy")):
+                raise
+            time.sleep(0.1)
 
 
 def _connect(uri: str) -> sqlite3.Connection:
