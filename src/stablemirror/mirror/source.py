@@ -39,11 +39,11 @@ class GroupBlobSource:
                     return answer
             response = await u.request("GET", path, headers, self.via)
             if response.status == 206:
-                m = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-                if m is None or int(m.group(1)) != offset:
+                total = _range_total(response.headers.get("Content-Range", ""), offset)
+                if total is None:
                     response.release()
                     raise UpstreamFailure(u.name, "bad_content_range")
-                return u, response, int(m.group(3)), 0
+                return u, response, total, 0
             if response.status == 200 and response.content_length is not None:
                 # The upstream ignored Range: skip what we already have.
                 return u, response, response.content_length, offset
@@ -81,16 +81,22 @@ class GroupBlobSource:
             response.release()
 
 
+def _range_total(content_range: str, offset: int) -> int | None:
+    """The blob's total size from a 206's Content-Range, if it starts at `offset`."""
+    m = _CONTENT_RANGE.match(content_range)
+    return int(m.group(3)) if m is not None and int(m.group(1)) == offset else None
+
+
 def _plain_total(u: Upstream, plain: PlainAnswer, offset: int
                  ) -> tuple[Upstream, SocketBody, int, int] | None:
     """The blob's total size from a plain answer (the same checks as `call` above); None
     for a 200 to a Range request: the aiohttp path skips what the leader already has."""
     if plain.status == 206:
-        m = _CONTENT_RANGE.match(plain.content_range)
-        if m is None or int(m.group(1)) != offset:
+        total = _range_total(plain.content_range, offset)
+        if total is None:
             plain.body.close()
             raise UpstreamFailure(u.name, "bad_content_range")
-        return u, plain.body, int(m.group(3)), 0
+        return u, plain.body, total, 0
     if offset:
         plain.body.close()
         return None

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +20,11 @@ from stablemirror.trust.keys import SCRYPT_LEGACY
 from tests.support.clients import Clients, OciLayout, require_tool
 from tests.support.live import LiveServer
 from tests.support.mirror_support import make_image, push_image, running_server
+from tests.support.oci_http import wait_until
 from tests.support.replication_support import manifest_bytes
 from tests.support.trust_support import PASSWORD, cli
 
 TIMEOUT = 30.0
-
-
-def wait_for(check: Callable[[], bool], what: str) -> float:
-    """Seconds until `check()` holds (bounded by TIMEOUT)."""
-    start = time.monotonic()
-    while time.monotonic() - start < TIMEOUT:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +59,13 @@ def test_push_move_and_delete_follow_by_event(regions: tuple[LiveServer, LiveSer
     sig_tag = f"sha256-{digest.split(':')[1]}.sig"
     signature = manifest_bytes(source.url, "ev/app", sig_tag)
     assert signature is not None
-    wait_for(lambda: manifest_bytes(destination.url, "ev/app", "v1") == built.manifest_bytes,
-             "the pushed image at the destination")
-    wait_for(lambda: manifest_bytes(destination.url, "ev/app", sig_tag) == signature,
-             "its signature tag at the destination")
+    def there(ref: str) -> bytes | None:
+        return manifest_bytes(destination.url, "ev/app", ref)
+
+    wait_until(lambda: there("v1") == built.manifest_bytes, TIMEOUT,
+               "the pushed image at the destination")
+    wait_until(lambda: there(sig_tag) == signature, TIMEOUT,
+               "its signature tag at the destination")
     skopeo = require_tool("skopeo")
     raw = subprocess.run([skopeo, "inspect", "--tls-verify=false", "--raw",
                           f"docker://{destination.host}/ev/app:v1"],
@@ -82,20 +75,19 @@ def test_push_move_and_delete_follow_by_event(regions: tuple[LiveServer, LiveSer
     # Outside the rule's filter: never copied (checked after a later event has been copied).
     push_image(source.url, make_image("other/app", "v1", (1_000,)))
     moved = push_image(source.url, make_image("ev/app", "v1", (10_000,)))
-    wait_for(lambda: manifest_bytes(destination.url, "ev/app", "v1") == moved.manifest,
-             "the moved tag at the destination")
+    wait_until(lambda: there("v1") == moved.manifest, TIMEOUT,
+               "the moved tag at the destination")
     assert manifest_bytes(destination.url, "other/app", "v1") is None
 
     r = requests.delete(f"{source.url}/v2/ev/app/manifests/{digest}", timeout=10)
     assert r.status_code == 202, r.text
-    wait_for(lambda: manifest_bytes(destination.url, "ev/app", digest) is None,
-             "the delete at the destination")
+    wait_until(lambda: there(digest) is None, TIMEOUT, "the delete at the destination")
     assert manifest_bytes(destination.url, "ev/app", "v1") == moved.manifest
 
     status = requests.get(f"{source.url}/api/v1/replication/status", timeout=10)
     assert status.status_code == 200, status.text
     rows = {row["rule"]: row for row in status.json()["rules"]}
-    wait_for(lambda: {row["rule"]: row for row in requests.get(
+    wait_until(lambda: {row["rule"]: row for row in requests.get(
         f"{source.url}/api/v1/replication/status", timeout=10).json()["rules"]
-    }["to-region2"]["lag_seconds"] == 0.0, "the rule's lag back to 0")
+    }["to-region2"]["lag_seconds"] == 0.0, TIMEOUT, "the rule's lag back to 0")
     assert rows["to-region2"]["artifacts_copied"] >= 2, rows

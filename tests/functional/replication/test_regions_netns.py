@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.mirror_support import MiB, make_image, push_image
 from tests.support.netns import Bridge, NetnsServer
+from tests.support.oci_http import wait_until
 from tests.support.replication_support import assert_image_at, manifest_bytes
 
 TIMEOUT = 60.0
-
-
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +60,8 @@ def test_an_image_crosses_the_shaped_link_once(
     received_before = bridge.sent_by(1)  # region 1's uplink: what it sent over the bridge
     push_image(region1.url, image)
     pushed = bridge.sent_by(1) - received_before  # the test's push: answers only, small
-    wait_for(lambda: manifest_bytes(region2.url, "models/llm", "v1") == image.manifest,
-             "the image in region 2")
+    wait_until(lambda: manifest_bytes(region2.url, "models/llm", "v1") == image.manifest,
+               TIMEOUT, "the image in region 2")
     assert_image_at(region2.url, "models/llm", "v1", image)
     time.sleep(0.5)  # let the last answers of the copy land on the counter
     crossed = bridge.sent_by(1) - received_before - pushed

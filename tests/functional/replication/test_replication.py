@@ -52,6 +52,7 @@ from tests.support.clients import Clients, OciLayout, ReferenceRegistry, require
 from tests.support.faultproxy import FaultProxy
 from tests.support.live import LiveServer
 from tests.support.mirror_support import MiB, make_image, push_image, running_server
+from tests.support.oci_http import wait_until
 from tests.support.replication_support import (
     assert_image_at,
     blob_bytes,
@@ -217,15 +218,6 @@ def test_replicate_run_into_docker_registry(hosted: LiveServer,
 TIMEOUT = 30.0
 
 
-def wait_for(check: object, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def destination(hosted: LiveServer, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[LiveServer]:
@@ -250,8 +242,8 @@ def destination(hosted: LiveServer, tmp_path_factory: pytest.TempPathFactory
 
 def test_cron_rule_copies_on_its_tick(hosted: LiveServer, destination: LiveServer) -> None:
     original = manifest_bytes(hosted.url, "cron/app", "v1")
-    wait_for(lambda: manifest_bytes(destination.url, "cron/app", "v1") == original,
-             "the cron rule's first run")
+    wait_until(lambda: manifest_bytes(destination.url, "cron/app", "v1") == original,
+               TIMEOUT, "the cron rule's first run")
 
 
 def run_rule(destination: LiveServer, rule: str) -> None:
@@ -269,7 +261,7 @@ def run_rule(destination: LiveServer, rule: str) -> None:
                     and row["current"] == [] and row["last_started"] > started)
 
     started = time.time() - 0.01
-    wait_for(done, f"rule {rule}'s run")
+    wait_until(done, TIMEOUT, f"rule {rule}'s run")
 
 
 def test_signed_image_moved_tag_and_delete(hosted: LiveServer, destination: LiveServer,
