@@ -46,6 +46,8 @@ ROUTES: tuple[Route, ...] = (
            "DELETE": uploads.cancel}),
     Route("blob_torrent", _path(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)/torrent"),
           {"GET": p2p.torrent}),  # P2P metadata (api/p2p.py); authorized as a blob pull
+    Route("blob_pieces", _path(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)/pieces"),
+          {"GET": p2p.pieces}),  # the P2P piece hand-out; authorized as a blob pull
     Route("blob", _path(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
           {"GET": blobs.get, "HEAD": blobs.get, "DELETE": blobs.delete}),
     Route("referrers", _path(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"),

@@ -179,12 +179,12 @@ def _p2p(m: Samples, console: Console) -> None:
     if not m.total("stablemirror_p2p_pulls_total"):
         return
     received = m.by("stablemirror_p2p_received_bytes_total", "origin")
-    # bytes received from: peers, the edge's web seed, the edge by HTTP (after fallbacks)
-    table = _table("P2P (since start)", "pulls", "peers", "web seed", "HTTP", "sent",
+    # bytes received from: peers, parts the edge handed out, the edge by HTTP (fallbacks)
+    table = _table("P2P (since start)", "pulls", "peers", "edge parts", "HTTP", "sent",
                    "rejected", "fallbacks", "swarm")
     table.add_row(f"{m.total('stablemirror_p2p_pulls_total'):.0f}",
                   human_bytes(received.get("peers", 0)),
-                  human_bytes(received.get("edge_web_seed", 0)),
+                  human_bytes(received.get("edge_pieces", 0)),
                   human_bytes(received.get("edge_http", 0)),
                   human_bytes(m.total("stablemirror_p2p_uploaded_bytes_total")),
                   human_bytes(m.total("stablemirror_p2p_rejected_bytes_total")),

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from stablemirror.metrics.labels import PREFIX
 
 P2PFallback = Literal["no_metadata", "no_progress", "digest_mismatch", "error"]
-P2POrigin = Literal["peers", "edge_web_seed", "edge_http"]
+P2POrigin = Literal["peers", "edge_pieces", "edge_http"]
 
 
 class P2PMetrics:
@@ -21,8 +21,9 @@ class P2PMetrics:
                                  registry=r)
         self.p2p_received = Counter(
             f"{PREFIX}p2p_received_bytes_total",
-            "Blob bytes of P2P pulls, by origin: other nodes (peers), the edge as web seed, "
-            "the edge by plain HTTP after a fallback.", ["origin"], registry=r)
+            "Blob bytes of P2P pulls, by origin: other nodes (peers), parts the edge handed "
+            "out to this node (edge_pieces), the edge by plain HTTP after a fallback.",
+            ["origin"], registry=r)
         self.p2p_uploaded = Counter(f"{PREFIX}p2p_uploaded_bytes_total",
                                     "Blob bytes this node sent to peers.", registry=r)
         self.p2p_rejected = Counter(

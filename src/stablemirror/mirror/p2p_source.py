@@ -3,7 +3,8 @@
 
 It is a `BlobUpstream` like GroupBlobSource: what it yields goes into the same `.part` in
 offset order, so the waiting client streams the blob as pieces arrive; the read position's
-next pieces get deadlines (libtorrent fetches them first), the rest come rarest-first.
+next pieces get deadlines (libtorrent fetches them first), the rest come rarest-first; the
+parts of the blob the edge hands to this node come from the edge (p2p_handout.py).
 Only pieces the engine verified (SHA-256 Merkle tree) are yielded; the leader checks the
 whole blob's SHA-256 before it is published. No metadata from the edge, or no new verified
 piece for `no_progress_seconds`, turns this into the plain source for the rest of the
@@ -24,6 +25,7 @@ import aiohttp
 
 from stablemirror.metrics import Metrics
 from stablemirror.metrics.p2p import P2PFallback
+from stablemirror.mirror.p2p_handout import EdgePieces
 from stablemirror.mirror.source import GroupBlobSource
 from stablemirror.mirror.upstream import (
     NoUpstreamAvailable,
@@ -105,6 +107,7 @@ class P2PBlobSource:
         self.digest = plain.digest
         self.torrent: bytes | None = None
         self._swarm: Swarm | None = None
+        self._handout: asyncio.Task[None] | None = None  # parts fetched from the edge
         self._off = False
         self._http_from: int | None = None  # where plain HTTP took over
         self._counted = False
@@ -135,6 +138,10 @@ class P2PBlobSource:
                     self.torrent = await self._metadata()
                     self._swarm = self.p2p.engine.join(self.digest.hex, self.torrent)
                     self.p2p.metrics.p2p_pull()
+                    engine = self.p2p.engine
+                    pieces = EdgePieces(self.plain, self._swarm, engine.credential_headers,
+                                        engine.settings.claim_stall_seconds)
+                    self._handout = asyncio.get_running_loop().create_task(pieces.run())
                 return self._swarm.size, self._run(self._swarm, offset)
             except (NoMetadata, UpstreamFailure, UpstreamAnswer, NoUpstreamAvailable) as e:
                 log.info("no p2p metadata for %s: %s", self.digest, e)
@@ -202,6 +209,8 @@ class P2PBlobSource:
     def finish(self, published: Path | None = None) -> None:
         """Leave the swarm (given up), or seed on from the published blob; count and log
         where the bytes came from."""
+        if self._handout is not None:
+            self._handout.cancel()
         if self._counted:
             return
         self._counted = True
@@ -212,9 +221,9 @@ class P2PBlobSource:
             return
         m = self.p2p.metrics
         m.p2p_bytes("peers", counters.from_peers)
-        m.p2p_bytes("edge_web_seed", counters.from_edge)
+        m.p2p_bytes("edge_pieces", counters.from_edge)
         m.p2p_reject(counters.rejected)
-        log.info("p2p pull of %s: %d bytes from peers, %d from the edge's web seed, plain "
+        log.info("p2p pull of %s: %d bytes from peers, %d handed out by the edge, plain "
                  "HTTP from %s, %d uploaded, %d rejected, %d peers", self.digest,
                  counters.from_peers, counters.from_edge, self._http_from, counters.uploaded,
                  counters.rejected, counters.peers)

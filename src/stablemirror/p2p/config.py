@@ -39,9 +39,18 @@ class P2PSettings(BaseModel):
     no_progress_seconds: float = Field(
         default=10.0, gt=0, description="node: no new verified piece this long (or no "
         "metadata): the rest of the blob comes by plain HTTP from the edge")
+    claim_bytes: int = Field(
+        default=4 * MiB, ge=16 * KiB, description="edge: about this many bytes (whole "
+        "pieces) handed to one node at a time to fetch from the edge (piece hand-out)")
+    claim_lease_seconds: float = Field(
+        default=30.0, gt=0, description="edge: a node that has not asked again this long "
+        "after a hand-out loses it to the next asker")
+    claim_stall_seconds: float = Field(
+        default=3.0, gt=0, description="node: no new verified piece this long with nothing "
+        "handed out: ask the edge for a part the peers did not deliver")
     web_seed_nodes: int = Field(
-        default=1, ge=0, description="edge: nodes of a cluster handed the web seed of one "
-        "blob at a time (the others share pieces)")
+        default=0, ge=0, description="edge: nodes of a cluster also handed the torrent's "
+        "web seed of one blob at a time (for plain BitTorrent clients; 0: none)")
     web_seed_lease_seconds: float = Field(default=60.0, gt=0,
                                           description="edge: how long one hand-out lasts")
     announce_seconds: int = Field(default=5, ge=1,
@@ -55,6 +64,9 @@ class P2PSettings(BaseModel):
                 raise ValueError(f"p2p.{name} {value}: must be a power of two")
         if self.min_piece_bytes > self.max_piece_bytes:
             raise ValueError("p2p.min_piece_bytes is above p2p.max_piece_bytes")
+        if self.claim_stall_seconds >= self.no_progress_seconds:
+            raise ValueError("p2p.claim_stall_seconds must be below p2p.no_progress_seconds "
+                             "(a stalled node asks the edge before it gives up on P2P)")
         if self.enabled and self.secret is None:
             raise ValueError("p2p.enabled needs p2p.secret (the cluster's secret)")
         return self

@@ -1,5 +1,6 @@
 """The edge's (or center's) part of a swarm: metadata of blobs it holds, the tracker, the
-web-seed hand-out. One per worker; what workers share lives in files (tracker.py)."""
+piece hand-out (and the optional web seed). One per worker; what workers share lives in
+files (tracker.py, handout.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from stablemirror.p2p.config import P2PSettings
 from stablemirror.p2p.credential import verify
+from stablemirror.p2p.handout import Grant, Layout, PieceHandout
 from stablemirror.p2p.metadata import TorrentCache, with_endpoints
 from stablemirror.p2p.tracker import AnnounceRefused, Swarms, failure, parse_announce, response
 
@@ -20,6 +22,10 @@ class NodeCredential:
     sig: str
 
 
+class NoTorrentHere(Exception):
+    """A hand-out for a blob this tier made no torrent of (the node skipped `/torrent`)."""
+
+
 class EdgeSwarms:
     def __init__(self, directory: Path, settings: P2PSettings) -> None:
         self.settings = settings
@@ -27,6 +33,7 @@ class EdgeSwarms:
         self.torrents = TorrentCache(directory / "torrents", settings.min_piece_bytes,
                                      settings.max_piece_bytes, settings.target_pieces)
         self.swarms = Swarms(directory / "swarms", settings.announce_seconds)
+        self.handout = PieceHandout(directory / "claims", settings.claim_lease_seconds)
 
     def admits(self, who: NodeCredential) -> bool:
         return verify(self.secrets, who.cluster, who.node, who.sig)
@@ -39,6 +46,22 @@ class EdgeSwarms:
         seeded = await asyncio.to_thread(self.swarms.take_web_seed, hex_digest, who.cluster,
                                          who.node, s.web_seed_nodes, s.web_seed_lease_seconds)
         return with_endpoints(data, announce, web_seed if seeded else None)
+
+    async def claim(self, hex_digest: str, size: int, who: NodeCredential, done: int | None,
+                    stalled: bool, missing: list[tuple[int, int]]) -> Grant | None:
+        """The next part of the blob for this node to fetch from here (handout.py); None:
+        nothing left to hand out."""
+        return await asyncio.to_thread(self._claim, hex_digest, size, who, done, stalled,
+                                       missing)
+
+    def _claim(self, hex_digest: str, size: int, who: NodeCredential, done: int | None,
+               stalled: bool, missing: list[tuple[int, int]]) -> Grant | None:
+        piece = self.torrents.piece_length(hex_digest)
+        if piece is None:
+            raise NoTorrentHere(hex_digest)
+        layout = Layout(size, piece, max(self.settings.claim_bytes // piece, 1))
+        return self.handout.claim(hex_digest, who.cluster, who.node, layout, done, stalled,
+                                  missing)
 
     def announce(self, raw_query: str, remote: str) -> bytes:
         """A tracker answer: a peer list, or a bencoded failure for a refused announce."""

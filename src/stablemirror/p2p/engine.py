@@ -33,7 +33,7 @@ PUMP_SECONDS = 0.01
 class SwarmCounters:
     """What one blob's torrent moved, for metrics and `status`."""
     from_peers: int = 0
-    from_edge: int = 0  # through the web seed
+    from_edge: int = 0  # handed out by the edge (or through a web seed)
     uploaded: int = 0
     rejected: int = 0  # failed the piece hash check: discarded, the sender banned
     peers: int = 0
@@ -51,6 +51,8 @@ class Swarm:
         self.piece_length = info.piece_length()
         self.counters = SwarmCounters()
         self._head = -1
+        self._done = -1  # verified bytes when last looked at, and since when
+        self._since = time.monotonic()
 
     def have(self, piece: int) -> bool:
         return bool(self.handle.have_piece(piece))
@@ -68,10 +70,46 @@ class Swarm:
     def verified_bytes(self) -> int:
         return int(self.handle.status().total_wanted_done)
 
+    @property
+    def pieces(self) -> int:
+        return int(self.info.num_pieces())
+
+    def complete(self) -> bool:
+        return self.verified_bytes() >= self.size
+
+    def idle_seconds(self) -> float:
+        """Seconds since the verified bytes last grew (whoever sent them)."""
+        done, now = self.verified_bytes(), time.monotonic()
+        if done != self._done:
+            self._done, self._since = done, now
+        return now - self._since
+
+    def add_piece(self, piece: int, data: bytes) -> None:
+        """A piece fetched from the edge: libtorrent checks it against the torrent's hashes
+        before it has it (and tells its peers); a piece that fails is dropped."""
+        self.handle.add_piece(piece, data, 0)
+
+    def missing_runs(self, limit: int) -> list[tuple[int, int]]:
+        """The first `limit` runs of pieces not verified yet, as inclusive (first, last)."""
+        have = list(self.handle.status(lt.status_flags_t.query_pieces).pieces)
+        runs: list[tuple[int, int]] = []
+        start = None
+        for p, got in enumerate(have):
+            if got and start is not None:
+                runs.append((start, p - 1))
+                start = None
+                if len(runs) >= limit:
+                    return runs
+            elif not got and start is None:
+                start = p
+        if start is not None:
+            runs.append((start, len(have) - 1))
+        return runs[:limit]
+
     def sample(self) -> None:
-        """Bytes by origin. The session leaves web-seed bytes out of the payload counters
-        (`report_web_seed_downloads` off), so those count peers only; the edge's web seed
-        supplied the rest of what is verified."""
+        """Bytes by origin. The session leaves web-seed bytes and pieces given with
+        `add_piece` out of the payload counters (`report_web_seed_downloads` off), so those
+        count peers only; the edge supplied the rest of what is verified."""
         status = self.handle.status()
         c = self.counters
         c.peers = int(status.num_peers)

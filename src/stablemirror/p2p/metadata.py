@@ -25,6 +25,7 @@ class TorrentCache:
         self.low = low
         self.high = high
         self.target = target
+        self._piece_lengths: dict[str, int] = {}  # of torrents made here, read once
 
     def path(self, hex_digest: str) -> Path:
         return self.directory / f"{hex_digest}.torrent"
@@ -39,6 +40,20 @@ class TorrentCache:
             if not marker.exists():
                 create_once(marker, hex_digest.encode, mode=0o644)
         return data
+
+    def piece_length(self, hex_digest: str) -> int | None:
+        """The piece length of the blob's torrent, if one was made here (blocking)."""
+        known = self._piece_lengths.get(hex_digest)
+        if known is None:
+            try:
+                data = self.path(hex_digest).read_bytes()
+            except FileNotFoundError:
+                return None
+            known = piece_length(data)
+            if len(self._piece_lengths) >= 4096:  # bounded: one entry per blob
+                self._piece_lengths.clear()
+            self._piece_lengths[hex_digest] = known
+        return known
 
     def known(self, info_hash_hex: str) -> bool:
         return len(info_hash_hex) == 40 and (self.directory / "hashes" / info_hash_hex).exists()
@@ -71,6 +86,13 @@ def info_hashes(torrent: bytes) -> list[str]:
     if hashes.has_v2():
         found.append(str(hashes.v2)[:40])
     return found
+
+
+def piece_length(torrent: bytes) -> int:
+    import libtorrent as lt
+
+    decoded = cast(dict[bytes, Any], lt.bdecode(torrent))
+    return int(decoded[b"info"][b"piece length"])
 
 
 def with_endpoints(torrent: bytes, announce: str, web_seed: str | None) -> bytes:

@@ -1,7 +1,8 @@
 """The edge side of P2P with a real stablemirror server and real libtorrent sessions: the
-metadata endpoint (credential required), the web seed completing a swarm of one, the
-tracker introducing two peers of one cluster so the second takes pieces from the first;
-and a node cache refused metadata, which pulls by plain HTTP instead."""
+metadata endpoint (credential required), the piece hand-out endpoint, the web seed
+(`p2p.web_seed_nodes`) completing a swarm of one, the tracker introducing two peers of one
+cluster so the second takes pieces from the first; and a node cache refused metadata,
+which pulls by plain HTTP instead."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.support.mirror_support import push_blob
 from tests.support.p2p_support import (
     SECRET,
     add,
+    credential_headers,
     get_torrent,
     metric_value,
     node_config,
@@ -34,8 +36,8 @@ MiB = 1 << 20
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str, bytes]]:
     root = tmp_path_factory.mktemp("edge")
     config = root / "edge.yml"
-    config.write_text(json.dumps({"p2p": {"clusters": {"c1": SECRET},
-                                          "announce_seconds": 1}}))
+    config.write_text(json.dumps({"p2p": {"clusters": {"c1": SECRET}, "web_seed_nodes": 1,
+                                          "claim_bytes": MiB, "announce_seconds": 1}}))
     server = LiveServer(root / "data", "--config", str(config), workers=2)
     server.start()
     data = os.urandom(4 * MiB + 12345)
@@ -58,6 +60,35 @@ def test_metadata_needs_a_node_credential(edge: tuple[LiveServer, str, bytes]) -
     # the web seed goes to one node at a time; the next one gets only the tracker
     other = lt.torrent_info(get_torrent(server.url, "lib/blob", digest, "n2").content)
     assert other.web_seeds() == [] and other.info_hashes() == ti.info_hashes()
+
+
+def _pieces(server: LiveServer, digest: str, node: str, query: str = "",
+            **kw: str) -> requests.Response:
+    return requests.get(f"{server.url}/v2/lib/blob/blobs/{digest}/pieces{query}",
+                        headers=credential_headers(node, **kw), timeout=30)
+
+
+def test_the_piece_hand_out_gives_each_part_once(edge: tuple[LiveServer, str, bytes]
+                                                 ) -> None:
+    server, _, _ = edge
+    data = os.urandom(3 * MiB + 5)  # pieces of 256 KiB, parts of 1 MiB: 4 parts
+    digest = push_blob(server.url, "lib/blob", data)
+    assert _pieces(server, digest, "n1").status_code == 404  # no torrent made yet
+    assert get_torrent(server.url, "lib/blob", digest, "n1").status_code == 200
+    assert _pieces(server, digest, "n1", secret="wrong").status_code == 403
+    bad = _pieces(server, digest, "n1", "?missing=9-1&stalled=1")
+    assert bad.status_code == 416 and bad.json()["errors"][0]["code"] == "RANGE_INVALID"
+    parts = [_pieces(server, digest, f"n{i}").json() for i in range(4)]  # both workers
+    assert [(p["group"], p["offset"], p["length"]) for p in parts] == [
+        (0, 0, MiB), (1, MiB, MiB), (2, 2 * MiB, MiB), (3, 3 * MiB, 5)]
+    assert _pieces(server, digest, "n9").status_code == 204  # all out: ask the peers
+    assert _pieces(server, digest, "n0", "?done=0").status_code == 204
+    # n9 cannot get part 0 from n0 (say): it is handed it again, and only that one
+    again = _pieces(server, digest, "n9", "?stalled=1&missing=0-3")
+    assert again.status_code == 200 and again.json()["group"] == 0
+    r = requests.get(f"{server.url}/v2/lib/blob/blobs/{digest}",
+                     headers={"Range": f"bytes={MiB}-{2 * MiB - 1}"}, timeout=30)
+    assert r.status_code == 206 and r.content == data[MiB:2 * MiB]
 
 
 def test_web_seed_alone_completes_and_a_second_peer_shares(
