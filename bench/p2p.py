@@ -59,7 +59,8 @@ def _pull(node: NetnsServer, digest: str, t0: float) -> float:
 
 
 def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root: Path,
-           p2p: bool, size: int, window: int, stripes: int) -> dict[str, object]:
+           p2p: bool, size: int, window: int, stripes: int, logs: Path | None
+           ) -> dict[str, object]:
     name = "p2p" if p2p else "http"
     digest = push_random_blob_streamed(edge.url, "lib/blob", size)
     nodes = []
@@ -84,6 +85,15 @@ def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root
                     for n in nodes] if p2p else [0.0] * len(nodes)
         fallbacks = sum(metric_value(n.url, "stablemirror_p2p_fallbacks_total")
                         for n in nodes) if p2p else 0
+        if p2p and fallbacks:  # why, from each node's log
+            for n in nodes:
+                for line in n.log().splitlines():
+                    if "goes on by plain HTTP" in line or "Traceback" in line:
+                        print(f"{n.ns}: {line[-200:]}", file=sys.stderr)
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            for n in nodes + [edge]:
+                (logs / f"{name}-{n.ns}.log").write_text(n.log())
     finally:
         with ThreadPoolExecutor(len(nodes)) as pool:
             list(pool.map(lambda s: s.stop(), nodes))
@@ -105,6 +115,7 @@ def main() -> None:
                     help="p2p.stream_window of the nodes")
     ap.add_argument("--stripes", type=int, default=1, help="p2p.stripes of the nodes")
     ap.add_argument("--png", type=Path, default=ROOT / "bench" / "p2p.png")
+    ap.add_argument("--logs", type=Path, help="keep every server's log here")
     args = ap.parse_args()
     size = args.size_mib * MiB
     line_rate = _rate_bits(args.rate) / 8
@@ -126,7 +137,7 @@ def main() -> None:
                    "rate", args.rate, "burst", "64kb", "latency", "50ms")  # downlink
                 hosts.append((ns, address))
             runs = {p2p: _round(bridge, edge, hosts, root, p2p, size, args.stream_window,
-                           args.stripes)
+                                args.stripes, args.logs)
                     for p2p in ((True,) if args.only_p2p else (True, False))}
     finally:
         if edge is not None:

@@ -112,7 +112,9 @@ class EdgePieces:
                     raise NoHandout("http_405")
                 if response.status != 200:
                     raise UpstreamFailure(u.name, f"http_{response.status}")
-                body = json.loads(await response.content.read(ANSWER_LIMIT))
+                if response.content_length is None or response.content_length > ANSWER_LIMIT:
+                    raise UpstreamFailure(u.name, "bad_handout_answer")
+                body = json.loads(await response.read())
                 return Part(int(body["group"]), int(body["offset"]), int(body["length"]))
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError,
                     TypeError) as e:

@@ -50,6 +50,18 @@ class NoMetadata(Exception):
     pass
 
 
+async def _read_all(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body (`read(n)` returns what has arrived so far), at most `limit` bytes."""
+    body = bytearray()
+    while True:
+        data = await response.content.read(limit + 1 - len(body))
+        if not data:
+            return bytes(body)
+        body += data
+        if len(body) > limit:
+            raise NoMetadata("metadata too large")
+
+
 class MirrorP2P:
     """What every P2P source of one node shares: the engine, the store, metrics."""
 
@@ -69,9 +81,12 @@ class MirrorP2P:
         if not isinstance(source, P2PBlobSource):
             return
         path = self.store.local_path(digest)
-        source.finish(path)
-        if source.torrent is not None and path is not None:
-            self.engine.seed(digest.hex, source.torrent, path)  # after a fallback
+        try:
+            source.finish(path)
+            if source.torrent is not None and path is not None:
+                self.engine.seed(digest.hex, source.torrent, path)  # after a fallback
+        except Exception:  # seeding is a favour to the peers: the blob is published
+            log.exception("seeding %s failed", digest)
 
     def start(self) -> None:
         self.engine.start()
@@ -166,9 +181,7 @@ class P2PBlobSource:
             try:
                 if response.status != 200:
                     raise NoMetadata(f"http_{response.status}")
-                body = await response.content.read(TORRENT_LIMIT + 1)
-                if len(body) > TORRENT_LIMIT:
-                    raise NoMetadata("metadata too large")
+                body = await _read_all(response, TORRENT_LIMIT)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise UpstreamFailure(u.name, type(e).__name__) from e
             finally:

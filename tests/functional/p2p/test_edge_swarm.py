@@ -16,6 +16,7 @@ import libtorrent as lt
 import pytest
 import requests
 
+from tests.support.authkit import auth_server, bearer, cli, h, sha
 from tests.support.live import LiveServer, free_port
 from tests.support.mirror_support import push_blob
 from tests.support.p2p_support import (
@@ -26,6 +27,7 @@ from tests.support.p2p_support import (
     metric_value,
     node_config,
     session,
+    wait_metric,
     wait_seeding,
 )
 
@@ -124,3 +126,34 @@ def test_a_node_refused_metadata_pulls_by_plain_http(
     assert metric_value(node.url, "stablemirror_p2p_received_bytes_total",
                         origin="edge_http") == len(data)
 
+
+
+def test_a_node_behind_an_edge_with_auth_gets_its_parts_with_its_token(
+        tmp_path: Path, server_factory: Callable[..., LiveServer]) -> None:
+    """The parts a node fetches from the edge go through the node's upstream client (its
+    token flow), so an edge with `auth` on hands them out like any other pull."""
+    center = auth_server(server_factory,
+                         env={"STABLEMIRROR_P2P__CLUSTERS": json.dumps({"c1": SECRET})})
+    admin = bearer(center, "admin", "admin-secret-1", "repository:private/app:push,pull")
+    data = os.urandom(6 * MiB)
+    r = requests.post(f"{center.url}/v2/private/app/blobs/uploads/",
+                      params={"digest": sha(data)}, data=data, timeout=30,
+                      headers=h(admin, **{"Content-Type": "application/octet-stream"}))
+    assert r.status_code == 201, r.text
+    created = cli(center, "robot", "create", "node", "--role", "reader", "--repos",
+                  "private/*")
+    secret = json.loads(created.stdout)["secret"]
+    cfg = node_config(tmp_path / "n.yml", center.url, "n7", f"127.0.0.1:{free_port()}")
+    doc = json.loads(cfg.read_text())
+    del doc["upstream"]
+    doc["mirror"].update({
+        "upstream_groups": {"center": {"upstreams": [
+            {"url": center.url, "username": "robot+node", "password": secret}]}},
+        "namespaces": [{"prefix": "", "mode": "proxy", "upstream_group": "center"}]})
+    cfg.write_text(json.dumps(doc))
+    node = server_factory("--config", str(cfg))
+    got = requests.get(f"{node.url}/v2/private/app/blobs/{sha(data)}", timeout=60)
+    assert got.status_code == 200 and got.content == data
+    assert wait_metric(node.url, "stablemirror_p2p_received_bytes_total", len(data),
+                       origin="edge_pieces") == len(data)
+    assert metric_value(node.url, "stablemirror_p2p_fallbacks_total") == 0

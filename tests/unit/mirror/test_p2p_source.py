@@ -1,0 +1,46 @@
+"""mirror/p2p_source.py: the torrent is read whole however it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from stablemirror.mirror.p2p_source import NoMetadata, _read_all
+
+TORRENT = bytes(range(256)) * 400  # ~100 KiB, sent in pieces with pauses between
+
+
+async def _slow(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    response.content_length = len(TORRENT)
+    await response.prepare(request)
+    for cut in range(0, len(TORRENT), 7000):
+        await response.write(TORRENT[cut:cut + 7000])
+        await asyncio.sleep(0.005)
+    await response.write_eof()
+    return response
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    app = web.Application()
+    app.router.add_get("/t", _slow)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def test_a_torrent_sent_in_pieces_is_read_whole(
+        client: TestClient[web.Request, web.Application]) -> None:
+    response = await client.get("/t")
+    assert await _read_all(response, 1 << 20) == TORRENT
+
+
+async def test_a_torrent_above_the_limit_is_refused(
+        client: TestClient[web.Request, web.Application]) -> None:
+    response = await client.get("/t")
+    with pytest.raises(NoMetadata):
+        await _read_all(response, 50_000)
