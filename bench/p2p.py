@@ -92,7 +92,7 @@ def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root
                         print(f"{n.ns}: {line[-200:]}", file=sys.stderr)
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
-            for n in nodes + [edge]:
+            for n in [*nodes, edge]:
                 (logs / f"{name}-{n.ns}.log").write_text(n.log())
     finally:
         with ThreadPoolExecutor(len(nodes)) as pool:
