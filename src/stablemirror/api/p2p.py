@@ -5,6 +5,8 @@ sends no headers). docs/p2p.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from stablemirror.api.context import context
@@ -14,6 +16,9 @@ from stablemirror.p2p.edge import EdgeSwarms, NodeCredential, NoTorrentHere
 from stablemirror.p2p.handout import parse_runs
 
 EDGE_SWARMS = web.AppKey("edge_swarms", EdgeSwarms)
+# A node's swarms, per blob (mirror/p2p_source.py MirrorP2P.snapshot); a callable, so this
+# module does not import the mirror's P2P side.
+NODE_P2P_STATUS: web.AppKey[Callable[[], dict[str, object]]] = web.AppKey("node_p2p_status")
 CLUSTER_HEADER = "X-Stablemirror-P2P-Cluster"
 NODE_HEADER = "X-Stablemirror-P2P-Node"
 SIG_HEADER = "X-Stablemirror-P2P-Sig"
@@ -73,5 +78,15 @@ async def announce(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="text/plain")
 
 
+async def node_status(request: web.Request) -> web.StreamResponse:
+    """A node's P2P pulls per blob: bytes from peers and from the edge, uploaded, rejected,
+    peers (outside /v2 and without auth, like /status and /metrics)."""
+    snapshot = request.app.get(NODE_P2P_STATUS)
+    if snapshot is None:
+        raise web.HTTPNotFound()
+    return web.json_response(snapshot())
+
+
 def add_p2p_routes(app: web.Application) -> None:
     app.router.add_get("/p2p/announce", announce)
+    app.router.add_get("/p2p/status", node_status)

@@ -193,6 +193,26 @@ def _p2p(m: Samples, console: Console) -> None:
     console.print(table)
 
 
+def _p2p_blobs(base: str, console: Console) -> None:
+    """Per blob, from the node's `GET /p2p/status` (the newest 10)."""
+    try:
+        doc = json.loads(_get(base + "/p2p/status"))
+    except (OSError, ValueError):
+        return
+    blobs = doc.get("blobs", [])[-10:]
+    if not blobs:
+        return
+    table = _table("P2P per blob", "blob", "state", "size", "peers", "edge", "sent",
+                   "rejected", "swarm")
+    for b in blobs:
+        table.add_row(str(b.get("digest", ""))[:19], str(b.get("state", "")),
+                      human_bytes(b.get("size") or 0), human_bytes(b.get("from_peers") or 0),
+                      human_bytes(b.get("from_edge") or 0),
+                      human_bytes(b.get("uploaded") or 0),
+                      human_bytes(b.get("rejected") or 0), str(b.get("peers", 0)))
+    console.print(table)
+
+
 def status(
     url: Annotated[str | None, typer.Option(
         help="server base URL (default: http://<listen> from the settings)")] = None,
@@ -207,6 +227,9 @@ def status(
     except (OSError, ValueError) as exc:
         console.print(f"[red]cannot read {base}: {exc}[/red]")
         raise typer.Exit(1) from exc
-    render(doc, Samples(metrics_text.decode()), console)
+    samples = Samples(metrics_text.decode())
+    render(doc, samples, console)
+    if samples.total("stablemirror_p2p_pulls_total"):
+        _p2p_blobs(base, console)
     if not doc.get("ready"):
         raise typer.Exit(2)

@@ -16,7 +16,7 @@ from stablemirror.api.connections import (
 from stablemirror.api.errors import add_api_version, oci_errors
 from stablemirror.api.keys import HEALTH, METRICS, QUALIFY_NAME, REGISTRY, SENDFILE_POOL
 from stablemirror.api.ops import add_ops_routes
-from stablemirror.api.p2p import EDGE_SWARMS, add_p2p_routes
+from stablemirror.api.p2p import EDGE_SWARMS, NODE_P2P_STATUS, add_p2p_routes
 from stablemirror.api.replica import add_replica_routes
 from stablemirror.api.replication import add_replication_routes
 from stablemirror.api.routes import add_routes
@@ -133,6 +133,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     add_ops_routes(app)
     if settings.p2p.clusters:  # this tier makes metadata and tracks swarms (docs/p2p.md)
         app[EDGE_SWARMS] = EdgeSwarms(DataDir(settings.data_dir).p2p, settings.p2p)
+    if mirror is not None and mirror.p2p is not None:  # a node's swarms, per blob
+        app[NODE_P2P_STATUS] = mirror.p2p.snapshot
     add_p2p_routes(app)
     background.install(app)
     return app

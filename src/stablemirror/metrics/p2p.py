@@ -1,6 +1,6 @@
 """Metrics of P2P piece sharing between node caches (a part of `Metrics`;
 mirror/p2p_source.py, p2p/engine.py; docs/p2p.md). No digest is a label: per-blob numbers
-are in the node's log line at the end of each pull and in `GET /p2p/status`."""
+are in the node's log line at the end of each pull and in its `GET /p2p/status`."""
 
 from __future__ import annotations
 

@@ -44,6 +44,7 @@ log = logging.getLogger("stablemirror.p2p")
 READ = 1 << 20  # bytes read from the engine's file per yield
 POLL = 0.02
 TORRENT_LIMIT = 4 << 20
+RECENT = 64  # finished pulls kept for GET /p2p/status
 
 
 class NoMetadata(Exception):
@@ -72,6 +73,35 @@ class MirrorP2P:
         self.timeout = engine.settings.no_progress_seconds
         self._task: asyncio.Task[None] | None = None
         self._uploaded: dict[str, int] = {}
+        self.finished: dict[str, dict[str, int | str | None]] = {}  # recent pulls, by hex
+
+    def snapshot(self) -> dict[str, object]:
+        """Per blob: the pulls now, the recent ones, and what each seed sent since
+        (`GET /p2p/status`)."""
+        seeding = self.engine.seeding()
+        blobs: list[dict[str, object]] = []
+        for key, swarm in self.engine.swarms.items():
+            swarm.sample()
+            c = swarm.counters
+            blobs.append({"digest": f"sha256:{key}", "state": "pulling", "size": swarm.size,
+                          "verified": swarm.verified_bytes(), "from_peers": c.from_peers,
+                          "from_edge": c.from_edge, "uploaded": c.uploaded,
+                          "rejected": c.rejected, "peers": c.peers})
+        for key, pulled in self.finished.items():
+            handle = seeding.get(key)
+            status = handle.status() if handle is not None else None
+            blobs.append({**pulled, "digest": f"sha256:{key}",
+                          "state": "seeding" if status is not None else "done",
+                          "uploaded": int(status.total_payload_upload) if status is not None
+                          else pulled.get("uploaded"),
+                          "peers": int(status.num_peers) if status is not None else 0})
+        return {"node": self.engine.node, "cluster": self.engine.settings.cluster,
+                "blobs": blobs}
+
+    def remember(self, hex_digest: str, pulled: dict[str, int | str | None]) -> None:
+        if len(self.finished) >= RECENT:
+            self.finished.pop(next(iter(self.finished)))
+        self.finished[hex_digest] = pulled
 
     def source(self, plain: GroupBlobSource) -> P2PBlobSource:
         return P2PBlobSource(self, plain)
@@ -236,6 +266,11 @@ class P2PBlobSource:
         m.p2p_bytes("peers", counters.from_peers)
         m.p2p_bytes("edge_pieces", counters.from_edge)
         m.p2p_reject(counters.rejected)
+        self.p2p.remember(self.digest.hex, {
+            "size": self._swarm.size if self._swarm is not None else None,
+            "from_peers": counters.from_peers, "from_edge": counters.from_edge,
+            "http_from": self._http_from, "uploaded": counters.uploaded,
+            "rejected": counters.rejected})
         log.info("p2p pull of %s: %d bytes from peers, %d handed out by the edge, plain "
                  "HTTP from %s, %d uploaded, %d rejected, %d peers", self.digest,
                  counters.from_peers, counters.from_edge, self._http_from, counters.uploaded,

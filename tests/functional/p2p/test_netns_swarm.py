@@ -95,6 +95,11 @@ def test_four_nodes_pull_one_blob_at_once(cluster: Cluster) -> None:
     # naive: NODES x the blob; here about once, plus headers and the tracker
     assert egress <= 1.5 * len(data), (egress, from_peers)
     assert from_peers >= wanted, (egress, from_peers)
+    for node in cluster.nodes:  # per blob: every byte came from the peers or the edge
+        blob = next(b for b in requests.get(f"{node.url}/p2p/status", timeout=10)
+                    .json()["blobs"] if b["digest"] == digest)
+        assert blob["state"] == "seeding" and blob["size"] == len(data), blob
+        assert blob["from_peers"] + blob["from_edge"] == len(data), blob
 
 
 def test_a_node_alone_completes_from_the_edge_s_parts(cluster: Cluster) -> None:
@@ -177,3 +182,4 @@ def test_preheat_warms_every_node_at_once(cluster: Cluster) -> None:
     shown = subprocess.run([sys.executable, "-m", "stablemirror", "status", "--url",
                             cluster.nodes[1].url], capture_output=True, text=True, timeout=60)
     assert "P2P (since start)" in shown.stdout and "rejected" in shown.stdout, shown.stdout
+    assert "P2P per blob" in shown.stdout and "seeding" in shown.stdout, shown.stdout
