@@ -30,6 +30,13 @@ def preheat_command(
     insecure: Annotated[bool, typer.Option(help="plain HTTP to the nodes")] = True,
 ) -> None:
     """Warm node caches with an image before a rollout (docs/p2p.md, "Preheat")."""
+    if warm_nodes(image, nodes, percentage, insecure):
+        raise typer.Exit(2)
+
+
+def warm_nodes(image: str, nodes: str, percentage: float | None, insecure: bool) -> int:
+    """Preheat and print a line per node; the number of nodes that failed (also used by
+    `release promote --preheat`)."""
     ref = parse_image_reference(image)
     chosen = select_nodes(_nodes(nodes), str(ref), percentage)
     if not chosen:
@@ -44,5 +51,4 @@ def preheat_command(
         else:
             failed += 1
             console.print(f"{node}: failed: {type(result).__name__}: {result}")
-    if failed:
-        raise typer.Exit(2)
+    return failed

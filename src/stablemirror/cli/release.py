@@ -109,10 +109,20 @@ def promote(target: str, version: str,
                                                 "rule (audited)")] = False,
             reason: Annotated[str, typer.Option("--reason")] = "",
             scheme: SchemeOpt = None, username: UserOpt = "admin",
-            as_json: JsonOpt = False) -> None:
+            as_json: JsonOpt = False,
+            preheat: Annotated[str | None, typer.Option(
+                "--preheat", help="then warm these node caches with the version: "
+                "HOST:PORT[,...] or @FILE (docs/p2p.md, Preheat)")] = None,
+            preheat_percentage: Annotated[float | None, typer.Option(
+                help="warm only this share of the --preheat nodes")] = None) -> None:
     """Point a channel at VERSION for all clients: `promote host/team/model 1.2.0 --to stable`."""
     _moved(call(target, scheme, username, "POST", "promote",
                 {"version": version, "channel": to, "force": force, "reason": reason}), as_json)
+    if preheat is not None:
+        from stablemirror.cli.preheat import warm_nodes  # the client side of preheat
+
+        if warm_nodes(f"{target}:{version}", preheat, preheat_percentage, insecure=True):
+            raise typer.Exit(2)
 
 
 @release_app.command("split")

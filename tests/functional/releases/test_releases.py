@@ -340,3 +340,22 @@ def test_promotion_keeps_signatures_and_referrers_attached(
     assert served == digests["1.1.0"]  # the very manifest pushed: nothing was re-pushed
     referrers = requests.get(f"{registry.url}/v2/{repo}/referrers/{served}", timeout=30).json()
     assert [m["digest"] for m in referrers["manifests"]] == [sha256(signature)]
+
+
+def test_cli_promote_preheats_node_caches(
+        registry: LiveServer, pushed: tuple[str, dict[str, str]],
+        server_factory: Callable[..., LiveServer]) -> None:
+    """`release promote ... --preheat NODES`: the nodes hold the version before a client
+    asks (docs/p2p.md, Preheat)."""
+    repo, digests = pushed
+    nodes = [server_factory("--role", "node", "--upstream", registry.url) for _ in range(2)]
+    target = f"{registry.host}/{repo}"
+    out = release_cli(registry, "promote", target, "1.1.0", "--to", "stable", "--preheat",
+                      ",".join(n.host for n in nodes)).stdout
+    assert out.count("1 manifest(s), 2 blob(s)") == 2, out
+    for node in nodes:  # in the node's store already: layer and config files
+        blobs = {p.name for p in (node.data_dir / "blobs" / "sha256").glob("*/*")}
+        manifest = requests.get(f"{registry.url}/v2/{repo}/manifests/1.1.0", timeout=30,
+                                headers={"Accept": MANIFEST_ACCEPT}).json()
+        assert {d["digest"][7:] for d in [manifest["config"], *manifest["layers"]]} <= blobs
+    assert channel_digest(registry, repo, "stable") == digests["1.1.0"]
