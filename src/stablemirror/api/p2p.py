@@ -50,7 +50,8 @@ async def torrent(request: web.Request, name: str, digest: str) -> web.StreamRes
 async def pieces(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     """The next part of the blob this node fetches from here and shares (p2p/handout.py):
     `{"group", "offset", "length"}`, or 204 when every part is handed out. Query: `done`
-    (the group it finished), `stalled=1` and `missing` (runs of pieces it lacks). A GET that
+    (the group it finished), `stalled=1` and `missing` (runs of pieces it lacks), `final=1`
+    (it has the whole blob: record `done`, hand out nothing). A GET that
     grants a lease, so that it is authorized as a pull like the bytes it leads to."""
     swarms, who = _admitted(request, digest)
     try:
@@ -61,7 +62,8 @@ async def pieces(request: web.Request, name: str, digest: str) -> web.StreamResp
     source = await request.app[REGISTRY].open_blob(context(request), name, digest)
     try:
         grant = await swarms.claim(source.digest.hex, source.size, who, done,
-                                   request.query.get("stalled") == "1", missing)
+                                   request.query.get("stalled") == "1", missing,
+                                   final=request.query.get("final") == "1")
     except NoTorrentHere:
         raise BlobUnknown(digest=digest, reason="no torrent made here for this blob") from None
     if grant is None:

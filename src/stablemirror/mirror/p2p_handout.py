@@ -9,7 +9,8 @@ the blob into the swarm about once; the nodes trade the rest.
 
 When the edge has nothing left to hand out the loop waits; if no new piece came for
 `claim_stall_seconds` it says so (`stalled=1` with the runs of pieces it lacks), and the
-edge hands it a part another node had fetched. Any failure here only costs time: the
+edge hands it a part another node had fetched; it stays stalled, taking part after part,
+until a peer sends it a piece again. Any failure here only costs time: the
 source's no-progress fallback (mirror/p2p_source.py) stays the last resort.
 """
 
@@ -64,8 +65,14 @@ class EdgePieces:
 
     async def run(self) -> None:
         done: int | None = None
+        stalled, peer_bytes = False, self.swarm.peer_bytes()
         while not self.swarm.complete():
-            stalled = self.swarm.idle_seconds() > self.stall_seconds
+            # Stalled from `stall_seconds` without a new piece until a peer sends one again:
+            # a node its peers cannot reach takes part after part without waiting each time.
+            now_from_peers = self.swarm.peer_bytes()
+            if now_from_peers != peer_bytes:
+                stalled, peer_bytes = False, now_from_peers
+            stalled = stalled or self.swarm.idle_seconds() > self.stall_seconds
             try:
                 part = await self._ask(done, stalled)
             except NoHandout as e:
@@ -86,15 +93,24 @@ class EdgePieces:
                 log.info("fetching part %d of %s failed: %s", part.group, self.plain.digest,
                          e)
                 await asyncio.sleep(RETRY)
+        if done is not None:  # say the last part is done, or it stays held until its expiry
+            try:
+                await self._ask(done, False, final=True)
+            except (NoHandout, UpstreamFailure, UpstreamAnswer, NoUpstreamAvailable) as e:
+                log.info("piece hand-out for %s: last part not reported: %s",
+                         self.plain.digest, e)
 
     def _path(self, u: Upstream, suffix: str = "") -> str:
         return with_ns(f"/v2/{u.repository(self.plain.repository)}/blobs/{self.plain.digest}"
                        f"{suffix}", self.plain.ns)
 
-    async def _ask(self, done: int | None, stalled: bool) -> Part | None:
+    async def _ask(self, done: int | None, stalled: bool, final: bool = False
+                   ) -> Part | None:
         query: dict[str, str] = {}
         if done is not None:
             query["done"] = str(done)
+        if final:
+            query["final"] = "1"
         if stalled:
             query["stalled"] = "1"
             query["missing"] = ",".join(f"{a}-{b}" for a, b in

@@ -48,20 +48,21 @@ class EdgeSwarms:
         return with_endpoints(data, announce, web_seed if seeded else None)
 
     async def claim(self, hex_digest: str, size: int, who: NodeCredential, done: int | None,
-                    stalled: bool, missing: list[tuple[int, int]]) -> Grant | None:
+                    stalled: bool, missing: list[tuple[int, int]], final: bool = False
+                    ) -> Grant | None:
         """The next part of the blob for this node to fetch from here (handout.py); None:
         nothing left to hand out."""
         return await asyncio.to_thread(self._claim, hex_digest, size, who, done, stalled,
-                                       missing)
+                                       missing, final)
 
     def _claim(self, hex_digest: str, size: int, who: NodeCredential, done: int | None,
-               stalled: bool, missing: list[tuple[int, int]]) -> Grant | None:
+               stalled: bool, missing: list[tuple[int, int]], final: bool) -> Grant | None:
         piece = self.torrents.piece_length(hex_digest)
         if piece is None:
             raise NoTorrentHere(hex_digest)
         layout = Layout(size, piece, max(self.settings.claim_bytes // piece, 1))
         return self.handout.claim(hex_digest, who.cluster, who.node, layout, done, stalled,
-                                  missing)
+                                  missing, final=final)
 
     def announce(self, raw_query: str, remote: str) -> bytes:
         """A tracker answer: a peer list, or a bencoded failure for a refused announce."""

@@ -70,6 +70,10 @@ class Swarm:
     def verified_bytes(self) -> int:
         return int(self.handle.status().total_wanted_done)
 
+    def peer_bytes(self) -> int:
+        """Payload received from peers (not the edge's parts nor a web seed)."""
+        return int(self.handle.status().total_payload_download)
+
     @property
     def pieces(self) -> int:
         return int(self.info.num_pieces())

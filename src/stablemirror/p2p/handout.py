@@ -78,9 +78,9 @@ class PieceHandout:
 
     def claim(self, hex_digest: str, cluster: str, node: str, layout: Layout,
               done: int | None, stalled: bool, missing: list[tuple[int, int]],
-              now: float | None = None) -> Grant | None:
+              now: float | None = None, final: bool = False) -> Grant | None:
         """The next group for `node`, or None: every group is claimed (take pieces from
-        the peers)."""
+        the peers). `final`: the node has the whole blob; record `done`, hand out nothing."""
         where = self.directory / hex_digest / cluster
         where.mkdir(parents=True, exist_ok=True)
         fd = os.open(where / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,7 +88,7 @@ class PieceHandout:
             fcntl.flock(fd, fcntl.LOCK_EX)
             state = _load(where / "claims.json")
             group = _choose(state, layout, node, done, stalled, missing,
-                            time.time() if now is None else now, self.lease_seconds)
+                            time.time() if now is None else now, self.lease_seconds, final)
             _store(where / "claims.json", state)
         finally:
             os.close(fd)  # releases the flock
@@ -100,7 +100,8 @@ Claims = dict[str, list[object]]
 
 
 def _choose(state: Claims, layout: Layout, node: str, done: int | None, stalled: bool,
-            missing: list[tuple[int, int]], now: float, lease: float) -> int | None:
+            missing: list[tuple[int, int]], now: float, lease: float, final: bool
+            ) -> int | None:
     if done is not None:
         held = state.get(str(done))
         if held is not None and held[0] == node:
@@ -108,6 +109,8 @@ def _choose(state: Claims, layout: Layout, node: str, done: int | None, stalled:
     for key, (holder, _, finished) in list(state.items()):
         if holder == node and not finished:
             del state[key]  # asking again: it finished (above) or gave up on the rest
+    if final:
+        return None
     for group in range(layout.groups):
         held = state.get(str(group))
         if held is None or (not held[2] and float(str(held[1])) + lease < now):

@@ -53,7 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for n in range(NODES):
             ns, address = bridge.host(10 + n)
             cfg = node_config(root / f"n{n}.yml", edge.url, f"n{n}", f"0.0.0.0:{P2P_PORT}",
-                              stripes=8)  # p2p.stripes exercised here
+                              stripes=8,  # p2p.stripes exercised here
+                              claim_stall_seconds=1.5)
             nodes.append(NetnsServer(ns, address, root / f"n{n}", "--config", str(cfg)))
         servers.extend(nodes)
         with ThreadPoolExecutor(len(servers)) as pool:
@@ -115,19 +116,22 @@ def test_a_node_alone_completes_from_the_edge_s_parts(cluster: Cluster) -> None:
 
 def test_p2p_port_blocked_still_completes_from_the_edge(cluster: Cluster) -> None:
     first, blocked = cluster.nodes[0], cluster.nodes[3]
-    digest, data = _blob(cluster, 4 * MiB)
+    digest, data = _blob(cluster, 12 * MiB)  # three parts
     assert _pull(first, digest) == digest  # every part handed out: the others need peers
     cluster.bridge.block_port(blocked.ns, P2P_PORT)
     try:
         before = {o: metric_value(blocked.url, RECEIVED, origin=o)
                   for o in ("peers", "edge_pieces", "edge_http")}
+        fallbacks = metric_value(blocked.url, "stablemirror_p2p_fallbacks_total")
         assert _pull(blocked, digest) == digest
-        wait_metric(blocked.url, RECEIVED, before["edge_pieces"] + 1, origin="edge_pieces")
+        wait_metric(blocked.url, RECEIVED, before["edge_pieces"] + len(data),
+                    origin="edge_pieces")
         after = {o: metric_value(blocked.url, RECEIVED, origin=o) for o in before}
         assert after["peers"] == before["peers"]  # nothing came through the blocked port
-        # stalled, it was handed the parts again (or, failing that, fell back to HTTP)
-        assert (after["edge_pieces"] - before["edge_pieces"]
-                + after["edge_http"] - before["edge_http"]) >= len(data)
+        # stalled once (claim_stall_seconds), it took the parts again one after the other,
+        # never idle long enough for the plain HTTP fallback (no_progress_seconds)
+        assert after["edge_pieces"] - before["edge_pieces"] == len(data), (before, after)
+        assert metric_value(blocked.url, "stablemirror_p2p_fallbacks_total") == fallbacks
     finally:
         cluster.bridge.block_port(blocked.ns, P2P_PORT, on=False)
 

@@ -100,3 +100,14 @@ def test_workers_racing_hand_each_group_out_exactly_once(tmp_path: Path) -> None
             p.join(timeout=60)
         groups = sorted(g for _, got in results for g in got)  # type: ignore[misc]
         assert groups == list(range(200)), attempt
+
+
+def test_a_final_report_marks_the_last_part_done_and_hands_out_nothing(
+        tmp_path: Path) -> None:
+    h = PieceHandout(tmp_path, lease_seconds=30)
+    for group in range(3):
+        _claim(h, "a", done=group - 1 if group else None)
+    assert h.claim(HEX, "c1", "a", LAYOUT, 2, False, [], now=1000.0, final=True) is None
+    # without it, part 2 stayed held by `a` for the lease and nobody stalled could get it
+    grant = _claim(h, "b", stalled=True, missing=[(8, 9)])
+    assert grant is not None and grant.group == 2
