@@ -11,8 +11,9 @@ A claim has an owner (the node) and an expiry (`lease_seconds` from the grant): 
 that died mid-fetch loses its group to the next asker. A node asking again has finished
 (`done`) or given up on what it held, so its other open claims are released. A node that
 got nothing new for a while (`stalled`: its peers are gone, or P2P is blocked for it) is
-handed a group it lacks even if another node fetched it before: that costs the edge a
-second copy of that group only, never of the blob.
+handed a group it lacks even if another node fetched it before, or holds it for more than
+a fifth of the lease (it may have died): that costs the edge a second copy of that group
+only, never of the blob.
 
 State per (blob, cluster) is one JSON file, read and replaced under an `flock` so the
 workers of an edge agree (the kernel drops the lock with its holder).
@@ -122,7 +123,11 @@ def _choose(state: Claims, layout: Layout, node: str, done: int | None, stalled:
         for group in range(layout.group_of_piece(first),
                            min(layout.group_of_piece(last), layout.groups - 1) + 1):
             held = state.get(str(group))
-            if held is not None and held[2]:  # fetched by a node the stalled one can't reach
+            if held is None:
+                continue
+            # fetched by a node the stalled one cannot reach, or held a while by one that
+            # may have died (a fifth of the lease: before the node gives up on P2P)
+            if held[2] or float(str(held[1])) + lease / 5 < now:
                 state[str(group)] = [node, now, False]
                 return group
     return None

@@ -111,3 +111,12 @@ def test_a_final_report_marks_the_last_part_done_and_hands_out_nothing(
     # without it, part 2 stayed held by `a` for the lease and nobody stalled could get it
     grant = _claim(h, "b", stalled=True, missing=[(8, 9)])
     assert grant is not None and grant.group == 2
+
+
+def test_a_stalled_node_takes_over_a_part_held_too_long(tmp_path: Path) -> None:
+    h = PieceHandout(tmp_path, lease_seconds=30)
+    for group in range(3):
+        _claim(h, f"n{group}", now=0)  # n2 holds part 2 and then dies
+    assert _claim(h, "b", stalled=True, missing=[(8, 9)], now=5) is None  # n2 may be busy
+    grant = _claim(h, "b", stalled=True, missing=[(8, 9)], now=7)  # past a fifth of 30 s
+    assert grant is not None and grant.group == 2
