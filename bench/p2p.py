@@ -16,6 +16,7 @@ section of bench/RESULTS.md and a PNG of completion over time. Needs root.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -60,6 +61,13 @@ def _pull(node: NetnsServer, digest: str, t0: float) -> float:
     return took
 
 
+def _cpu_seconds(server: NetnsServer) -> float:
+    """User + system CPU of a server process so far (`ip netns exec` execs it: same pid)."""
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root: Path,
            p2p: bool, size: int, window: int, stripes: int, logs: Path | None
            ) -> dict[str, object]:
@@ -79,10 +87,15 @@ def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root
         list(pool.map(lambda s: s.start(60), nodes))
     try:
         before = bridge.sent_by(1)
+        cpu_before = [_cpu_seconds(n) for n in [*nodes, edge]]
         t0 = time.monotonic()
         with ThreadPoolExecutor(len(nodes)) as pool:
             times = sorted(pool.map(lambda n: _pull(n, digest, t0), nodes))
         egress = bridge.sent_by(1) - before
+        cpu = [_cpu_seconds(n) - b for n, b in zip([*nodes, edge], cpu_before, strict=True)]
+        print(f"{name}: CPU s of each node (mean {statistics.mean(cpu[:-1]):.2f}, max "
+              f"{max(cpu[:-1]):.2f}), of the edge {cpu[-1]:.2f}; wall {times[-1]:.1f} s",
+              file=sys.stderr)
         uploaded = [metric_value(n.url, "stablemirror_p2p_uploaded_bytes_total")
                     for n in nodes] if p2p else [0.0] * len(nodes)
         fallbacks = sum(metric_value(n.url, "stablemirror_p2p_fallbacks_total")
@@ -120,6 +133,13 @@ def main() -> None:
     ap.add_argument("--logs", type=Path, help="keep every server's log here")
     args = ap.parse_args()
     size = args.size_mib * MiB
+    # An installed server has .pyc files; the servers here start from src/, so compile it
+    # once into a cache of this run (PYTHONDONTWRITEBYTECODE would make every node compile
+    # what it imports lazily during its first pull).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="p2p-bench-pyc-")
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+    compileall.compile_dir(str(ROOT / "src"), quiet=1)
     line_rate = _rate_bits(args.rate) / 8
     bridge = Bridge()
     edge = None
