@@ -88,7 +88,7 @@ def netns_cluster(root: Path, nodes: int, edge_rate: str, node_rate: str | None 
             members.append(NetnsServer(ns, address, root / f"n{n}", "--config", str(cfg)))
         servers.extend(members)
         with ThreadPoolExecutor(len(servers)) as pool:
-            list(pool.map(lambda s: s.start(30), servers))
+            list(pool.map(lambda s: s.start(60), servers))  # slow under load
         yield Cluster(bridge, edge, members)
     finally:
         with ThreadPoolExecutor(len(servers) or 1) as pool:
