@@ -33,6 +33,8 @@ from tests.support.netns_cluster import (
 )
 from tests.support.p2p_support import metric_value
 
+pytestmark = pytest.mark.clients
+
 MiB = 1 << 20
 NODES = 8
 RECEIVED = "stablemirror_p2p_received_bytes_total"
