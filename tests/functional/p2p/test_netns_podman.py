@@ -33,7 +33,8 @@ from tests.support.netns_cluster import (
 )
 from tests.support.p2p_support import metric_value
 
-pytestmark = pytest.mark.clients
+# one worker gets the whole module under `--dist loadgroup` (one 8-node cluster, not two)
+pytestmark = [pytest.mark.clients, pytest.mark.xdist_group("p2p-netns-podman")]
 
 MiB = 1 << 20
 NODES = 8
