@@ -98,6 +98,19 @@ class MirrorP2P:
         await self.engine.aclose()
 
 
+async def read_metadata_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body to its end, or its first limit + 1 bytes (the caller refuses those).
+    `read(n)` alone returns only what is buffered: a torrent in two TCP segments came
+    back half, libtorrent refused it, and the node fetched the whole blob by HTTP."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 class P2PBlobSource:
     def __init__(self, p2p: MirrorP2P, plain: GroupBlobSource) -> None:
         self.p2p = p2p
@@ -159,7 +172,7 @@ class P2PBlobSource:
             try:
                 if response.status != 200:
                     raise NoMetadata(f"http_{response.status}")
-                body = await response.content.read(TORRENT_LIMIT + 1)
+                body = await read_metadata_body(response.content, TORRENT_LIMIT)
                 if len(body) > TORRENT_LIMIT:
                     raise NoMetadata("metadata too large")
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
