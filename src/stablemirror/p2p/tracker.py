@@ -15,6 +15,7 @@ falls back to plain HTTP (mirror/p2p_source.py).
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import re
@@ -123,6 +124,15 @@ class Swarms:
         """Whether `node` gets the web seed of this blob now (it holds or takes a lease)."""
         leases = self.directory / "web-seed" / hex_digest / cluster
         leases.mkdir(parents=True, exist_ok=True)
+        # One request at a time per blob and cluster, across threads and workers: without
+        # it, a request that saw no lease unlinked (as expired) the one another had just
+        # made and took its own, and two nodes got the web seed (two copies from the edge).
+        with open(leases / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released at close, or when the worker dies
+            return self._take_slot(leases, node, slots, lease_seconds)
+
+    @staticmethod
+    def _take_slot(leases: Path, node: str, slots: int, lease_seconds: float) -> bool:
         now = time.time()
         for slot in range(slots):
             lease = leases / str(slot)
