@@ -51,7 +51,9 @@ class FetchedManifest:
     digest: Digest
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refused above `limit` bytes (`content.read(n)` alone returns only
+    what has arrived so far: a body in two TCP segments would come back cut)."""
     buf = bytearray()
     async for chunk in resp.content.iter_chunked(1 << 16):
         buf += chunk
@@ -64,7 +66,7 @@ async def _error(resp: aiohttp.ClientResponse, default: type[OCIError]) -> OCIEr
     detail: dict[str, Any] = {"status": resp.status, "url": str(resp.url)}
     cls: type[OCIError] = default if resp.status == 404 else OCIError
     try:
-        doc = json.loads(await _read_limited(resp, 64 * 1024))
+        doc = json.loads(await read_limited(resp, 64 * 1024))
         first = doc["errors"][0]
         cls = _BY_CODE.get(str(first.get("code")), cls)
         detail["message"] = first.get("message")
@@ -152,7 +154,7 @@ class RegistryClient:
                 raise err
             if resp.status != 200:
                 raise await _error(resp, ManifestUnknown)
-            content = await _read_limited(resp, MAX_MANIFEST_BYTES)
+            content = await read_limited(resp, MAX_MANIFEST_BYTES)
             media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
             header = resp.headers.get("Docker-Content-Digest")
         algorithm = "sha256"
@@ -254,7 +256,7 @@ class RegistryClient:
         async with await self._send("GET", url, self._scope(repository)) as resp:
             if resp.status != 200:
                 raise await _error(resp, BlobUnknown)
-            data = await _read_limited(resp, max_size)
+            data = await read_limited(resp, max_size)
         actual = Digest.of(data, digest.algorithm)
         if actual != digest:
             raise DigestInvalid(url=url, digest=str(digest), actual=str(actual))
@@ -309,7 +311,7 @@ class RegistryClient:
                 return b'{"manifests": []}'
             if resp.status != 200:
                 raise await _error(resp, ManifestUnknown)
-            return await _read_limited(resp, MAX_MANIFEST_BYTES)
+            return await read_limited(resp, MAX_MANIFEST_BYTES)
 
     async def push_blob(self, repository: str, data: bytes) -> Digest:
         """Upload `data` (POST a session, PUT it whole) unless the registry has it."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from stablemirror.client.registry import read_limited
 from stablemirror.metrics import Metrics
 from stablemirror.metrics.p2p import P2PFallback
 from stablemirror.mirror.p2p_handout import EdgePieces
@@ -35,6 +36,7 @@ from stablemirror.mirror.upstream import (
     with_ns,
 )
 from stablemirror.oci.digest import Digest
+from stablemirror.oci.errors import ManifestTooLarge
 from stablemirror.store.protocol import BlobStore
 
 if TYPE_CHECKING:  # the engine loads libtorrent: only a node with p2p.enabled builds one
@@ -49,18 +51,6 @@ RECENT = 64  # finished pulls kept for GET /p2p/status
 
 class NoMetadata(Exception):
     pass
-
-
-async def _read_all(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body (`read(n)` returns what has arrived so far), at most `limit` bytes."""
-    body = bytearray()
-    while True:
-        data = await response.content.read(limit + 1 - len(body))
-        if not data:
-            return bytes(body)
-        body += data
-        if len(body) > limit:
-            raise NoMetadata("metadata too large")
 
 
 class MirrorP2P:
@@ -211,7 +201,9 @@ class P2PBlobSource:
             try:
                 if response.status != 200:
                     raise NoMetadata(f"http_{response.status}")
-                body = await _read_all(response, TORRENT_LIMIT)
+                body = await read_limited(response, TORRENT_LIMIT)
+            except ManifestTooLarge:
+                raise NoMetadata("metadata too large") from None
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise UpstreamFailure(u.name, type(e).__name__) from e
             finally:

@@ -7,7 +7,13 @@ import json
 from collections.abc import AsyncIterator
 
 from stablemirror.client import listing
-from stablemirror.client.registry import ACCEPT_MANIFESTS, FetchedManifest, RegistryClient, _error
+from stablemirror.client.registry import (
+    ACCEPT_MANIFESTS,
+    FetchedManifest,
+    RegistryClient,
+    _error,
+    read_limited,
+)
 from stablemirror.client.uploads import cancel_upload, start_upload
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import BlobUnknown, Unavailable
@@ -86,7 +92,7 @@ class RegistryEndpoint:
                 return None
             if resp.status != 200:
                 raise await _error(resp, BlobUnknown)
-            body = await resp.content.read(MAX_MANIFEST_BYTES + 1)
+            body = await read_limited(resp, MAX_MANIFEST_BYTES)
         try:
             doc = json.loads(body)
             found = doc.get("manifests") or []

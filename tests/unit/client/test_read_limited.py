@@ -1,4 +1,5 @@
-"""mirror/p2p_source.py: the torrent is read whole however it arrives."""
+"""client/registry.py `read_limited`: a body is read whole however it arrives (the P2P
+torrent, a referrers index), and refused above its limit."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from stablemirror.mirror.p2p_source import NoMetadata, _read_all
+from stablemirror.client.registry import read_limited
+from stablemirror.oci.errors import ManifestTooLarge
 
-TORRENT = bytes(range(256)) * 400  # ~100 KiB, sent in pieces with pauses between
+BODY = bytes(range(256)) * 400  # ~100 KiB, sent in pieces with pauses between
 
 
 async def _slow(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
-    response.content_length = len(TORRENT)
+    response.content_length = len(BODY)
     await response.prepare(request)
-    for cut in range(0, len(TORRENT), 7000):
-        await response.write(TORRENT[cut:cut + 7000])
+    for cut in range(0, len(BODY), 7000):
+        await response.write(BODY[cut:cut + 7000])
         await asyncio.sleep(0.005)
     await response.write_eof()
     return response
@@ -33,14 +35,14 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
         yield c
 
 
-async def test_a_torrent_sent_in_pieces_is_read_whole(
+async def test_a_body_sent_in_pieces_is_read_whole(
         client: TestClient[web.Request, web.Application]) -> None:
     response = await client.get("/t")
-    assert await _read_all(response, 1 << 20) == TORRENT
+    assert await read_limited(response, 1 << 20) == BODY
 
 
-async def test_a_torrent_above_the_limit_is_refused(
+async def test_a_body_above_the_limit_is_refused(
         client: TestClient[web.Request, web.Application]) -> None:
     response = await client.get("/t")
-    with pytest.raises(NoMetadata):
-        await _read_all(response, 50_000)
+    with pytest.raises(ManifestTooLarge):
+        await read_limited(response, 50_000)
