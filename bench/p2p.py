@@ -125,6 +125,9 @@ def main() -> None:
     ap.add_argument("--only-p2p", action="store_true", help="skip the plain HTTP round")
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rate", default="100mbit")
+    ap.add_argument("--burst", default="1mb",
+                    help="tc tbf burst of every link (at or below 64kb tbf segments every "
+                    "GSO packet: the kernel's CPU, not the shaping, becomes the limit)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--stream-window", type=int, default=4,
                     help="p2p.stream_window of the nodes")
@@ -147,16 +150,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
             root = Path(tmp)
             ns, address = bridge.host(1)
-            bridge.shape(ns, args.rate)
+            bridge.shape(ns, args.rate, args.burst)
+            # the tracker at its default interval, not the tests' 1 s
             edge = NetnsServer(ns, address, root / "edge", "--config",
-                               str(edge_config(root / "edge.yml")))
+                               str(edge_config(root / "edge.yml", announce_seconds=5)))
             edge.start(60)
             hosts = []
             for i in range(args.nodes):
                 ns, address = bridge.host(10 + i)
-                bridge.shape(ns, args.rate)  # uplink
+                bridge.shape(ns, args.rate, args.burst)  # uplink
                 sh("tc", "qdisc", "add", "dev", bridge.outside(10 + i), "root", "tbf",
-                   "rate", args.rate, "burst", "64kb", "latency", "50ms")  # downlink
+                   "rate", args.rate, "burst", args.burst, "latency", "50ms")  # downlink
                 hosts.append((ns, address))
             runs = {p2p: _round(bridge, edge, hosts, root, p2p, size, args.stream_window,
                                 args.stripes, args.logs)

@@ -51,10 +51,11 @@ class Bridge:
         """Bytes host n sent (received by its bridge-side veth), headers included."""
         return int(Path(f"/sys/class/net/{self.outside(n)}/statistics/rx_bytes").read_text())
 
-    def shape(self, ns: str, rate: str) -> None:
-        """tc tbf on the host's uplink (its eth0 egress)."""
+    def shape(self, ns: str, rate: str, burst: str = "64kb") -> None:
+        """tc tbf on the host's uplink (its eth0 egress). A burst below the size of a GSO
+        packet (64 KiB) makes tbf cut every one into MTU-sized packets: CPU, not shaping."""
         sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
-           "rate", rate, "burst", "64kb", "latency", "50ms")
+           "rate", rate, "burst", burst, "latency", "50ms")
 
     def block_port(self, ns: str, port: int, on: bool = True) -> None:
         """Drop TCP and UDP (uTP) to and from `port` inside the namespace."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the engine loads libtorrent: only a node with p2p.enabled b
 
 log = logging.getLogger("stablemirror.p2p")
 READ = 1 << 20  # bytes read from the engine's file per yield
+READ_AHEAD_BYTES = 8 << 20  # verified pieces read ahead of the one being sent
 POLL = 0.02
 TORRENT_LIMIT = 4 << 20
 RECENT = 64  # finished pulls kept for GET /p2p/status
@@ -214,12 +215,23 @@ class P2PBlobSource:
     async def _run(self, swarm: Swarm, offset: int) -> AsyncIterator[bytes]:
         pos = offset
         progress, since = swarm.verified_bytes(), time.monotonic()
+        # Reads of the verified pieces after the one being sent are in flight already: one
+        # read at a time waited for the engine's disk thread and the alert pump per piece,
+        # which at 512 pieces held the client's tail seconds behind the download.
+        ahead = max(1, READ_AHEAD_BYTES // swarm.piece_length)
+        reads: dict[int, asyncio.Future[bytes]] = {}
         while pos < swarm.size:
             piece = pos // swarm.piece_length
-            if swarm.have(piece):
+            for p in range(piece, min(piece + ahead, swarm.pieces)):
+                if p not in reads:
+                    if not swarm.have(p):
+                        break
+                    reads[p] = swarm.read_piece(p)
+            if piece in reads:
                 start = piece * swarm.piece_length
                 try:
-                    data = await asyncio.wait_for(swarm.read_piece(piece), self.p2p.timeout)
+                    data = await asyncio.wait_for(asyncio.shield(reads.pop(piece)),
+                                                  self.p2p.timeout)
                 except TimeoutError:
                     log.warning("p2p read of piece %d of %s timed out", piece, self.digest)
                     self._fall_back("no_progress", pos)
