@@ -56,6 +56,11 @@ def lite_db(url: str) -> LiteDatabase:
     return LiteDatabase(url.removeprefix("sqlite:///"))
 
 
+def open_db(backend: str, url: str) -> Database | LiteDatabase:
+    """The database `backend` works on, over `url` from `_url`."""
+    return lite_db(url) if backend == LITE else Database(url)
+
+
 @pytest.fixture(params=NODE_BACKENDS)
 async def index(request: pytest.FixtureRequest, tmp_path: Path
                 ) -> AsyncIterator[RegistryIndex]:

@@ -262,7 +262,8 @@ class LiteIndex:
             rid = repo_id(c, repository)
             if rid is None:
                 return None
-            sql, params = "SELECT name FROM tags WHERE repo_id = ?", [rid]
+            sql = "SELECT name FROM tags WHERE repo_id = ?"
+            params: list[object] = [rid]
             if after := _before_nul(last):
                 sql += " AND name > ?"
                 params.append(after)
