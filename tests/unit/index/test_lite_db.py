@@ -92,3 +92,28 @@ async def test_a_snapshot_sees_one_state(db: LiteDatabase) -> None:
     finally:
         other.close()
     assert await db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 2
+
+
+async def test_a_write_transaction_holds_the_writer_lock_from_its_start(
+        db: LiteDatabase) -> None:
+    """Read, then write on what was read (a claim, a conditional forget, an audit append):
+    another process's write waits for it instead of landing in between, which in WAL mode
+    would fail the first transaction's upgrade at once ("database is locked")."""
+    other = LiteDatabase(db.path)  # another process's connections
+    has_read = threading.Event()
+
+    def read_then_write(c: sqlite3.Connection) -> None:
+        n = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        has_read.set()
+        time.sleep(0.3)  # the other writer tries meanwhile
+        c.execute("INSERT INTO t VALUES (?, x'00')", (f"first-saw-{n}",))
+
+    try:
+        first = asyncio.ensure_future(db.write(read_then_write))
+        assert await asyncio.to_thread(has_read.wait, 10)
+        await other.write(lambda c: c.execute("INSERT INTO t VALUES ('second', x'00')"))
+        await first
+        keys = await db.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")])
+        assert keys == ["first-saw-0", "second"]
+    finally:
+        await other.close()
