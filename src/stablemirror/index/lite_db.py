@@ -2,10 +2,12 @@
 cache (`serve --role node`) runs on, over the same file and schema as the SQLAlchemy
 backend (index/db.py), so either opens the other's index.
 
-Two connections per process, each owned by its own single thread, which opens it (after
-any fork), runs every statement on it and closes it: the event loop never waits on SQLite
-and never shares a connection with a thread (the "a thread never uses an fd the loop may
-close" rule, files/fd_jobs.py). The same guarantees as index/db.py's SQLite engines:
+Up to three connections per process (reader, writer, and one for long snapshot scans, so
+they never hold up the point reads), each owned by its own single thread, which opens it
+(lazily, after any fork), runs every statement on it and closes it: the event loop never
+waits on SQLite and never shares a connection with a thread (the "a thread never uses an
+fd the loop may close" rule, files/fd_jobs.py). The same guarantees as index/db.py's
+SQLite engines:
 
 * WAL (switched with bounded retries, schema_fast.ensure_wal), synchronous=NORMAL,
   foreign keys on, no memory-mapped reads, a 30 s busy timeout;
@@ -14,7 +16,8 @@ close" rule, files/fd_jobs.py). The same guarantees as index/db.py's SQLite engi
   one writer thread per process keeps this process's writes in order;
 * `read`: autocommit on the reader connection, so each statement sees the latest commit;
   in WAL mode a reader never waits for a writer;
-* `snapshot`: the reads of one deferred transaction (one consistent view) on the reader;
+* `snapshot`: the reads of one deferred transaction (one consistent view), which in WAL
+  mode blocks no writer;
 * a full disk is StorageFull, as on the SQLAlchemy backend.
 """
 
@@ -64,6 +67,7 @@ class OwnedConnection:
         self._pid = os.getpid()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._closed = False
+        self._used = False  # a connection never used has no thread and nothing to close
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pid != os.getpid():
@@ -82,6 +86,7 @@ class OwnedConnection:
         if self._closed:
             raise RuntimeError(f"the index connection {self.name} is closed")
         loop = asyncio.get_running_loop()
+        self._used = True
         return await loop.run_in_executor(self._executor(), lambda: fn(self._connection()))
 
     def _close(self) -> None:
@@ -93,9 +98,9 @@ class OwnedConnection:
         if self._closed:
             return
         self._closed = True
-        if self._pid == os.getpid():
+        if self._pid == os.getpid() and self._used:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
-            self._thread.shutdown(wait=True)
+        self._thread.shutdown(wait=True)
 
 
 def _transaction(begin: str, fn: Callable[[sqlite3.Connection], T]
@@ -129,6 +134,7 @@ class LiteDatabase:
         self.path = path
         self._writer = OwnedConnection(path, "index-write")
         self._reader = OwnedConnection(path, "index-read")
+        self._scans = OwnedConnection(path, "index-snapshot")  # no thread until used
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._reader.run(fn)
@@ -140,8 +146,9 @@ class LiteDatabase:
     async def snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """The reads of `fn` against one consistent snapshot (a deferred transaction, a
         read transaction in WAL mode from its first SELECT: it never blocks writers)."""
-        return await self._reader.run(_transaction("BEGIN", fn))
+        return await self._scans.run(_transaction("BEGIN", fn))
 
     async def close(self) -> None:
         await self._reader.close()
+        await self._scans.close()
         await self._writer.close()
