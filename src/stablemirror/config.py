@@ -98,8 +98,15 @@ class GcSettings(BaseModel):
         "periodic `gc` job this often, once across replicas; 0 = only `stablemirror gc`")
 
 
+IndexBackend = Literal["sqlalchemy", "sqlite3"]
+
+
 class DatabaseSettings(BaseModel):
     """PostgreSQL connections per process (index/db.py); SQLite ignores them."""
+    backend: Literal["auto", "sqlalchemy", "sqlite3"] = Field(
+        default="auto", description="the index's code: sqlalchemy (every feature, SQLite "
+        "or PostgreSQL) or sqlite3 (the stdlib, a node's pull-through cache only: ~12 MiB "
+        "less); auto = sqlite3 for a node that needs nothing more (docs/footprint.md)")
     pool_size: int = Field(default=10, ge=1, description="connections kept open")
     max_overflow: int = Field(default=10, ge=0,
                               description="extra connections under load, closed after")
@@ -189,7 +196,39 @@ class Settings(BaseSettings):
         if self.role != "center" and not any(ns.mode != "hosted" for ns in namespaces):
             raise ValueError(f"role {self.role!r} pulls through an upstream: give --upstream "
                              "URL or mirror.namespaces (docs/mirror.md)")
+        if self.database.backend == "sqlite3" and (needs := self.sqlalchemy_needed_by()):
+            raise ValueError("database.backend sqlite3 serves a pull-through cache only; "
+                             f"these need database.backend sqlalchemy: {', '.join(needs)}")
         return self
+
+    def sqlalchemy_needed_by(self) -> list[str]:
+        """What these settings turn on that only the SQLAlchemy index backend implements
+        (the sqlite3 one covers a node's pull-through cache: docs/footprint.md)."""
+        from stablemirror.index.schema_fast import sqlite_file
+
+        _groups, namespaces = self.mirror.effective(self.upstream)
+        audit = self.audit.enabled if self.audit.enabled is not None else self.auth.enabled
+        needs = {
+            "database_url (not an SQLite file)": sqlite_file(self.index_url) is None,
+            "auth": self.auth.enabled,
+            "audit": audit,
+            "notifications.endpoints": bool(self.notifications.endpoints),
+            "replication.rules": bool(self.replication.rules),
+            "scanning.policies": bool(self.scanning.policies),
+            "mirror.replicas": self.mirror.replicas.enabled,
+            "hosted namespaces (release channels)": any(ns.mode != "proxy"
+                                                        for ns in namespaces),
+        }
+        return [name for name, needed in needs.items() if needed]
+
+    @property
+    def index_backend(self) -> IndexBackend:
+        """`database.backend`, with auto decided: the sqlite3 backend for a node whose
+        settings need nothing more, else SQLAlchemy (docs/footprint.md)."""
+        if self.database.backend != "auto":
+            return self.database.backend
+        lite = self.role == "node" and not self.sqlalchemy_needed_by()
+        return "sqlite3" if lite else "sqlalchemy"
 
     @classmethod
     def settings_customise_sources(

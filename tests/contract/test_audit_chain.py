@@ -18,7 +18,10 @@ from stablemirror.audit.log import AuditLog, AuditQuery
 from stablemirror.index.audit_chain import append
 from stablemirror.index.audit_events import AuditEvent
 from stablemirror.index.db import Database
+from stablemirror.index.lite_db import LiteDatabase
+from stablemirror.index.lite_index import LiteIndex
 from stablemirror.index.migrate import upgrade
+from stablemirror.index.protocol import RegistryIndex
 from stablemirror.index.schema_auth import audit_checkpoints, audit_log
 from stablemirror.index.sql import SqlIndex
 from stablemirror.oci.digest import Digest
@@ -91,13 +94,33 @@ def test_appends_from_several_processes_form_one_chain(url: str, tmp_path: Path)
 
 async def test_index_changes_and_their_records_commit_together(url: str,
                                                                audit: AuditLog) -> None:
-    index = SqlIndex(audit.db)
+    await _changes_with_records(SqlIndex(audit.db), audit)
+
+
+async def test_the_sqlite3_index_appends_to_the_same_chain(tmp_path: Path) -> None:
+    """A node's sqlite3 index (index/lite_audit.py) writes the records SQLAlchemy's audit
+    log reads back and verifies: same rows, same hashes, one chain."""
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    upgrade(url)
+    db = Database(url)
+    lite = LiteDatabase(str(tmp_path / "index.db"))
+    try:
+        audit = AuditLog(db, tmp_path / "checkpoint.key")
+        await audit.record(ev(0))  # a record SQLAlchemy appended first: the chain goes on
+        await _changes_with_records(LiteIndex(lite), audit, first=1)
+    finally:
+        await lite.close()
+        await db.close()
+
+
+async def _changes_with_records(index: RegistryIndex, audit: AuditLog, first: int = 0
+                                ) -> None:
     m = image(b"layer-one")
     push = AuditEvent(action="manifest.push", actor="alice", repository="team/a",
                       reference="latest", digest=str(m.digest))
     with pytest.raises(ManifestBlobUnknown):  # blobs missing: neither manifest nor record
         await index.put_manifest("team/a", m, ["latest"], audit=push)
-    assert await audit.query(AuditQuery()) == []
+    assert len(await audit.query(AuditQuery())) == first
     for d in m.blobs:
         await index.link_blob("team/a", d.digest, d.size,
                               audit=AuditEvent(action="blob.push", digest=str(d.digest)))
@@ -111,7 +134,7 @@ async def test_index_changes_and_their_records_commit_together(url: str,
                                                                  reference="latest"))
     assert not await index.delete_manifest(  # nothing deleted: nothing recorded
         "team/a", Digest.of(b"nope"), audit=AuditEvent(action="manifest.delete"))
-    records = [r.event for r in await audit.query(AuditQuery())]
+    records = [r.event for r in await audit.query(AuditQuery())][first:]
     actions = [e.action for e in records]
     assert actions == ["blob.push", "blob.push", "manifest.push", "manifest.push",
                        "tag.move", "tag.delete"]

@@ -10,20 +10,28 @@ from pathlib import Path
 
 import pytest
 
+from stablemirror.delta.chunk_rows import ChunkStore
 from stablemirror.delta.chunker import Indexer
 from stablemirror.delta.format import ChunkParams
+from stablemirror.delta.lite_store import LiteChunkTable
 from stablemirror.delta.store import ChunkTable
 from stablemirror.index.db import Database
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.manifest import Descriptor
-from tests.contract.test_index import BACKENDS, _url
+from tests.contract.test_index import LITE, NODE_BACKENDS, _url, lite_db
 
 PARAMS = ChunkParams(avg=4096, min=1024, max=16384)
 
 
-@pytest.fixture(params=BACKENDS)
-async def table(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChunkTable]:
-    db = Database(_url(request.param, request, tmp_path))
+@pytest.fixture(params=NODE_BACKENDS)
+async def table(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ChunkStore]:
+    url = _url(request.param, request, tmp_path)
+    if request.param == LITE:
+        lite = lite_db(url)
+        yield LiteChunkTable(lite)
+        await lite.close()
+        return
+    db = Database(url)
     yield ChunkTable(db)
     await db.close()
 
@@ -34,7 +42,7 @@ def _index(data: bytes, params: ChunkParams = PARAMS):  # type: ignore[no-untype
     return i.finish()
 
 
-async def test_record_lookup_replace_forget(table: ChunkTable) -> None:
+async def test_record_lookup_replace_forget(table: ChunkStore) -> None:
     data = os.urandom(200_000)
     index = _index(data)
     blob = str(Digest.of(data))
@@ -52,7 +60,7 @@ async def test_record_lookup_replace_forget(table: ChunkTable) -> None:
     assert not await table.is_indexed(blob) and await table.lookup(hashes, PARAMS.key) == {}
 
 
-async def test_many_hashes_are_looked_up_in_batches(table: ChunkTable) -> None:
+async def test_many_hashes_are_looked_up_in_batches(table: ChunkStore) -> None:
     data = os.urandom(3 << 20)
     index = _index(data, ChunkParams(avg=1024, min=256, max=4096))
     assert len(index) > 1000  # more than two lookup batches
@@ -61,7 +69,7 @@ async def test_many_hashes_are_looked_up_in_batches(table: ChunkTable) -> None:
     assert len(found) == len({c.hash for c in index.chunks()})
 
 
-async def test_weight_layers_by_manifest(table: ChunkTable) -> None:
+async def test_weight_layers_by_manifest(table: ChunkStore) -> None:
     layer = Descriptor("application/vnd.cncf.model.weight.v1.raw", Digest.of(b"w"), 5 << 20)
     assert await table.layer(str(layer.digest)) is None
     await table.remember_layers("models/a", "sha256:" + "a" * 64, "m1", [layer])

@@ -17,7 +17,11 @@ from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
 from stablemirror.index.db import Database
+from stablemirror.index.lite_db import LiteDatabase
+from stablemirror.index.lite_index import LiteIndex
 from stablemirror.index.migrate import MIGRATIONS, upgrade
+from stablemirror.index.protocol import RegistryIndex
+from stablemirror.index.schema_fast import at_head_without_alembic
 from stablemirror.index.sql import SqlIndex
 from stablemirror.oci import mediatypes as mt
 from stablemirror.oci.digest import Digest
@@ -26,23 +30,43 @@ from stablemirror.oci.manifest import Manifest, parse_manifest
 from tests.contract.conftest import PostgresServer
 
 BACKENDS = ["sqlite", "postgresql"]
+# The stdlib-sqlite3 backend of a node cache (index/lite_*.py, docs/footprint.md): the same
+# SQLite file as "sqlite", without SQLAlchemy. Suites of what a node uses run it too.
+LITE = "sqlite3"
+NODE_BACKENDS = [*BACKENDS, LITE]
 INDEX_TABLES = {"repositories", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags",
                 "uploads"}
 
 
 def _url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if backend == "sqlite":
+    if backend in ("sqlite", LITE):
         url = f"sqlite:///{tmp_path / 'index.db'}"
-        upgrade(url)
+        # A node creates its new index from the schema snapshot, as server/startup.py does
+        # (Alembic when the snapshot is behind the migrations).
+        if backend != LITE or not at_head_without_alembic(url):
+            upgrade(url)
         return url
     pg: PostgresServer = request.getfixturevalue("postgres")
     template: str = request.getfixturevalue("postgres_migrated_template")
     return pg.url(pg.create_database(template=template))
 
 
-@pytest.fixture(params=BACKENDS)
-async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlIndex]:
-    idx = SqlIndex(Database(_url(request.param, request, tmp_path)))
+def lite_db(url: str) -> LiteDatabase:
+    """The sqlite3 backend's database on the file of a `sqlite:///` URL from `_url`."""
+    return LiteDatabase(url.removeprefix("sqlite:///"))
+
+
+def open_db(backend: str, url: str) -> Database | LiteDatabase:
+    """The database `backend` works on, over `url` from `_url`."""
+    return lite_db(url) if backend == LITE else Database(url)
+
+
+@pytest.fixture(params=NODE_BACKENDS)
+async def index(request: pytest.FixtureRequest, tmp_path: Path
+                ) -> AsyncIterator[RegistryIndex]:
+    url = _url(request.param, request, tmp_path)
+    idx: RegistryIndex = (LiteIndex(lite_db(url)) if request.param == LITE
+                          else SqlIndex(Database(url)))
     yield idx
     await idx.close()
 
@@ -85,12 +109,12 @@ def referrer(subject: Manifest, artifact_type: str, note: str) -> Manifest:
     )
 
 
-async def link_all(index: SqlIndex, repo: str, m: Manifest) -> None:
+async def link_all(index: RegistryIndex, repo: str, m: Manifest) -> None:
     for d in m.blobs:
         await index.link_blob(repo, d.digest, d.size)
 
 
-async def push(index: SqlIndex, repo: str, m: Manifest, *tags: str) -> Manifest:
+async def push(index: RegistryIndex, repo: str, m: Manifest, *tags: str) -> Manifest:
     await link_all(index, repo, m)
     await index.put_manifest(repo, m, list(tags))
     return m
@@ -101,16 +125,18 @@ D2 = Digest.of(b"two")
 
 
 # -- blobs -----------------------------------------------------------------------------------
-async def test_ping(index: SqlIndex) -> None:
+async def test_ping(index: RegistryIndex) -> None:
     await index.ping()  # a healthy index answers
-    database = index.db.reader.url.database
-    if index.db.is_sqlite and database:
+    database = (index.db.path if isinstance(index, LiteIndex)
+                else index.db.reader.url.database
+                if isinstance(index, SqlIndex) and index.db.is_sqlite else None)
+    if database:
         os.rename(database, database + ".gone")  # pooled connections still see the file
         with pytest.raises(sqlite3.OperationalError):
             await index.ping()
 
 
-async def test_link_and_unlink_blob(index: SqlIndex) -> None:
+async def test_link_and_unlink_blob(index: RegistryIndex) -> None:
     assert await index.blob_size("a", D1) is None
     assert await index.blob_size_anywhere(D1) is None
     assert not await index.blob_known(str(D1))
@@ -134,21 +160,21 @@ async def test_link_and_unlink_blob(index: SqlIndex) -> None:
     assert await index.blob_size_anywhere(D1) == 3  # the bytes are GC's business
 
 
-async def test_sha512_blob(index: SqlIndex) -> None:
+async def test_sha512_blob(index: RegistryIndex) -> None:
     d = Digest.of(b"big", "sha512")
     await index.link_blob("r", d, 3)
     assert await index.blob_size("r", d) == 3
     assert await index.blob_size("r", Digest.of(b"big")) is None
 
 
-async def test_large_blob_size(index: SqlIndex) -> None:
+async def test_large_blob_size(index: RegistryIndex) -> None:
     size = 3 * 1024**4  # 3 TiB: BIGINT, not INTEGER
     await index.link_blob("r", D1, size)
     assert await index.blob_size("r", D1) == size
 
 
 # -- manifests -------------------------------------------------------------------------------
-async def test_put_and_get_manifest(index: SqlIndex) -> None:
+async def test_put_and_get_manifest(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"l1", b"l2"), "latest")
     by_digest = await index.get_manifest("r", m.digest)
     by_tag = await index.get_manifest("r", "latest")
@@ -162,7 +188,7 @@ async def test_put_and_get_manifest(index: SqlIndex) -> None:
     assert await index.get_manifest("r", Digest.of(b"x")) is None
 
 
-async def test_exact_bytes_kept(index: SqlIndex) -> None:
+async def test_exact_bytes_kept(index: RegistryIndex) -> None:
     body = json.dumps(
         {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
          "config": blob(b"{}", mt.OCI_EMPTY), "layers": []},
@@ -174,7 +200,7 @@ async def test_exact_bytes_kept(index: SqlIndex) -> None:
     assert got is not None and got.content == body
 
 
-async def test_put_manifest_missing_blob_stores_nothing(index: SqlIndex) -> None:
+async def test_put_manifest_missing_blob_stores_nothing(index: RegistryIndex) -> None:
     m = image(b"present", b"missing")
     await index.link_blob("other", m.blobs[2].digest, m.blobs[2].size)  # elsewhere only
     await index.link_blob("r2", m.blobs[0].digest, m.blobs[0].size)
@@ -195,7 +221,7 @@ async def test_put_manifest_missing_blob_stores_nothing(index: SqlIndex) -> None
     assert "fresh" not in await index.list_repositories(None, None)
 
 
-async def test_index_manifest_requires_children(index: SqlIndex) -> None:
+async def test_index_manifest_requires_children(index: RegistryIndex) -> None:
     a = await push(index, "r", image(b"amd64"))
     b = image(b"arm64")
     await link_all(index, "r", b)
@@ -210,19 +236,19 @@ async def test_index_manifest_requires_children(index: SqlIndex) -> None:
     assert got is not None and got.media_type == mt.OCI_INDEX and got.content == idx.raw
 
 
-async def test_child_manifest_in_other_repository_does_not_count(index: SqlIndex) -> None:
+async def test_child_manifest_in_other_repository_does_not_count(index: RegistryIndex) -> None:
     a = await push(index, "elsewhere", image(b"x"))
     with pytest.raises(ManifestBlobUnknown):
         await index.put_manifest("r", index_of(a), [])
 
 
-async def test_put_same_manifest_twice(index: SqlIndex) -> None:
+async def test_put_same_manifest_twice(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"l"), "a")
     await index.put_manifest("r", m, ["b"])
     assert await index.list_tags("r", None, None) == ["a", "b"]
 
 
-async def test_tags_upsert_and_move(index: SqlIndex) -> None:
+async def test_tags_upsert_and_move(index: RegistryIndex) -> None:
     one = await push(index, "r", image(b"one"), "latest", "v1")
     two = await push(index, "r", image(b"two"), "latest", "v2")
     latest = await index.get_manifest("r", "latest")
@@ -234,7 +260,7 @@ async def test_tags_upsert_and_move(index: SqlIndex) -> None:
     assert await index.get_manifest("r", one.digest) is not None
 
 
-async def test_same_tag_in_two_repositories(index: SqlIndex) -> None:
+async def test_same_tag_in_two_repositories(index: RegistryIndex) -> None:
     a = await push(index, "a", image(b"a"), "latest")
     b = await push(index, "b", image(b"b"), "latest")
     got_a = await index.get_manifest("a", "latest")
@@ -243,7 +269,7 @@ async def test_same_tag_in_two_repositories(index: SqlIndex) -> None:
     assert got_b is not None and got_b.digest == str(b.digest)
 
 
-async def test_list_tags_pagination(index: SqlIndex) -> None:
+async def test_list_tags_pagination(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"x"))
     tags = [f"t{i:02d}" for i in range(25)] + ["A", "_z", "latest"]
     await index.put_manifest("r", m, tags)
@@ -269,7 +295,7 @@ async def test_list_tags_pagination(index: SqlIndex) -> None:
 
 @pytest.mark.parametrize("last", ["\x00", "v05\x00", "v05\x00zz", "\x00\x00a", "x" * 8000,
                                   "v05\r\n", "' OR 1=1 --", "%"])
-async def test_listings_after_a_hostile_last(index: SqlIndex, last: str) -> None:
+async def test_listings_after_a_hostile_last(index: RegistryIndex, last: str) -> None:
     """`last` is any string a client sent; the answer is what comes after it, on every
     backend (PostgreSQL text cannot even hold a NUL)."""
     m = await push(index, "r", image(b"x"))
@@ -282,7 +308,7 @@ async def test_listings_after_a_hostile_last(index: SqlIndex, last: str) -> None
     assert await index.list_repositories(None, last) == [r for r in repositories if r > last]
 
 
-async def test_catalog_pagination(index: SqlIndex) -> None:
+async def test_catalog_pagination(index: RegistryIndex) -> None:
     names = [f"ns{i % 3}/repo{i:02d}" for i in range(12)] + ["a", "z/z", "a-b", "a/b"]
     for name in names:
         await index.link_blob(name, D1, 3)
@@ -304,7 +330,7 @@ async def test_catalog_pagination(index: SqlIndex) -> None:
     assert await index.list_repositories(10, "zzz") == []
 
 
-async def test_delete_manifest_removes_its_tags(index: SqlIndex) -> None:
+async def test_delete_manifest_removes_its_tags(index: RegistryIndex) -> None:
     keep = await push(index, "r", image(b"keep"), "stay")
     gone = await push(index, "r", image(b"gone"), "latest", "v1")
     assert await index.delete_manifest("r", gone.digest)
@@ -316,7 +342,7 @@ async def test_delete_manifest_removes_its_tags(index: SqlIndex) -> None:
     assert not await index.delete_manifest("nope", gone.digest)
 
 
-async def test_delete_manifest_only_in_its_repository(index: SqlIndex) -> None:
+async def test_delete_manifest_only_in_its_repository(index: RegistryIndex) -> None:
     m = image(b"shared")
     await push(index, "a", m, "latest")
     await push(index, "b", m, "latest")
@@ -324,7 +350,7 @@ async def test_delete_manifest_only_in_its_repository(index: SqlIndex) -> None:
     assert await index.get_manifest("b", "latest") is not None
 
 
-async def test_delete_tag(index: SqlIndex) -> None:
+async def test_delete_tag(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"x"), "a", "b")
     assert await index.delete_tag("r", "a")
     assert not await index.delete_tag("r", "a")
@@ -334,7 +360,7 @@ async def test_delete_tag(index: SqlIndex) -> None:
 
 
 # -- referrers -------------------------------------------------------------------------------
-async def test_referrers_with_artifact_type_filter(index: SqlIndex) -> None:
+async def test_referrers_with_artifact_type_filter(index: RegistryIndex) -> None:
     subject = await push(index, "r", image(b"model weights"), "v1")
     sig = await push(index, "r", referrer(subject, "application/vnd.dev.sig", "sig"))
     sbom = await push(index, "r", referrer(subject, "application/spdx+json", "sbom"))
@@ -363,7 +389,7 @@ async def test_referrers_with_artifact_type_filter(index: SqlIndex) -> None:
         assert await index.referrers("r", subject.digest, hostile) == []  # no backend error
 
 
-async def test_referrer_artifact_type_from_config(index: SqlIndex) -> None:
+async def test_referrer_artifact_type_from_config(index: RegistryIndex) -> None:
     subject = await push(index, "r", image(b"s"))
     m = image(
         b"w",
@@ -383,7 +409,7 @@ async def test_referrer_artifact_type_from_config(index: SqlIndex) -> None:
     ) == [found]
 
 
-async def test_referrer_of_missing_subject_is_accepted(index: SqlIndex) -> None:
+async def test_referrer_of_missing_subject_is_accepted(index: RegistryIndex) -> None:
     ghost = image(b"never pushed")
     ref = await push(index, "r", referrer(ghost, "application/x", "n"))
     (found,) = await index.referrers("r", ghost.digest, None)
@@ -391,7 +417,7 @@ async def test_referrer_of_missing_subject_is_accepted(index: SqlIndex) -> None:
 
 
 # -- uploads ---------------------------------------------------------------------------------
-async def test_uploads(index: SqlIndex) -> None:
+async def test_uploads(index: RegistryIndex) -> None:
     before = time.time()
     await index.create_upload("r", "a" * 32)
     await index.create_upload("other/repo", "b" * 32)
@@ -409,7 +435,7 @@ async def test_uploads(index: SqlIndex) -> None:
 
 
 # -- garbage collection queries ----------------------------------------------------------------
-async def test_unreferenced_blobs(index: SqlIndex) -> None:
+async def test_unreferenced_blobs(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"layer"), "v1")
     await index.link_blob("r", D1, 3)  # unreferenced
     later = time.time() + 5
@@ -421,7 +447,7 @@ async def test_unreferenced_blobs(index: SqlIndex) -> None:
     assert await index.unreferenced_blobs(earlier) == []  # everything is fresh
 
 
-async def test_unreferenced_after_manifest_delete(index: SqlIndex) -> None:
+async def test_unreferenced_after_manifest_delete(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"layer"), "v1")
     assert await index.unreferenced_blobs(time.time() + 5) == []
     await index.delete_manifest("r", m.digest)
@@ -429,7 +455,7 @@ async def test_unreferenced_after_manifest_delete(index: SqlIndex) -> None:
     assert found == {str(d.digest): d.size for d in m.blobs}
 
 
-async def test_referenced_from_another_repository_counts(index: SqlIndex) -> None:
+async def test_referenced_from_another_repository_counts(index: RegistryIndex) -> None:
     m = image(b"shared layer")
     await push(index, "a", m)
     await link_all(index, "b", m)
@@ -438,7 +464,7 @@ async def test_referenced_from_another_repository_counts(index: SqlIndex) -> Non
     assert not await index.forget_blob_if_unreferenced(str(m.blobs[1].digest), time.time() + 5)
 
 
-async def test_forget_blob_if_unreferenced(index: SqlIndex) -> None:
+async def test_forget_blob_if_unreferenced(index: RegistryIndex) -> None:
     m = await push(index, "r", image(b"layer"), "v1")
     layer = str(m.blobs[1].digest)
     await index.link_blob("r", D1, 3)
@@ -463,7 +489,7 @@ async def test_forget_blob_if_unreferenced(index: SqlIndex) -> None:
     assert not await index.forget_blob_if_unreferenced(str(D1), time.time() + 5)
 
 
-async def test_relink_makes_blob_fresh_again(index: SqlIndex) -> None:
+async def test_relink_makes_blob_fresh_again(index: RegistryIndex) -> None:
     await index.link_blob("r", D1, 3)
     cutoff = time.time() + 0.001
     await asyncio.sleep(0.01)
@@ -535,7 +561,7 @@ def test_postgres_url_is_a_real_server(postgres_url: str) -> None:
         engine.dispose()
 
 
-async def test_catalog_lists_only_repositories_with_content(index: SqlIndex) -> None:
+async def test_catalog_lists_only_repositories_with_content(index: RegistryIndex) -> None:
     await index.create_upload("only/upload", "c" * 32)
     await index.create_upload("abandoned", "d" * 32)
     await index.delete_upload("d" * 32)

@@ -16,25 +16,44 @@ from pathlib import Path
 import pytest
 
 from stablemirror.index.db import Database
+from stablemirror.index.lite_db import LiteDatabase
+from stablemirror.index.lite_jobs import LiteJobQueue
 from stablemirror.index.migrate import upgrade
 from stablemirror.index.sql_jobs import SqlJobQueue
 from tests.contract.conftest import PostgresServer
-from tests.contract.test_index import BACKENDS, _url
+from tests.contract.test_index import NODE_BACKENDS, _url, open_db
+
+AnyQueue = SqlJobQueue | LiteJobQueue
 
 
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _url(request.param, request, tmp_path)
+def queue_of(db: Database | LiteDatabase, backoff_seconds: float = 10.0,
+             backoff_max_seconds: float = 900.0) -> AnyQueue:
+    """The job queue of `db`'s backend."""
+    if isinstance(db, LiteDatabase):
+        return LiteJobQueue(db, backoff_seconds=backoff_seconds,
+                            backoff_max_seconds=backoff_max_seconds)
+    return SqlJobQueue(db, backoff_seconds=backoff_seconds,
+                       backoff_max_seconds=backoff_max_seconds)
+
+
+@pytest.fixture(params=NODE_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-async def queue(url: str) -> AsyncIterator[SqlJobQueue]:
-    db = Database(url)
-    yield SqlJobQueue(db, backoff_seconds=0.2, backoff_max_seconds=1.0)
+def url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url(backend, request, tmp_path)
+
+
+@pytest.fixture
+async def queue(backend: str, url: str) -> AsyncIterator[AnyQueue]:
+    db = open_db(backend, url)
+    yield queue_of(db, backoff_seconds=0.2, backoff_max_seconds=1.0)
     await db.close()
 
 
-async def test_a_dedup_key_is_inserted_once(queue: SqlJobQueue) -> None:
+async def test_a_dedup_key_is_inserted_once(queue: AnyQueue) -> None:
     first = await queue.enqueue("gc", {"n": 1}, dedup_key="gc/slot/1")
     assert first is not None
     assert await queue.enqueue("gc", {"n": 2}, dedup_key="gc/slot/1") is None
@@ -44,7 +63,7 @@ async def test_a_dedup_key_is_inserted_once(queue: SqlJobQueue) -> None:
     assert [j.kind for j in await queue.list()] == ["gc", "gc"]
 
 
-async def test_a_periodic_slot_is_taken_once_and_runs_never_overlap(queue: SqlJobQueue
+async def test_a_periodic_slot_is_taken_once_and_runs_never_overlap(queue: AnyQueue
                                                                     ) -> None:
     now = time.time()
     assert await queue.enqueue_periodic("scrub", "scrub/1", run_at=now) == "enqueued"
@@ -63,7 +82,7 @@ async def test_a_periodic_slot_is_taken_once_and_runs_never_overlap(queue: SqlJo
                                         pinned_to="h2") == "enqueued"
 
 
-async def test_claims_take_due_jobs_of_known_kinds_oldest_first(queue: SqlJobQueue) -> None:
+async def test_claims_take_due_jobs_of_known_kinds_oldest_first(queue: AnyQueue) -> None:
     now = time.time()
     later = await queue.enqueue("gc", run_at=now + 3600)
     second = await queue.enqueue("gc", run_at=now - 1)
@@ -77,7 +96,7 @@ async def test_claims_take_due_jobs_of_known_kinds_oldest_first(queue: SqlJobQue
     assert later is not None and (await queue.get(later)).state == "queued"  # type: ignore[union-attr]
 
 
-async def test_a_pinned_job_goes_only_to_its_replica(queue: SqlJobQueue) -> None:
+async def test_a_pinned_job_goes_only_to_its_replica(queue: AnyQueue) -> None:
     pinned = await queue.enqueue("evict", pinned_to="host-b")
     assert await queue.claim("host-a:1", ["evict"], 30, replica="host-a") is None
     assert await queue.claim("any:1", ["evict"], 30) is None
@@ -85,12 +104,12 @@ async def test_a_pinned_job_goes_only_to_its_replica(queue: SqlJobQueue) -> None
     assert job is not None and job.id == pinned
 
 
-def _claim_loop(url: str, worker: int, claimed: list[tuple[int, int]],
+def _claim_loop(backend: str, url: str, worker: int, claimed: list[tuple[int, int]],
                 deadline: float) -> None:
     """One claimer with its own connection pool, as another process would have."""
     async def run() -> None:
-        db = Database(url)
-        queue = SqlJobQueue(db)
+        db = open_db(backend, url)
+        queue = queue_of(db)
         try:
             idle = 0
             while time.monotonic() < deadline and idle < 5:
@@ -107,12 +126,12 @@ def _claim_loop(url: str, worker: int, claimed: list[tuple[int, int]],
     asyncio.run(run())
 
 
-async def test_each_job_is_claimed_exactly_once_under_a_race(url: str,
-                                                             queue: SqlJobQueue) -> None:
+async def test_each_job_is_claimed_exactly_once_under_a_race(backend: str, url: str,
+                                                             queue: AnyQueue) -> None:
     ids = [i for n in range(80) if (i := await queue.enqueue("race", {"n": n})) is not None]
     claimed: list[tuple[int, int]] = []
     deadline = time.monotonic() + 60
-    threads = [threading.Thread(target=_claim_loop, args=(url, w, claimed, deadline))
+    threads = [threading.Thread(target=_claim_loop, args=(backend, url, w, claimed, deadline))
                for w in range(6)]
     for t in threads:
         t.start()
@@ -126,7 +145,7 @@ async def test_each_job_is_claimed_exactly_once_under_a_race(url: str,
 
 
 async def test_an_expired_lease_is_taken_over_and_the_old_owner_refused(
-        queue: SqlJobQueue) -> None:
+        queue: AnyQueue) -> None:
     job_id = await queue.enqueue("slow")
     first = await queue.claim("a", ["slow"], 0.3)
     assert first is not None and first.id == job_id
@@ -145,7 +164,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_refused(
     assert done is not None and done.state == "done" and done.lease_owner == "b"
 
 
-async def test_failures_back_off_then_the_job_is_dead(queue: SqlJobQueue) -> None:
+async def test_failures_back_off_then_the_job_is_dead(queue: AnyQueue) -> None:
     job_id = await queue.enqueue("flaky", max_attempts=3)
     assert job_id is not None
     delays = []
@@ -171,7 +190,7 @@ async def test_failures_back_off_then_the_job_is_dead(queue: SqlJobQueue) -> Non
     assert dead is not None and dead.state == "dead" and dead.last_error == "boom 3"
 
 
-async def test_a_lease_lost_on_the_last_attempt_makes_the_job_dead(queue: SqlJobQueue
+async def test_a_lease_lost_on_the_last_attempt_makes_the_job_dead(queue: AnyQueue
                                                                    ) -> None:
     job_id = await queue.enqueue("crashy", max_attempts=1)
     assert await queue.claim("a", ["crashy"], 0.1) is not None
@@ -181,7 +200,7 @@ async def test_a_lease_lost_on_the_last_attempt_makes_the_job_dead(queue: SqlJob
     assert dead is not None and dead.state == "dead" and "lease expired" in str(dead.last_error)
 
 
-async def test_release_gives_the_job_back_without_costing_an_attempt(queue: SqlJobQueue
+async def test_release_gives_the_job_back_without_costing_an_attempt(queue: AnyQueue
                                                                      ) -> None:
     job_id = await queue.enqueue("gc", max_attempts=1)
     job = await queue.claim("a", ["gc"], 30)
@@ -192,7 +211,7 @@ async def test_release_gives_the_job_back_without_costing_an_attempt(queue: SqlJ
     assert again is not None and again.id == job_id and again.attempts == 1
 
 
-async def test_prune_drops_old_done_and_dead_jobs_only(queue: SqlJobQueue) -> None:
+async def test_prune_drops_old_done_and_dead_jobs_only(queue: AnyQueue) -> None:
     done_id = await queue.enqueue("gc")
     job = await queue.claim("a", ["gc"], 30)
     assert job is not None and await queue.complete(job.id, "a")

@@ -14,23 +14,22 @@ from typing import Any
 import pytest
 
 from stablemirror.index.db import Database
-from stablemirror.index.sql_jobs import SqlJobQueue
+from stablemirror.index.lite_db import LiteDatabase
 from stablemirror.jobs.config import JobSettings
 from stablemirror.jobs.runner import JobContext, JobRunner
-from tests.contract.test_index import BACKENDS, _url
+from tests.contract.test_index import NODE_BACKENDS, _url, open_db
+from tests.contract.test_job_queue import queue_of
 
+AnyDatabase = Database | LiteDatabase
 FAST = JobSettings(lease_seconds=0.6, poll_seconds=0.05, backoff_seconds=0.1)
 
 
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _url(request.param, request, tmp_path)
-
-
-@pytest.fixture
-async def dbs(url: str) -> AsyncIterator[list[Database]]:
+@pytest.fixture(params=NODE_BACKENDS)
+async def dbs(request: pytest.FixtureRequest, tmp_path: Path
+              ) -> AsyncIterator[list[AnyDatabase]]:
     """Three replicas' databases: each its own engine and connections."""
-    databases = [Database(url) for _ in range(3)]
+    url = _url(request.param, request, tmp_path)
+    databases = [open_db(request.param, url) for _ in range(3)]
     yield databases
     for db in databases:
         await db.close()
@@ -44,7 +43,7 @@ async def _run_for(runners: list[JobRunner], seconds: float) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_a_periodic_job_runs_once_per_period_across_runners(dbs: list[Database]
+async def test_a_periodic_job_runs_once_per_period_across_runners(dbs: list[AnyDatabase]
                                                                    ) -> None:
     runs: list[tuple[str, int]] = []
     every = 0.4
@@ -57,7 +56,7 @@ async def test_a_periodic_job_runs_once_per_period_across_runners(dbs: list[Data
 
     runners = []
     for i, db in enumerate(dbs):
-        runner = JobRunner(SqlJobQueue(db), FAST, replica=f"r{i}")
+        runner = JobRunner(queue_of(db), FAST, replica=f"r{i}")
         runner.every("tick", every, handler(f"r{i}"))
         runners.append(runner)
     started = time.time()
@@ -67,7 +66,7 @@ async def test_a_periodic_job_runs_once_per_period_across_runners(dbs: list[Data
     assert set(per_job.values()) == {1}  # no slot ran twice
     assert slots - 1 <= len(runs) <= slots  # one run per period (the last may be pending)
     assert len({name for name, _id in runs}) > 1  # the runners shared the work
-    rows = await SqlJobQueue(dbs[0]).list(kind="tick", limit=100)
+    rows = await queue_of(dbs[0]).list(kind="tick", limit=100)
     assert "running" not in {r.state for r in rows}  # shutdown released what it held
     done = {r.id for r in rows if r.state == "done"}
     assert done <= set(per_job) and len(done) >= len(runs) - 3  # (3 cut short by the stop)
@@ -75,11 +74,11 @@ async def test_a_periodic_job_runs_once_per_period_across_runners(dbs: list[Data
     assert len({r.dedup_key for r in rows}) == len(rows)
 
 
-async def test_per_host_jobs_run_once_per_replica_per_period(dbs: list[Database]) -> None:
+async def test_per_host_jobs_run_once_per_replica_per_period(dbs: list[AnyDatabase]) -> None:
     runs: list[tuple[str, str | None]] = []
     runners = []
     for i, db in enumerate(dbs[:2]):
-        runner = JobRunner(SqlJobQueue(db), FAST, replica=f"host{i}")
+        runner = JobRunner(queue_of(db), FAST, replica=f"host{i}")
 
         async def run(ctx: JobContext, name: str = f"host{i}") -> None:
             runs.append((name, ctx.job.pinned_to))
@@ -89,8 +88,8 @@ async def test_per_host_jobs_run_once_per_replica_per_period(dbs: list[Database]
     assert sorted(runs) == [("host0", "host0"), ("host1", "host1")]
 
 
-async def test_a_failing_handler_is_retried_then_dead(dbs: list[Database]) -> None:
-    queue = SqlJobQueue(dbs[0], backoff_seconds=0.1, backoff_max_seconds=0.2)
+async def test_a_failing_handler_is_retried_then_dead(dbs: list[AnyDatabase]) -> None:
+    queue = queue_of(dbs[0], backoff_seconds=0.1, backoff_max_seconds=0.2)
     runner = JobRunner(queue, FAST, replica="r0")
     attempts: list[int] = []
 
@@ -106,10 +105,10 @@ async def test_a_failing_handler_is_retried_then_dead(dbs: list[Database]) -> No
     assert job is not None and job.state == "dead" and job.last_error == "RuntimeError: boom 3"
 
 
-async def test_a_stalled_runner_loses_its_job_to_another(dbs: list[Database]) -> None:
+async def test_a_stalled_runner_loses_its_job_to_another(dbs: list[AnyDatabase]) -> None:
     """Runner a's heartbeats cannot reach the index (as if partitioned): its lease runs out,
     b takes the job over and finishes it, and a's handler is cancelled."""
-    queue_a, queue_b = SqlJobQueue(dbs[0]), SqlJobQueue(dbs[1])
+    queue_a, queue_b = queue_of(dbs[0]), queue_of(dbs[1])
     cancelled, finished = asyncio.Event(), asyncio.Event()
     finished_by: list[str] = []
 
@@ -163,8 +162,8 @@ async def test_a_stalled_runner_loses_its_job_to_another(dbs: list[Database]) ->
     assert done.attempts == 2
 
 
-async def test_shutdown_releases_a_running_job(dbs: list[Database]) -> None:
-    queue = SqlJobQueue(dbs[0])
+async def test_shutdown_releases_a_running_job(dbs: list[AnyDatabase]) -> None:
+    queue = queue_of(dbs[0])
     runner = JobRunner(queue, FAST, replica="r0")
     started = asyncio.Event()
 

@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from stablemirror.index.db import Database
+from stablemirror.index.lite_db import LiteDatabase
+from stablemirror.index.lite_mirror import LiteChannelTags
 from stablemirror.index.schema_auth import audit_log
 from stablemirror.index.sql import SqlIndex
 from stablemirror.metrics import Metrics
@@ -21,7 +23,7 @@ from stablemirror.releases.config import ReleaseSettings
 from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.releases.retention_job import Retention
 from stablemirror.releases.service import ReleaseService
-from tests.contract.test_index import BACKENDS, _url, image, push
+from tests.contract.test_index import BACKENDS, NODE_BACKENDS, _url, image, open_db, push
 
 CTX = RequestContext(actor="alice", client="10.0.0.1")
 
@@ -87,8 +89,19 @@ async def test_pushes_pulls_and_retention(parts: tuple[ReleaseService, SqlIndex]
     assert await index.get_manifest("m", "1.0.0") is not None
 
 
-async def test_mirror_channel_resolutions(parts: tuple[ReleaseService, SqlIndex]) -> None:
-    tags = MirrorChannelTags(parts[0].db)
+@pytest.fixture(params=NODE_BACKENDS)
+async def channel_tags(request: pytest.FixtureRequest, tmp_path: Path
+                       ) -> AsyncIterator[MirrorChannelTags | LiteChannelTags]:
+    """A mirror's record of upstream channels: a node keeps one too (sqlite3 backend)."""
+    url = _url(request.param, request, tmp_path)
+    db = open_db(request.param, url)
+    yield LiteChannelTags(db) if isinstance(db, LiteDatabase) else MirrorChannelTags(db)
+    await db.close()
+
+
+async def test_mirror_channel_resolutions(channel_tags: MirrorChannelTags | LiteChannelTags
+                                          ) -> None:
+    tags = channel_tags
     assert not await tags.is_channel("m", "stable")
     await tags.remember("m", "stable", "node-1", "sha256:a")
     await tags.remember("m", "stable", "node-2", "sha256:b")

@@ -188,6 +188,36 @@ def test_edge_and_node_need_an_upstream(role: str) -> None:
     assert refused(role=role).startswith(f"role {role!r} pulls through an upstream")
 
 
+UP = ["http://edge:5000"]
+
+
+def test_the_index_backend_by_placement() -> None:
+    """auto: the stdlib-sqlite3 index for a node that needs nothing more (docs/footprint.md),
+    SQLAlchemy for everything else; either can be forced."""
+    assert load_settings(role="node", upstream=UP).index_backend == "sqlite3"
+    assert load_settings().index_backend == "sqlalchemy"
+    assert load_settings(role="edge", upstream=UP).index_backend == "sqlalchemy"
+    for needs in ({"auth": {"enabled": True}}, {"audit": {"enabled": True}},
+                  {"database_url": "postgresql+psycopg://db/x"},
+                  {"mirror": {"namespaces": [{"prefix": "", "mode": "both",
+                                              "upstream_group": "g"}],
+                              "upstream_groups": {"g": {"upstreams": [{"url": UP[0]}]}}}}):
+        node = load_settings(role="node", upstream=UP, **needs)
+        assert node.index_backend == "sqlalchemy", needs
+    forced = load_settings(role="node", upstream=UP, database={"backend": "sqlalchemy"})
+    assert forced.index_backend == "sqlalchemy"
+    center = load_settings(upstream=UP, database={"backend": "sqlite3"})
+    assert center.index_backend == "sqlite3"  # a proxy-only center may choose it too
+
+
+def test_the_sqlite3_index_refuses_what_it_does_not_implement() -> None:
+    message = refused(role="node", upstream=UP, auth={"enabled": True},
+                      database={"backend": "sqlite3"})
+    assert message.startswith("database.backend sqlite3 serves a pull-through cache only"), \
+        message
+    assert "auth, audit" in message, message
+
+
 def test_an_unknown_role_is_refused() -> None:
     assert refused(role="hub").startswith("--role 'hub': input should be 'center', 'edge'")
 

@@ -23,7 +23,8 @@ from stablemirror.api.routes import add_routes
 from stablemirror.api.telemetry import add_request_id, telemetry
 from stablemirror.compose.auth import build_audit, install_access
 from stablemirror.compose.background import Background
-from stablemirror.compose.jobs import build_runner, job_queue, schedule_gc
+from stablemirror.compose.index import build_index
+from stablemirror.compose.jobs import build_runner, schedule_gc
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.notifications import build_notifications
@@ -36,8 +37,6 @@ from stablemirror.config import Settings
 from stablemirror.delta.hosted import PushIndexer
 from stablemirror.events.fanout import FanOut
 from stablemirror.events.model import EventSink
-from stablemirror.index.db import Database
-from stablemirror.index.sql import SqlIndex
 from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
 from stablemirror.p2p.edge import EdgeSwarms
@@ -54,8 +53,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     """`metrics`: server/prefork.py passes one in multiprocess mode; else a private one."""
     metrics = metrics or Metrics()
     store = build_store(settings, metrics)
-    db = Database(settings.index_url, settings.db_pool)
-    index = SqlIndex(db)
+    # The index and the stores beside it, on SQLAlchemy or, for a node, the stdlib's
+    # sqlite3 (compose/index.py); `db` is SQLAlchemy's (None on sqlite3), for the parts
+    # only it implements, which a node's settings do not turn on.
+    parts = build_index(settings)
+    index, db = parts.index, parts.db
     # telemetry first (outermost but for the connection guard, which only marks when a
     # request's headers were complete): it sees the final status and sends the body itself.
     app = web.Application(middlewares=[guard_middleware, telemetry, oci_errors],
@@ -63,7 +65,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app[CONNECTION_GUARD] = ConnectionGuard(settings.connections)
     audit = build_audit(settings, db)  # None unless auth (or audit.enabled) is on
     hosted = HostedRegistry(store, index, audit.record if audit is not None else None)
-    mirror = build_mirror(settings, hosted, store, index, db, metrics)
+    mirror = build_mirror(settings, hosted, store, parts, metrics)
     # Pushed weight layers get chunk indexes, as referrers, in the background (delta/).
     push_indexer = PushIndexer(hosted, cold_of(store))  # local files of every blob
     routed = push_indexer.wrap(mirror.registry if mirror is not None else hosted)
@@ -78,12 +80,12 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
                    else (lambda _r: True))
     routed = PublishingRegistry(routed, events, hosted_here)
     # Release channels resolve per client in hosted namespaces (compose/releases.py).
-    releases = build_releases(settings, db, index, metrics,
+    releases = build_releases(settings, db, index, parts.mirror.channel_tags, metrics,
                               audit.record if audit is not None else None, events)
     registry = releases.wrap(routed, hosted_here)
     # Trust policies and verified reads wrap hosted and mirrored namespaces alike; with a
     # mirror, quarantined blobs heal from upstream (compose/trust.py).
-    trust = build_trust(settings, registry, store, db, metrics,
+    trust = build_trust(settings, registry, store, parts.trust, metrics,
                         audit=audit.record if audit is not None else None,
                         healer=ServiceHealer(registry, store) if mirror is not None else None)
     # Scanning policies decide pulls from scan results; scans read below trust (so an
@@ -95,11 +97,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     app.on_cleanup.append(scanning.stop)
     # Every worker's loops, on one lifecycle; periodic work runs as jobs of the index's
     # queue, once across replicas (docs/jobs.md).
-    background = Background(build_runner(settings, db))
+    background = Background(build_runner(settings, parts.jobs))
     schedule_gc(settings, background, store, index)
     # Replication rules as jobs; event-triggered rules consume the registry's events
     # (compose/replication.py).
-    replication = build_replication(settings, db, background, metrics, job_queue(settings, db))
+    replication = build_replication(settings, db, background, metrics, parts.jobs)
     event_sinks.extend(replication.sinks())  # the publisher's FanOut holds this list
     add_replication_routes(app, replication)
     trust.schedule(background)

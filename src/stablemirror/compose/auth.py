@@ -21,7 +21,6 @@ from stablemirror.api.keys import AUDIT, AUTH, AUTH_ADMIN, AUTH_SETTINGS
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
-from stablemirror.index.db import Database
 from stablemirror.jobs.runner import JobContext
 
 # The audit log and access control (cryptography, JWT, argon2, the admin API's rich
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from stablemirror.auth.admin import AuthAdmin
     from stablemirror.auth.passwords import Passwords
     from stablemirror.auth.store import AuthStore
+    from stablemirror.index.db import Database
 
 log = logging.getLogger("stablemirror.auth")
 
@@ -45,9 +45,12 @@ def checkpoint_key_file(settings: Settings) -> Path:
     return settings.audit.checkpoint_key_file or DataDir(settings.data_dir).audit_checkpoint_key
 
 
-def build_audit(settings: Settings, db: Database) -> AuditLog | None:
+def build_audit(settings: Settings, db: Database | None) -> AuditLog | None:
+    """`db`: SQLAlchemy's; None on a node's sqlite3 index, which runs without audit."""
     if not audit_enabled(settings):
         return None
+    if db is None:
+        raise ValueError("audit needs database.backend sqlalchemy")
     from stablemirror.audit.log import AuditLog
 
     return AuditLog(db, checkpoint_key_file(settings))
@@ -67,12 +70,14 @@ def build_admin(settings: Settings, db: Database) -> tuple[AuthStore, Passwords,
     return store, passwords, AuthAdmin(db, store, passwords, policies, grace)
 
 
-def install_access(app: web.Application, settings: Settings, db: Database,
+def install_access(app: web.Application, settings: Settings, db: Database | None,
                    audit: AuditLog | None, background: Background) -> None:
     if audit is not None:
         app[AUDIT] = audit
         _audit_jobs(app, settings, audit, background)
     if settings.auth.enabled:
+        if db is None:
+            raise ValueError("auth needs database.backend sqlalchemy")
         _install_auth(app, settings, db, background)
 
 

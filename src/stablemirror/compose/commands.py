@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from stablemirror.audit.log import AuditLog
 from stablemirror.auth.admin import AuthAdmin
 from stablemirror.compose.auth import build_admin, build_audit, checkpoint_key_file
+from stablemirror.compose.index import sqlalchemy_parts
 from stablemirror.compose.jobs import job_queue
 from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
@@ -47,14 +48,14 @@ async def scrubber(settings: Settings, budget: float) -> AsyncIterator[Scrubber]
     server does."""
     db = Database(settings.index_url)
     store = build_store(settings)
-    index = SqlIndex(db)
+    parts = sqlalchemy_parts(settings, db)
     metrics = Metrics()
-    mirror = build_mirror(settings, HostedRegistry(store, index), store, index, db, metrics)
+    mirror = build_mirror(settings, HostedRegistry(store, parts.index), store, parts, metrics)
     healer = ServiceHealer(mirror.registry, store) if mirror is not None else None
     try:
         if mirror is not None:
             await mirror.client.start()
-        trust_index = SqlTrustIndex(db)
+        trust_index = parts.trust
         audit = build_audit(settings, db)
         quarantine = Quarantine(store, trust_index, metrics,
                                 audit.record if audit is not None else None, healer)

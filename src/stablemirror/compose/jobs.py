@@ -4,28 +4,34 @@ that belong to no other room's composition (GC). docs/jobs.md lists every kind."
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from stablemirror.compose.background import Background
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
-from stablemirror.index.db import Database
+from stablemirror.index.job_queue import JobQueue
 from stablemirror.index.protocol import RegistryIndex
-from stablemirror.index.sql_jobs import SqlJobQueue
 from stablemirror.jobs.runner import JobContext, JobRunner
 from stablemirror.registry.gc import GarbageCollector
 from stablemirror.store.protocol import BlobStore
+
+if TYPE_CHECKING:  # SQLAlchemy: not on a node's sqlite3 index (compose/index.py)
+    from stablemirror.index.db import Database
+    from stablemirror.index.sql_jobs import SqlJobQueue
 
 log = logging.getLogger("stablemirror.gc")
 
 
 def job_queue(settings: Settings, db: Database) -> SqlJobQueue:
+    from stablemirror.index.sql_jobs import SqlJobQueue
+
     cfg = settings.jobs
     return SqlJobQueue(db, max_attempts=cfg.max_attempts, backoff_seconds=cfg.backoff_seconds,
                        backoff_max_seconds=cfg.backoff_max_seconds)
 
 
-def build_runner(settings: Settings, db: Database) -> JobRunner:
-    return JobRunner(job_queue(settings, db), settings.jobs, settings.replica)
+def build_runner(settings: Settings, queue: JobQueue) -> JobRunner:
+    return JobRunner(queue, settings.jobs, settings.replica)
 
 
 def schedule_gc(settings: Settings, background: Background, store: BlobStore,

@@ -8,14 +8,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from stablemirror.compose.background import Background
+from stablemirror.compose.index import IndexParts, require_sqlalchemy
 from stablemirror.compose.layout import DataDir
 from stablemirror.config import Settings
-from stablemirror.delta.store import ChunkTable
 from stablemirror.files.create_once import create_once
-from stablemirror.index.db import Database
-from stablemirror.index.fetch_leases import FetchLeases
-from stablemirror.index.mirror_sql import MirrorIndex
-from stablemirror.index.sql import SqlIndex
 from stablemirror.jobs.runner import JobContext
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
@@ -116,7 +112,7 @@ def metrics_of(metrics: Metrics) -> MirrorListener:
 
 
 def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
-                 index: SqlIndex, db: Database, metrics: Metrics) -> MirrorParts | None:
+                 parts: IndexParts, metrics: Metrics) -> MirrorParts | None:
     groups_cfg, namespaces = settings.mirror.effective(settings.upstream)
     if not namespaces:
         return None
@@ -130,19 +126,21 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
         for u in group.upstreams:
             metrics.set_upstream_up(u.name, True)
         groups[name] = group
-    mirror_index = MirrorIndex(db)
+    index, mirror_index = parts.index, parts.mirror
     cache = settings.mirror.cache
     evicting = cache.max_bytes is not None or cache.inactive_seconds is not None
     access = AccessRecorder(mirror_index, immediate_for_manifests=evicting)
     fetches = BlobFetches(DataDir(settings.data_dir).fetch, store, index)
 
     fetches.listeners.append(record)
-    delta = MirrorDelta(ChunkTable(db), store, metrics, index)
+    delta = MirrorDelta(parts.chunks, store, metrics, index)
     fetches.published.append(delta.published)
     peers = None
     if settings.mirror.replicas.enabled:
-        peers = ReplicaPeers(settings.mirror.replicas, FetchLeases(db), client,
-                             metrics.replica_fetch)
+        from stablemirror.index.fetch_leases import FetchLeases
+
+        leases = FetchLeases(require_sqlalchemy(parts, "mirror.replicas"))
+        peers = ReplicaPeers(settings.mirror.replicas, leases, client, metrics.replica_fetch)
     p2p = None
     if settings.p2p.enabled:  # blob misses from the cluster's swarm (docs/p2p.md)
         from stablemirror.p2p.engine import NodeEngine  # loads libtorrent: p2p nodes only

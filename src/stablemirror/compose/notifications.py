@@ -5,18 +5,19 @@ background lifecycle (docs/notifications.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from stablemirror import __version__
 from stablemirror.compose.background import Background
 from stablemirror.config import Settings
 from stablemirror.events.model import EventSink
-from stablemirror.index.db import Database
-from stablemirror.index.sql_notifications import SqlOutbox
 from stablemirror.metrics import Metrics
-from stablemirror.notifications.delivery import Deliverer
 from stablemirror.notifications.envelope import Source
-from stablemirror.notifications.outbox import OutboxSink
+
+if TYPE_CHECKING:  # SQLAlchemy (the outbox): imported with an endpoint (docs/footprint.md)
+    from stablemirror.index.db import Database
+    from stablemirror.notifications.delivery import Deliverer
 
 
 @dataclass
@@ -35,11 +36,18 @@ def event_source(settings: Settings) -> Source:
                   instance_id=settings.replica)
 
 
-def build_notifications(settings: Settings, db: Database, metrics: Metrics
+def build_notifications(settings: Settings, db: Database | None, metrics: Metrics
                         ) -> NotificationParts:
+    """`db`: SQLAlchemy's; None on a node's sqlite3 index, which has no endpoints."""
     cfg = settings.notifications
     if not cfg.endpoints:
         return NotificationParts()
+    if db is None:
+        raise ValueError("notifications.endpoints need database.backend sqlalchemy")
+    from stablemirror.index.sql_notifications import SqlOutbox
+    from stablemirror.notifications.delivery import Deliverer
+    from stablemirror.notifications.outbox import OutboxSink
+
     outbox = SqlOutbox(db)
     deliverer = Deliverer(cfg, outbox, metrics, replica=settings.replica,
                           user_agent=f"stablemirror/{__version__}")

@@ -9,15 +9,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stablemirror.compose.background import Background
 from stablemirror.compose.jobs import job_queue
 from stablemirror.config import Settings
 from stablemirror.events.model import EventSink
-from stablemirror.index.db import Database
 from stablemirror.index.job_queue import JobQueue
-from stablemirror.index.sql_replication import SqlReplicationStatus
 from stablemirror.jobs.runner import JobContext
 from stablemirror.metrics import Metrics
 from stablemirror.replication.config import ReplicationSettings, Rule
@@ -31,6 +29,10 @@ from stablemirror.replication.trigger import (
     enqueue_cron_ticks,
     oldest_pending_event,
 )
+
+if TYPE_CHECKING:  # SQLAlchemy: not on a node's sqlite3 index (compose/index.py)
+    from stablemirror.index.db import Database
+    from stablemirror.index.sql_replication import SqlReplicationStatus
 
 log = logging.getLogger("stablemirror.replication")
 LAG_EVERY = 15.0
@@ -52,7 +54,7 @@ def self_registry(settings: Settings) -> str:
 @dataclass
 class ReplicationParts:
     settings: ReplicationSettings
-    status: SqlReplicationStatus
+    status: SqlReplicationStatus | None  # None on a node's sqlite3 index: no rules there
     queue: JobQueue
     registry: str
     metrics: Metrics | None = None
@@ -85,7 +87,7 @@ class ReplicationParts:
 
     async def status_rows(self) -> list[dict[str, Any]]:
         now = time.time()
-        rows = {s.rule: s for s in await self.status.all()}
+        rows = {s.rule: s for s in await self.status.all()} if self.status else {}
         out = []
         for rule in self.settings.rules:
             s = rows.get(rule.name)
@@ -143,12 +145,21 @@ class ReplicationParts:
         await enqueue_cron_ticks(self.settings.rules, self.queue)
 
 
-def build_replication(settings: Settings, db: Database, background: Background,
+def _status(db: Database) -> SqlReplicationStatus:
+    from stablemirror.index.sql_replication import SqlReplicationStatus
+
+    return SqlReplicationStatus(db)
+
+
+def build_replication(settings: Settings, db: Database | None, background: Background,
                       metrics: Metrics | None, queue: JobQueue) -> ReplicationParts:
-    parts = ReplicationParts(settings.replication, SqlReplicationStatus(db), queue,
+    """`db`: SQLAlchemy's; None on a node's sqlite3 index, which has no rules."""
+    parts = ReplicationParts(settings.replication, _status(db) if db else None, queue,
                              self_registry(settings), metrics)
     if not settings.replication.rules:
         return parts
+    if db is None:
+        raise ValueError("replication.rules need database.backend sqlalchemy")
     for rule in settings.replication.rules:
         if metrics is not None:
             metrics.declare_replication_rule(rule.name)
@@ -171,9 +182,11 @@ def replication_sinks(parts: ReplicationParts) -> list[EventSink]:
 async def replication_commands(settings: Settings) -> AsyncIterator[ReplicationParts]:
     """The parts `stablemirror replicate` uses in-process (any host that reaches the
     index): status from the index, runs in this process."""
+    from stablemirror.index.db import Database
+
     db = Database(settings.index_url)
     try:
-        yield ReplicationParts(settings.replication, SqlReplicationStatus(db),
+        yield ReplicationParts(settings.replication, _status(db),
                                job_queue(settings, db), self_registry(settings))
     finally:
         await db.close()

@@ -16,12 +16,12 @@ from aiohttp import web
 
 from stablemirror.config import Settings
 from stablemirror.index.audit_events import AuditSink
-from stablemirror.index.db import Database
 from stablemirror.metrics import Metrics
 from stablemirror.registry.protocol import RegistryService
 from stablemirror.store.protocol import BlobStore
 
 if TYPE_CHECKING:  # imported when a scanning policy is set (docs/footprint.md)
+    from stablemirror.index.db import Database
     from stablemirror.scanning.jobs import ScanJobs
 
 
@@ -41,12 +41,14 @@ class ScanningParts:
 
 def build_scanning(settings: Settings, front: RegistryService, backend: RegistryService,
                    hosted: RegistryService,
-                   store: BlobStore, db: Database, metrics: Metrics,
+                   store: BlobStore, db: Database | None, metrics: Metrics,
                    audit: AuditSink | None = None
                    ) -> ScanningParts:
     scanning = settings.scanning
     if not scanning.policies:
         return ScanningParts(front, None)
+    if db is None:  # a node's sqlite3 index (compose/index.py); config.py refuses this
+        raise ValueError("scanning.policies need database.backend sqlalchemy")
     from stablemirror.scanning.enforce import ScanningRegistry
     from stablemirror.scanning.jobs import ScanJobs
     from stablemirror.scanning.policy import policy_from_settings

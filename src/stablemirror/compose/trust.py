@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from stablemirror.compose.background import Background
 from stablemirror.config import Settings
 from stablemirror.index.audit_events import AuditSink
-from stablemirror.index.db import Database
-from stablemirror.index.sql_trust import SqlTrustIndex
+from stablemirror.index.trust_rows import TrustIndex
 from stablemirror.integrity.reads import VerifiedReads
 from stablemirror.integrity.scrub import (
     BlobHealer,
@@ -37,7 +36,7 @@ def config_policies(settings: Settings) -> list[TrustPolicy]:
 @dataclass
 class TrustParts:
     registry: RegistryService
-    index: SqlTrustIndex
+    index: TrustIndex
     worker: ScrubWorker | None
 
     def schedule(self, background: Background) -> None:
@@ -49,10 +48,9 @@ class TrustParts:
             background.job("scrub", worker.interval, scrub)
 
 
-def build_trust(settings: Settings, inner: RegistryService, store: BlobStore, db: Database,
-                metrics: Metrics, audit: AuditSink | None = None,
+def build_trust(settings: Settings, inner: RegistryService, store: BlobStore,
+                index: TrustIndex, metrics: Metrics, audit: AuditSink | None = None,
                 healer: BlobHealer | None = None) -> TrustParts:
-    index = SqlTrustIndex(db)
     quarantine = Quarantine(store, index, metrics, audit, healer)
     integrity = settings.integrity
     reads = VerifiedReads(inner, index, quarantine, integrity.verify_on_read,

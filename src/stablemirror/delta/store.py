@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select
 
+from stablemirror.delta.chunk_rows import INSERT_BATCH, LOOKUP_BATCH, LayerOrigin
 from stablemirror.delta.format import ChunkIndex
 from stablemirror.delta.schema import delta_chunks, delta_indexed, delta_layers
 from stablemirror.index.db import Database
 from stablemirror.oci.manifest import Descriptor
 
-LOOKUP_BATCH = 500  # hashes per IN (...): below SQLite's variable limit
-INSERT_BATCH = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class LayerOrigin:
-    """Where a weight layer was seen: its chunk index hangs off this manifest upstream."""
-
-    repository: str
-    manifest: str
-    manifest_media_type: str
-    size: int
+__all__ = ["INSERT_BATCH", "LOOKUP_BATCH", "ChunkTable", "LayerOrigin"]
 
 
 class ChunkTable:

@@ -13,7 +13,6 @@ the database's single writer lock from BEGIN IMMEDIATE), which serializes the ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -21,42 +20,16 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 
 from stablemirror.index.audit_events import AuditEvent, AuditRecord, canonical
+from stablemirror.index.audit_hash import GENESIS, clip, record_hash
 from stablemirror.index.schema_auth import audit_head, audit_log
 
-GENESIS = "0" * 64
-
-
-def record_hash(seq: int, event: AuditEvent, prev_hash: str) -> str:
-    body = {
-        "seq": seq,
-        "time": f"{event.time:.6f}",
-        "actor": event.actor,
-        "client": event.client,
-        "user_agent": event.user_agent,
-        "action": event.action,
-        "repository": event.repository,
-        "reference": event.reference,
-        "digest": event.digest,
-        "result": event.result,
-        "detail": canonical(event.detail),
-        "request_id": event.request_id,
-        "prev_hash": prev_hash,
-    }
-    return hashlib.sha256(canonical(body).encode()).hexdigest()
-
-
-def _clip(value: str, limit: int) -> str:
-    # Columns are bounded; clip before hashing so the stored row is what was hashed.
-    return value if len(value) <= limit else value[:limit]
+__all__ = ["GENESIS", "ChainCheck", "append", "record_hash", "row_record",
+           "stored_detail_matches"]
 
 
 def append(conn: Connection, event: AuditEvent) -> AuditRecord:
     """Add `event` to the chain inside the caller's transaction."""
-    event = event.but(actor=_clip(event.actor, 255), client=_clip(event.client, 64),
-                      user_agent=_clip(event.user_agent, 1024),
-                      repository=_clip(event.repository, 255),
-                      reference=_clip(event.reference, 255),
-                      request_id=_clip(event.request_id, 64))
+    event = clip(event)
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
     ).one()

@@ -5,45 +5,15 @@ manifest)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select, update
 
 from stablemirror.index import schema as s
 from stablemirror.index import schema_trust as t
 from stablemirror.index.db import Database
+from stablemirror.index.trust_rows import OK, QUARANTINED, IntegrityRow, PolicyKeyRow, PolicyRow
 
-OK = "ok"
-QUARANTINED = "quarantined"
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyKeyRow:
-    role: str
-    key_id: str
-    public_key: str  # PEM
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRow:
-    pattern: str
-    mode: str
-    updated_at: float
-    keys: tuple[PolicyKeyRow, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class IntegrityRow:
-    digest: str
-    state: str
-    size: int | None
-    verified_at: float | None
-    stale_at: float | None
-    quarantined_at: float | None
-    quarantine_path: str | None
-    detail: str | None
-
+__all__ = ["OK", "QUARANTINED", "IntegrityRow", "PolicyKeyRow", "PolicyRow", "SqlTrustIndex"]
 
 class SqlTrustIndex:
     def __init__(self, db: Database) -> None:

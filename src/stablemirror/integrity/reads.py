@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Literal
 
-from stablemirror.index.sql_trust import QUARANTINED, SqlTrustIndex
+from stablemirror.index.trust_rows import QUARANTINED, TrustIndex
 from stablemirror.integrity.scrub import CHUNK, Quarantine, read_and_hash
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import BlobUnknown
@@ -42,7 +42,7 @@ def mode_for(repository: str, default: VerifyMode, namespaces: Mapping[str, Veri
 
 
 class VerifiedReads(ForwardingRegistry):
-    def __init__(self, inner: RegistryService, index: SqlTrustIndex, quarantine: Quarantine,
+    def __init__(self, inner: RegistryService, index: TrustIndex, quarantine: Quarantine,
                  default: VerifyMode = "never",
                  namespaces: Mapping[str, VerifyMode] | None = None) -> None:
         super().__init__(inner)

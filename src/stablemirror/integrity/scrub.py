@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from stablemirror.index.audit_events import FAILED, OK, AuditEvent, AuditSink
-from stablemirror.index.sql_trust import SqlTrustIndex
+from stablemirror.index.trust_rows import TrustIndex
 from stablemirror.metrics import FoundBy, Metrics
 from stablemirror.oci.digest import Digest, Hasher
 from stablemirror.oci.errors import OCIError
@@ -131,7 +131,7 @@ async def hash_blob(store: BlobStore, digest: Digest, limiter: RateLimiter) -> t
 class Quarantine:
     """What happens to bytes that failed verification, wherever that was found."""
 
-    def __init__(self, store: BlobStore, index: SqlTrustIndex, metrics: Metrics | None = None,
+    def __init__(self, store: BlobStore, index: TrustIndex, metrics: Metrics | None = None,
                  audit: AuditSink | None = None, healer: BlobHealer | None = None) -> None:
         self.store = store
         self.index = index
@@ -203,7 +203,7 @@ class ScrubReport:
 
 
 class Scrubber:
-    def __init__(self, store: BlobStore, index: SqlTrustIndex, quarantine: Quarantine,
+    def __init__(self, store: BlobStore, index: TrustIndex, quarantine: Quarantine,
                  rate_bytes_per_second: float = 0, metrics: Metrics | None = None) -> None:
         self.store = store
         self.index = index

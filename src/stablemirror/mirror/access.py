@@ -6,13 +6,13 @@ import asyncio
 import logging
 import time
 
-from stablemirror.index.mirror_sql import MirrorIndex
+from stablemirror.index.mirror_rows import MirrorState
 
 log = logging.getLogger("stablemirror.access")
 
 
 class AccessRecorder:
-    def __init__(self, index: MirrorIndex, flush_seconds: float = 5.0,
+    def __init__(self, index: MirrorState, flush_seconds: float = 5.0,
                  immediate_for_manifests: bool = False) -> None:
         self.index = index
         self.flush_seconds = flush_seconds

@@ -20,11 +20,11 @@ from pathlib import Path
 import aiohttp
 
 from stablemirror.delta.assemble import Assembly, DeltaError
+from stablemirror.delta.chunk_rows import ChunkStore, LayerOrigin
 from stablemirror.delta.chunker import index_file
 from stablemirror.delta.format import ChunkIndex, IndexRejected, decode, max_index_size
 from stablemirror.delta.plan import LocalChunk, plan
 from stablemirror.delta.referrer import index_blob_for
-from stablemirror.delta.store import ChunkTable, LayerOrigin
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.metrics import DeltaFallback, Metrics
 from stablemirror.mirror.delta_upstream import Fallback, UpstreamReader
@@ -41,7 +41,7 @@ MIN_SHARED = 0.05  # below 5% of the layer local, a delta saves less than its re
 class MirrorDelta:
     """What every delta source of one mirror shares: the chunk table, the store, metrics."""
 
-    def __init__(self, chunks: ChunkTable, store: BlobStore, metrics: Metrics,
+    def __init__(self, chunks: ChunkStore, store: BlobStore, metrics: Metrics,
                  index: RegistryIndex, parallel: int = 4) -> None:
         self.chunks = chunks
         self.index = index  # upstream chunk-index referrers are cached here, for tiers below

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stablemirror.index.mirror_sql import MirrorIndex
+from stablemirror.index.mirror_rows import MirrorState
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import CacheSettings
@@ -41,7 +41,7 @@ class EvictionReport:
 
 class CacheEvictor:
     def __init__(self, settings: CacheSettings, store: BlobStore, index: RegistryIndex,
-                 mirror_index: MirrorIndex, access: AccessRecorder,
+                 mirror_index: MirrorState, access: AccessRecorder,
                  is_proxied: Callable[[str], bool], lock_path: Path) -> None:
         self.settings = settings
         self.store = store

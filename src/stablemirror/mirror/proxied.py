@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from stablemirror.delta.referrer import weight_layers
-from stablemirror.index.mirror_sql import MirrorIndex
+from stablemirror.index.mirror_rows import MirrorState
 from stablemirror.index.protocol import RegistryIndex, StoredManifest
 from stablemirror.metrics import Metrics
 from stablemirror.mirror.access import AccessRecorder
@@ -53,7 +53,6 @@ from stablemirror.oci.names import is_valid_tag, validate_name
 from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.registry.protocol import BlobSource, RequestContext
 from stablemirror.releases.identity import forwarded_identity
-from stablemirror.releases.mirror_store import MirrorChannelTags
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.mirror")
@@ -62,7 +61,7 @@ T = TypeVar("T")
 
 class MirrorRegistry:
     def __init__(self, namespace: NamespaceSettings, group: UpstreamGroup,
-                 hosted: HostedRegistry, index: RegistryIndex, mirror_index: MirrorIndex,
+                 hosted: HostedRegistry, index: RegistryIndex, mirror_index: MirrorState,
                  store: BlobStore, fetches: BlobFetches, access: AccessRecorder,
                  metrics: Metrics, node_id: str, delta: MirrorDelta | None = None) -> None:
         self.ns = namespace
@@ -82,7 +81,7 @@ class MirrorRegistry:
         self._revalidations: dict[tuple[str, str],
                                   tuple[asyncio.Task[StoredManifest], str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.channel_tags = MirrorChannelTags(mirror_index.db)  # upstream release channels
+        self.channel_tags = mirror_index.channel_tags  # upstream release channels
         self.peers: ReplicaPeers | None = None  # replicas sharing fetches (compose sets it)
 
     def upstream_repository(self, repository: str) -> str:

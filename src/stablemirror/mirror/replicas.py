@@ -23,15 +23,18 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 
-from stablemirror.index.fetch_leases import FetchLeases
 from stablemirror.mirror import replica_auth
 from stablemirror.mirror.config import ReplicaSettings
 from stablemirror.mirror.fetch import BlobUpstream
 from stablemirror.mirror.upstream import HttpClient, UpstreamFailure
 from stablemirror.oci.digest import Digest
+
+if TYPE_CHECKING:  # SQLAlchemy; replicas need that index backend (compose/index.py)
+    from stablemirror.index.fetch_leases import FetchLeases
 
 log = logging.getLogger("stablemirror.replicas")
 

@@ -11,11 +11,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stablemirror.client import listing
 from stablemirror.client.registry import RegistryClient
-from stablemirror.index.sql_replication import SqlReplicationStatus
 from stablemirror.metrics import Metrics
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import OCIError
@@ -28,6 +27,9 @@ from stablemirror.replication.channels import (
 from stablemirror.replication.config import SELF, Credentials, Rule
 from stablemirror.replication.copier import ImageCopier
 from stablemirror.replication.endpoint import TransferSettings
+
+if TYPE_CHECKING:  # SQLAlchemy: not on a node's sqlite3 index (compose/index.py)
+    from stablemirror.index.sql_replication import SqlReplicationStatus
 from stablemirror.replication.filters import TagFilter, parse_tag_filter, repository_matches
 from stablemirror.replication.pacing import RateLimit
 from stablemirror.replication.registry_endpoint import RegistryEndpoint

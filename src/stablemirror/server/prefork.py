@@ -93,8 +93,9 @@ def serve(settings: Settings) -> None:
         sock.close()
         raise
     workers = settings.worker_count
-    log.info("listening on %s with %d worker(s), role %s, data in %s", settings.listen,
-             workers, settings.role, settings.data_dir)
+    log.info("listening on %s with %d worker(s), role %s, index on %s, data in %s",
+             settings.listen, workers, settings.role, settings.index_backend,
+             settings.data_dir)
     if workers == 1:
         _run_worker(settings, sock, metrics_dir.path, only=True)
         return

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from stablemirror.index.audit_events import DENIED, OK, AuditEvent, AuditSink
 from stablemirror.index.protocol import StoredManifest
-from stablemirror.index.sql_trust import SqlTrustIndex
+from stablemirror.index.trust_rows import TrustIndex
 from stablemirror.metrics import Metrics
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.errors import Denied, ManifestUnknown, NameUnknown, OCIError
@@ -81,7 +81,7 @@ def is_supply_chain_artifact(content: bytes) -> bool:
 
 
 class TrustEnforcer(ForwardingRegistry):
-    def __init__(self, inner: RegistryService, policies: PolicySource, index: SqlTrustIndex,
+    def __init__(self, inner: RegistryService, policies: PolicySource, index: TrustIndex,
                  metrics: Metrics | None = None, audit: AuditSink | None = None) -> None:
         super().__init__(inner)
         self.policies = policies

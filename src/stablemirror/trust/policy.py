@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from stablemirror.index.sql_trust import PolicyKeyRow, PolicyRow, SqlTrustIndex
+from stablemirror.index.trust_rows import PolicyKeyRow, PolicyRow, TrustIndex
 from stablemirror.oci.patterns import fnmatch_match
 
 # Keys are parsed (trust/keys.py: cryptography, PyNaCl) when a policy names one: a server
@@ -128,7 +128,7 @@ def policy_from_config(pattern: str, mode: str, require: Mapping[str, Sequence[s
 class PolicySource:
     """Config policies plus index policies, re-read from the index every `ttl` seconds."""
 
-    def __init__(self, index: SqlTrustIndex | None, config: Sequence[TrustPolicy] = (),
+    def __init__(self, index: TrustIndex | None, config: Sequence[TrustPolicy] = (),
                  ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.index = index
         self.config = list(config)

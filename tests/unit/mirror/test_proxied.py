@@ -36,7 +36,7 @@ STORED = StoredManifest(str(Digest.of(MANIFEST)), mt.OCI_MANIFEST, MANIFEST)
 class Local:
     """The index and the mirror index: the cached manifest, and nothing negative."""
 
-    db = None
+    channel_tags = None  # the record of upstream channels: never asked in these tests
 
     def __init__(self, *cached: StoredManifest) -> None:
         self.cached = {m.digest: m for m in cached}

@@ -1,11 +1,9 @@
 """A node (`serve --role node`) imports only what its placement uses (docs/footprint.md):
-no Alembic, no access control (argon2, JWT, cryptography), no trust keys (PyNaCl), no S3
-client (botocore), no PostgreSQL driver, no rich. Checked in a fresh interpreter that
-goes the serve path as far as a built app, on a new data dir and again on the same one
-(a restart). Not a timed test: what is imported is what costs the memory and the time.
-
-SQLAlchemy is still imported: the node's index is the SQL index (docs/footprint.md says
-what that costs and what would remove it)."""
+no Alembic, no SQLAlchemy (its index runs on the stdlib's sqlite3, compose/index.py), no
+access control (argon2, JWT, cryptography), no trust keys (PyNaCl), no S3 client
+(botocore), no PostgreSQL driver, no rich. Checked in a fresh interpreter that goes the
+serve path as far as a built app, on a new data dir and again on the same one (a restart).
+Not a timed test: what is imported is what costs the memory and the time."""
 
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ from stablemirror.compose.app import build_app  # what prefork's worker imports
 app = build_app(settings, Metrics())
 print(json.dumps(sorted(sys.modules)))
 """
-NOT_ON_A_NODE = ("alembic", "argon2", "jwt", "cryptography", "nacl", "botocore",
+NOT_ON_A_NODE = ("alembic", "sqlalchemy", "argon2", "jwt", "cryptography", "nacl", "botocore",
                  "aiobotocore", "asyncpg", "psycopg", "rich", "stablemirror.cli.main",
                  "stablemirror.auth.service", "stablemirror.audit.log",
                  "stablemirror.store.s3", "stablemirror.trust.keys", "libtorrent")

@@ -1,4 +1,5 @@
-"""The integrity and trust tables (migration 0003) on SQLite and PostgreSQL alike."""
+"""The integrity and trust tables (migration 0003) behave the same on every backend:
+SQLite and PostgreSQL (SQLAlchemy) and SQLite on the stdlib's sqlite3 (a node's)."""
 
 from __future__ import annotations
 
@@ -9,35 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from stablemirror.index.db import Database
-from stablemirror.index.migrate import upgrade
+from stablemirror.index.lite_db import LiteDatabase
+from stablemirror.index.lite_index import LiteIndex
+from stablemirror.index.lite_trust import LiteTrustIndex
+from stablemirror.index.protocol import RegistryIndex
 from stablemirror.index.sql import SqlIndex
-from stablemirror.index.sql_trust import PolicyKeyRow, SqlTrustIndex
+from stablemirror.index.sql_trust import SqlTrustIndex
+from stablemirror.index.trust_rows import PolicyKeyRow, TrustIndex
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.manifest import parse_manifest
-from tests.contract.conftest import (  # noqa: F401 - fixtures
-    PostgresServer,
-    postgres,
-    postgres_migrated_template,
-)
+from tests.contract.test_index import NODE_BACKENDS, _url, open_db
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'index.db'}"
-        upgrade(url)
+@pytest.fixture(params=NODE_BACKENDS)
+async def stores(request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> AsyncIterator[tuple[TrustIndex, RegistryIndex]]:
+    """The trust index and the registry index of one backend, on one database."""
+    db = open_db(request.param, _url(request.param, request, tmp_path))
+    if isinstance(db, LiteDatabase):
+        yield LiteTrustIndex(db), LiteIndex(db)
     else:
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        url = pg.url(pg.create_database(template=request.getfixturevalue(
-            "postgres_migrated_template")))
-    database = Database(url)
-    yield database
-    await database.close()
+        yield SqlTrustIndex(db), SqlIndex(db)
+    await db.close()
 
 
-async def test_policies(db: Database) -> None:
-    index = SqlTrustIndex(db)
+async def test_policies(stores: tuple[TrustIndex, RegistryIndex]) -> None:
+    index = stores[0]
     dev = PolicyKeyRow("developer", "sha256:aa", "PEM-A", "dev.pub")
     plat = PolicyKeyRow("platform", "sha256:bb", "PEM-B", "platform.pub")
     await index.set_policy("models/*", "enforce", [dev, plat])
@@ -53,8 +51,8 @@ async def test_policies(db: Database) -> None:
     assert [r.pattern for r in await index.list_policies()] == ["models/*"]
 
 
-async def test_integrity_rows_and_staleness(db: Database) -> None:
-    index = SqlTrustIndex(db)
+async def test_integrity_rows_and_staleness(stores: tuple[TrustIndex, RegistryIndex]) -> None:
+    index = stores[0]
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     before = time.time() - 1
     await index.record_verified(a, 10)
@@ -75,8 +73,8 @@ async def test_integrity_rows_and_staleness(db: Database) -> None:
     assert row is not None and row.state == "ok" and row.quarantine_path is None
 
 
-async def test_leases(db: Database) -> None:
-    index = SqlTrustIndex(db)
+async def test_leases(stores: tuple[TrustIndex, RegistryIndex]) -> None:
+    index = stores[0]
     assert await index.acquire_lease("scrub", "one", 60)
     assert await index.acquire_lease("scrub", "one", 60)  # renewal
     assert not await index.acquire_lease("scrub", "two", 60)
@@ -86,8 +84,8 @@ async def test_leases(db: Database) -> None:
     assert await index.acquire_lease("scrub", "one", 60)  # expired: taken over
 
 
-async def test_core_questions(db: Database) -> None:
-    index, core = SqlTrustIndex(db), SqlIndex(db)
+async def test_core_questions(stores: tuple[TrustIndex, RegistryIndex]) -> None:
+    index, core = stores
     config = b"{}"
     await core.link_blob("r/x", Digest.of(config), 2)
     await core.link_blob("r/y", Digest.of(config), 2)
