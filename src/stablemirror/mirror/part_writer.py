@@ -49,6 +49,9 @@ IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 _STOP: list[bytes] = []  # sentinel batch: the threads finish after it
 RECEIVE_BUFFERS = 6  # per socket job: memory is RECEIVE_BUFFERS x RECEIVE_BUFFER
 RECEIVE_BUFFER = 2 << 20
+# spliced regions (spliced.REGION bytes each) the hasher may lag behind the file: the bytes
+# wait in the page cache, so this bounds how far hashing trails, not memory
+REGIONS_AHEAD = 16
 
 
 @dataclass
@@ -93,6 +96,7 @@ class PartWriter:
                  depth: int = 8, hold: Sequence[int] = (), splice: bool = True) -> None:
         self._f = f
         self._splice = splice
+        self._region_slots = threading.Semaphore(REGIONS_AHEAD)
         self._hold = tuple(hold)
         self._hasher = hasher
         self._on_written = on_written
@@ -249,6 +253,7 @@ class PartWriter:
         """The body's remaining `length` bytes by splice(2) (spliced.py); None: this socket
         cannot be spliced, nothing was taken from it (receive it with recv_into)."""
         def region(start: int, end: int) -> None:
+            self._region_slots.acquire()  # at most REGIONS_AHEAD not yet hashed
             self._to_hash.put(_Region(start, end))
             self._call(self._on_written)
 
@@ -273,6 +278,9 @@ class PartWriter:
             self._hash_queue(part_fd)
         finally:
             os.close(part_fd)
+            # a hasher that stopped (stop() while a body is still spliced) never holds
+            # the receiving thread up: every later acquire returns at once
+            self._region_slots.release(REGIONS_AHEAD + 1)
 
     def _hash_queue(self, part_fd: int) -> None:
         broken = False
@@ -284,6 +292,8 @@ class PartWriter:
                 except BaseException as e:
                     broken = True
                     self._call(self._failed, e)
+                finally:
+                    self._region_slots.release()
                 continue
             if isinstance(batch, _Received):
                 try:
