@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from stablemirror.mirror import part_writer
 from stablemirror.mirror.part_writer import PartWriter
 from stablemirror.mirror.plain_http import SocketBody
 
@@ -134,6 +135,7 @@ class CpuSampler:
 async def one_round(source: Path, size: int, digest: str, work: Path, variant: str
                     ) -> dict[str, float]:
     part = work / "blob.part"
+    regions_ahead = part_writer.REGIONS_AHEAD
     listener = socket.create_server(("127.0.0.1", 0))
     sock = socket.create_connection(listener.getsockname())
     up_conn, _ = listener.accept()
@@ -157,7 +159,10 @@ async def one_round(source: Path, size: int, digest: str, work: Path, variant: s
     sink.start()
     client.start()
     hasher = hashlib.sha256()
-    writer = PartWriter(f, hasher, written.set, splice=variant == "splice")
+    kind, _, ahead = variant.partition(":")
+    if ahead:
+        part_writer.REGIONS_AHEAD = int(ahead)
+    writer = PartWriter(f, hasher, written.set, splice=kind == "splice")
     body = SocketBody("bench", sock, b"", size)
     received, short = await writer.receive(body)
     await writer.close()
@@ -171,6 +176,7 @@ async def one_round(source: Path, size: int, digest: str, work: Path, variant: s
     sampler.__exit__()
     if received != size or short is not None or hasher.hexdigest() != digest:
         raise SystemExit(f"wrong result: {received} bytes, short {short}")
+    part_writer.REGIONS_AHEAD = regions_ahead
     return {"wall": done[0] - t0, "hashed": t_hashed - t0, **sampler.by_name()}
 
 
@@ -179,7 +185,8 @@ def main() -> None:
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--variants", default="recv,splice",
-                   help="receive paths, interleaved: recv (recv_into + write), splice")
+                   help="receive paths, interleaved: recv (recv_into + write), splice, "
+                   "splice:N (at most N regions not yet hashed)")
     p.add_argument("--tmpdir")
     args = p.parse_args()
     size = args.size_mib * MiB
@@ -206,7 +213,9 @@ def main() -> None:
         walls = [r["wall"] for v, r in rows if v == variant]
         med = statistics.median(walls)
         cpu = statistics.median(r["TOTAL"] for v, r in rows if v == variant)
-        print(f"{variant}: median wall {med:.3f}s = {size / med / 1e6:,.0f} MB/s, "
+        tail = statistics.median(r["hashed"] - r["wall"] for v, r in rows if v == variant)
+        print(f"{variant}: median hash tail {tail * 1000:.0f} ms, median wall {med:.3f}s = "
+              f"{size / med / 1e6:,.0f} MB/s, "
               f"median CPU (all threads) {cpu / (size / (1 << 30)):.2f} s/GiB")
 
 

@@ -51,7 +51,7 @@ RECEIVE_BUFFERS = 6  # per socket job: memory is RECEIVE_BUFFERS x RECEIVE_BUFFE
 RECEIVE_BUFFER = 2 << 20
 # spliced regions (spliced.REGION bytes each) the hasher may lag behind the file: the bytes
 # wait in the page cache, so this bounds how far hashing trails, not memory
-REGIONS_AHEAD = 16
+REGIONS_AHEAD = 4
 
 
 @dataclass
