@@ -261,7 +261,10 @@ class PartWriter:
             self._to_hash.put(_Region(start, end))
             self._call(self._on_written)
 
-        out = open_for_offsets(part_fd)
+        try:
+            out = open_for_offsets(part_fd)
+        except OSError:  # no /proc (a bare container): nothing taken from the socket yet
+            return None
         try:
             return splice_body(sock, out, os.fstat(part_fd).st_size, length, region)
         except Unsupported:

@@ -65,7 +65,8 @@ def splice_body(sock: socket.socket, out_fd: int, pos: int, length: int,
                 want = min(LOW_WATER, length - moved)
                 if want != low_water:
                     low_water = want
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low_water)
+                    with contextlib.suppress(OSError):  # only fewer wake-ups lost
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low_water)
                 try:
                     n = os.splice(sock.fileno(), write_end, min(PIPE_BYTES, length - moved),
                                   flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)

@@ -109,6 +109,20 @@ async def test_a_socket_that_refuses_splice_is_received_with_recv_into(
     assert digest == hashlib.sha256(data).hexdigest()
 
 
+async def test_without_proc_the_body_is_received_with_recv_into(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second, non-append open of the `.part` goes through /proc/self/fd; a container
+    without /proc must still get the blob (by recv_into), not a failed fetch."""
+    def no_proc(_fd: int) -> int:
+        raise FileNotFoundError(errno.ENOENT, "no /proc")
+
+    monkeypatch.setattr(part_writer, "open_for_offsets", no_proc)
+    data = os.urandom(SIZE)
+    received, short, digest = await _receive(tmp_path / "b.part", data)
+    assert (received, short) == (SIZE, None)
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
 async def test_a_file_that_refuses_splice_writes_gets_the_piped_bytes_by_pwrite(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = os.splice
