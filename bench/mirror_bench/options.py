@@ -23,6 +23,9 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--cold-rounds", type=int, help="cold rounds per upstream (3; quick 2)")
     p.add_argument("--warm-rounds", type=int, help="warm GETs per mirror (5; quick 3)")
     p.add_argument("--clients", help="comma-separated concurrent client counts (8,32; quick 8)")
+    p.add_argument("--single-rounds", type=int, default=1,
+                   help="single cold pulls per mirror in the proxied phases (default 1; more: "
+                   "the order rotates, medians are logged, the report keeps the first)")
     p.add_argument("--phases", default="cold,warm,concurrent",
                    help="subset of cold,warm,concurrent (default: all)")
     p.add_argument("--upstreams", default=f"{SM},{REF}",
@@ -69,7 +72,8 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     args.upstreams = [x.strip() for x in args.upstreams.split(",") if x.strip()]
     if not args.upstreams or set(args.upstreams) - {SM, REF}:
         p.error("--upstreams takes stablemirror and/or reference")
-    require_positive(p, args, "size_mib", "cold_rounds", "warm_rounds", "workers")
+    require_positive(p, args, "size_mib", "cold_rounds", "warm_rounds", "workers",
+                    "single_rounds")
     args.notes_text = Path(args.notes).read_text() if args.notes else ""
     return args
 

@@ -5,10 +5,12 @@ upstream."""
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
-from harness.common import REF, SM, BenchError, log
+from harness.common import REF, SM, BenchError, MiB, log
 from harness.data import Blob
 from harness.nginx import NGINX, nginx_proxy_cache_server
 from harness.procfs import tree_cpu_seconds
@@ -51,9 +53,8 @@ def run_proxy_phases(b: Bench) -> None:
         order = list(MIRRORS)
         conc: dict[str, Any] = b.data.setdefault("concurrent", {})
 
-        def cold_concurrent(n: int, blob: Blob, rnd: int) -> None:
+        def cold_concurrent(n: int, blob: Blob, rnd: int) -> dict[str, Any]:
             row: dict[str, Any] = {}
-            conc[str(n)] = row
             for name in order[rnd % len(order):] + order[:rnd % len(order)]:
                 def prep(attempt: int, name: str = name) -> Blob:
                     if attempt == 0:
@@ -104,29 +105,53 @@ def run_proxy_phases(b: Bench) -> None:
                     f"the blob in {len(gets)} blob GETs" + (" (noisy)" if noisy else "")
                     + (f"; errors: {res['errors']}" if res["errors"] else ""))
             ss.check_alive()
+            return row
 
         # 1 client: the cold pull that caches the blob for the warm phase
         warm_blob = b.pool.take("proxied")
         push_monolithic(up.port, REPO, warm_blob, b.xfer_timeout)
-        cold_concurrent(1, warm_blob, 0)
+        conc["1"] = cold_concurrent(1, warm_blob, 0)
         # the blob the warm phase reads must be the one every mirror cached
         for name in MIRRORS:
             if conc["1"][name]["ok"] != 1:
                 raise BenchError(f"the single cold pull via {name} failed: "
                                  f"{conc['1'][name]['errors']}")
         wait_ref_stored(b, "ref-proxy", warm_blob)
+        extra_single_rounds(b, up, conc["1"], lambda blob, r: cold_concurrent(1, blob, r))
         if "warm" in args.phases:
             run_warm(b, ss, mirrors, counters, warm_blob)
         if "concurrent" in args.phases:
             for i, n in enumerate(args.clients):
                 blob = b.pool.take("proxied")
                 push_monolithic(up.port, REPO, blob, b.xfer_timeout)
-                cold_concurrent(n, blob, i + 1)
+                conc[str(n)] = cold_concurrent(n, blob, i + 1)
         b.data["mirror_peak_rss_mib"] = {
             name: b.sampler.peak_tree_kib.get(mirrors[name].name, 0) / 1024 for name in mirrors}
     finally:
         ss.stop()
 
+
+
+def extra_single_rounds(b: Bench, up: Server, first: dict[str, Any],
+                        pull: Callable[[Blob, int], dict[str, Any]]) -> None:
+    """--single-rounds N: N-1 more single cold pulls (fresh blobs, the mirrors' order
+    rotating), kept beside the first in data["single_rounds"]; medians logged."""
+    rounds = [first]
+    for r in range(1, b.args.single_rounds):
+        blob = b.pool.take("proxied")
+        push_monolithic(up.port, REPO, blob, b.xfer_timeout)
+        rounds.append(pull(blob, r))
+        wait_ref_stored(b, "ref-proxy", blob)
+    b.data["single_rounds"] = rounds
+    size = b.args.size_mib * MiB
+    for name in MIRRORS:
+        walls = [row[name]["wall"] for row in rounds if row[name].get("wall")]
+        cpus = [row[name]["mirror_cpu_settled"] for row in rounds]
+        if walls:
+            log(f"single cold via {MIRROR_LABEL[name]:22s}: median {statistics.median(walls):.2f}s"
+                f" ({size / statistics.median(walls) / 1e6:,.0f} MB/s), walls "
+                + ", ".join(f"{w:.2f}" for w in walls)
+                + f"; CPU s/GiB median {statistics.median(cpus) / size * 2**30:.2f}")
 
 
 def wait_ref_stored(b: Bench, name: str, blob: Blob) -> None:

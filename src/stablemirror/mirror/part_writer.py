@@ -10,10 +10,13 @@ Both release the GIL for their heavy work (writev, hashlib on large buffers).
 Memory stays bounded: `put` waits while `depth` batches are not yet written or not yet hashed.
 
 `receive` takes a whole upstream body still on its socket (plain_http.py) instead: the
-writer thread `recv_into`s a few reused buffers (MSG_WAITALL: one system call per buffer),
-writes each, and passes it to the hasher, which hands it back once hashed; the event loop
-does nothing per byte. A receive error ends the job with the bytes written so far (the
-leader resumes after them); a write error fails the writer, as for batches.
+writer thread splice(2)s it socket -> pipe -> `.part` (spliced.py: one copy, in the kernel)
+and hands each region written to the hasher, which hashes it from an mmap of the page cache
+and may trail the file by at most REGIONS_AHEAD regions (the wait before a clean end). A
+socket that cannot be spliced is read with `recv_into` a few reused buffers (MSG_WAITALL),
+each written and passed to the hasher, which hands it back once hashed. Either way the
+event loop does nothing per byte. A receive error ends the job with the bytes written so
+far (the leader resumes after them); a write error fails the writer, as for batches.
 
 The writer thread writes to its own dup(2) of the file (files/fd_jobs.py), never to the
 number of `f`: a leader cancelled mid-fetch closes `f` while queued batches may still be
@@ -37,12 +40,22 @@ from typing import BinaryIO
 
 from stablemirror.files.fd_jobs import close_all, dup_all
 from stablemirror.mirror.plain_http import SocketBody
+from stablemirror.mirror.spliced import (
+    Unsupported,
+    hash_region,
+    open_for_offsets,
+    splice_body,
+)
 from stablemirror.oci.digest import Hasher
 
 IOV_MAX = 512  # below Linux's 1024 iovecs per writev
 _STOP: list[bytes] = []  # sentinel batch: the threads finish after it
 RECEIVE_BUFFERS = 6  # per socket job: memory is RECEIVE_BUFFERS x RECEIVE_BUFFER
 RECEIVE_BUFFER = 2 << 20
+# spliced regions (spliced.REGION bytes each) the hasher may lag behind the file: the bytes
+# wait in the page cache, so this bounds how long the last byte waits for the hash (16:
+# ~100 ms, 4: ~18 ms in bench/cold_pipeline.py), not memory
+REGIONS_AHEAD = 4
 
 
 @dataclass
@@ -65,6 +78,14 @@ class _SocketJob:
         return self.free.get()
 
 
+@dataclass(frozen=True)
+class _Region:
+    """Bytes [start, end) of the `.part`, on disk (page cache): hash them from there."""
+
+    start: int
+    end: int
+
+
 @dataclass
 class _Received:
     """A filled buffer: hash `view`, then give `buffer` (if pooled) back to `free`."""
@@ -76,8 +97,10 @@ class _Received:
 
 class PartWriter:
     def __init__(self, f: BinaryIO, hasher: Hasher, on_written: Callable[[], None],
-                 depth: int = 8, hold: Sequence[int] = ()) -> None:
+                 depth: int = 8, hold: Sequence[int] = (), splice: bool = True) -> None:
         self._f = f
+        self._splice = splice
+        self._region_slots = threading.Semaphore(REGIONS_AHEAD)
         self._hold = tuple(hold)
         self._hasher = hasher
         self._on_written = on_written
@@ -85,7 +108,8 @@ class PartWriter:
         self._write_slots = asyncio.Semaphore(depth)
         self._hash_slots = asyncio.Semaphore(depth)
         self._to_write: queue.SimpleQueue[list[bytes] | _SocketJob] = queue.SimpleQueue()
-        self._to_hash: queue.SimpleQueue[list[bytes] | _Received] = queue.SimpleQueue()
+        self._to_hash: queue.SimpleQueue[list[bytes] | _Received | _Region] = \
+            queue.SimpleQueue()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -137,17 +161,23 @@ class PartWriter:
                 self._to_hash.put(_STOP)
 
     def _start(self) -> None:
-        fds = dup_all([self._f.fileno(), *self._hold])  # now, while the caller has them open
-        writer = threading.Thread(target=self._write_loop, args=(fds,), name="part-writer",
+        # now, while the caller has them open; the hasher's own dup reads _Regions
+        fds = dup_all([self._f.fileno(), *self._hold, self._f.fileno()])
+        writer = threading.Thread(target=self._write_loop, args=(fds[:-1],),
+                                  name="part-writer", daemon=True)
+        hasher = threading.Thread(target=self._hash_loop, args=(fds[-1],), name="part-hasher",
                                   daemon=True)
-        hasher = threading.Thread(target=self._hash_loop, name="part-hasher", daemon=True)
         try:
             writer.start()
         except BaseException:
             close_all(fds)
             raise
         self._threads.append(writer)
-        hasher.start()
+        try:
+            hasher.start()
+        except BaseException:
+            os.close(fds[-1])
+            raise
         self._threads.append(hasher)
 
     def _raise_error(self) -> None:
@@ -195,6 +225,12 @@ class PartWriter:
                     self._to_hash.put(_Received(memoryview(job.head), None, job.free))
                     received += len(job.head)
                     self._call(self._on_written)
+                if self._splice and received < job.length:
+                    spliced = self._splice_rest(part_fd, sock, job.length - received)
+                    if spliced is not None:
+                        received += spliced[0]
+                        short = spliced[1]
+                        return False
                 while received < job.length:
                     buffer = job.take_buffer()
                     view = memoryview(buffer)[:min(len(buffer), job.length - received)]
@@ -216,6 +252,26 @@ class PartWriter:
                 self._call(_resolve, job.done, (received, short))
         return failed
 
+    def _splice_rest(self, part_fd: int, sock: socket.socket, length: int
+                     ) -> tuple[int, str | None] | None:
+        """The body's remaining `length` bytes by splice(2) (spliced.py); None: this socket
+        cannot be spliced, nothing was taken from it (receive it with recv_into)."""
+        def region(start: int, end: int) -> None:
+            self._region_slots.acquire()  # at most REGIONS_AHEAD not yet hashed
+            self._to_hash.put(_Region(start, end))
+            self._call(self._on_written)
+
+        try:
+            out = open_for_offsets(part_fd)
+        except OSError:  # no /proc (a bare container): nothing taken from the socket yet
+            return None
+        try:
+            return splice_body(sock, out, os.fstat(part_fd).st_size, length, region)
+        except Unsupported:
+            return None
+        finally:
+            os.close(out)
+
     def _call(self, callback: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed under us (shutdown)
             self._loop.call_soon_threadsafe(callback, *args)
@@ -224,9 +280,28 @@ class PartWriter:
         self._write_slots.release()
         self._on_written()
 
-    def _hash_loop(self) -> None:
+    def _hash_loop(self, part_fd: int) -> None:
+        try:
+            self._hash_queue(part_fd)
+        finally:
+            os.close(part_fd)
+            # a hasher that stopped (stop() while a body is still spliced) never holds
+            # the receiving thread up: every later acquire returns at once
+            self._region_slots.release(REGIONS_AHEAD + 1)
+
+    def _hash_queue(self, part_fd: int) -> None:
         broken = False
         while (batch := self._to_hash.get()) is not _STOP:
+            if isinstance(batch, _Region):
+                try:
+                    if not broken:
+                        hash_region(part_fd, batch.start, batch.end, self._hasher.update)
+                except BaseException as e:
+                    broken = True
+                    self._call(self._failed, e)
+                finally:
+                    self._region_slots.release()
+                continue
             if isinstance(batch, _Received):
                 try:
                     if not broken:
