@@ -101,6 +101,7 @@ class PartWriter:
         self._f = f
         self._splice = splice
         self._region_slots = threading.Semaphore(REGIONS_AHEAD)
+        self._hasher_gone = threading.Event()
         self._hold = tuple(hold)
         self._hasher = hasher
         self._on_written = on_written
@@ -257,8 +258,13 @@ class PartWriter:
         """The body's remaining `length` bytes by splice(2) (spliced.py); None: this socket
         cannot be spliced, nothing was taken from it (receive it with recv_into)."""
         def region(start: int, end: int) -> None:
-            self._region_slots.acquire()  # at most REGIONS_AHEAD not yet hashed
-            self._to_hash.put(_Region(start, end))
+            # at most REGIONS_AHEAD not yet hashed; a hasher that has exited (stop() while a
+            # body is still spliced) hashes nothing more, so nothing is queued or waited for
+            while not self._hasher_gone.is_set():
+                if self._region_slots.acquire(timeout=0.5):
+                    if not self._hasher_gone.is_set():
+                        self._to_hash.put(_Region(start, end))
+                    break
             self._call(self._on_written)
 
         try:
@@ -286,8 +292,10 @@ class PartWriter:
         finally:
             os.close(part_fd)
             # a hasher that stopped (stop() while a body is still spliced) never holds
-            # the receiving thread up: every later acquire returns at once
-            self._region_slots.release(REGIONS_AHEAD + 1)
+            # the receiving thread up: it stops asking for slots, and one waiting wakes now.
+            # (Releasing a fixed number of extra slots ran out when more regions followed.)
+            self._hasher_gone.set()
+            self._region_slots.release()
 
     def _hash_queue(self, part_fd: int) -> None:
         broken = False

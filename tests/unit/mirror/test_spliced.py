@@ -205,12 +205,13 @@ async def test_a_stopped_hasher_does_not_hold_the_receive_up(
 
     monkeypatch.setattr(part_writer, "hash_region", slow)
     monkeypatch.setattr(part_writer, "REGIONS_AHEAD", 1)
-    data = os.urandom(SIZE)
+    size = 10 * spliced.REGION + 12345  # more regions after the stop than slots to spare
+    data = os.urandom(size)
     with _upstream(data) as sock, open(tmp_path / "b.part", "ab+") as f:  # noqa: ASYNC230
         writer = PartWriter(f, hashlib.sha256(), lambda: None)
-        receiving = asyncio.ensure_future(writer.receive(SocketBody("u", sock, b"", SIZE)))
+        receiving = asyncio.ensure_future(writer.receive(SocketBody("u", sock, b"", size)))
         await asyncio.sleep(0.01)
         writer.stop()
         received, short = await asyncio.wait_for(receiving, 20)
         await asyncio.wait_for(writer.close(), 20)
-    assert (received, short) == (SIZE, None)
+    assert (received, short) == (size, None)
