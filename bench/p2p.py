@@ -192,8 +192,12 @@ def main() -> None:
         "<!-- BEGIN p2p -->",
         "## P2P between node caches (`bench/p2p.py`)",
         "",
+        f"Command: `{' '.join(['.venv/bin/python', 'bench/p2p.py', *sys.argv[1:]])}` "
+        "(root).",
+        "",
         f"{args.nodes} nodes and one edge in network namespaces, every link (edge uplink, "
-        f"each node's up- and downlink) shaped to {args.rate} with tc tbf; one "
+        f"each node's up- and downlink) shaped to {args.rate} with tc tbf (burst "
+        f"{args.burst}), each node's client (curl | sha256sum) in its node's namespace; one "
         f"{args.size_mib} MiB blob pulled on all nodes at once; P2P and plain HTTP in the "
         f"same run. Ideal per node: blob / link rate = {ideal:.1f} s. Targets (issue 15): "
         "edge egress <= 1.5x the blob, slowest node <= 1.5x the ideal.",
