@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support.mirror_support import blob_files, push_blob, push_new_image
 from tests.support.netns import Bridge, NetnsServer
+from tests.support.netns_cluster import flip_stored_pieces
 from tests.support.p2p_support import edge_config, metric_value, node_config, wait_metric
 
 MiB = 1 << 20
@@ -140,30 +140,12 @@ def test_p2p_port_blocked_still_completes_from_the_edge(cluster: Cluster) -> Non
         cluster.bridge.block_port(blocked.ns, P2P_PORT, on=False)
 
 
-def _flip_seeded_pieces(node: NetnsServer, digest: str, data: bytes) -> None:
-    """Flip bytes in every piece of the node's stored blob and of whatever file libtorrent
-    has mapped for it (a download it has since replaced by a link: /proc/<pid>/map_files)."""
-    assert node.proc is not None
-    stored = node.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:]
-    files: dict[int, Path] = {stored.stat().st_ino: stored}
-    for line in Path(f"/proc/{node.proc.pid}/maps").read_text().splitlines():
-        if digest[7:] in line:
-            mapped = Path(f"/proc/{node.proc.pid}/map_files/{line.split()[0]}")
-            files.setdefault(mapped.stat().st_ino, mapped)
-    assert len(files) >= 1
-    for path in files.values():
-        with open(path, "r+b") as f:
-            for offset in range(1000, len(data), 256 * 1024):
-                f.seek(offset)
-                f.write(bytes(b ^ 0xFF for b in data[offset:offset + 64]))
-
-
 def test_a_peer_with_flipped_pieces_is_rejected(cluster: Cluster) -> None:
     bad, good, other = cluster.nodes[0], cluster.nodes[1], cluster.nodes[2]
     digest, data = _blob(cluster, 8 * MiB)
     assert _pull(bad, digest) == digest  # web seed; it seeds its stored copy
     assert _pull(good, digest) == digest  # from `bad`, which checked each piece it sent
-    _flip_seeded_pieces(bad, digest, data)
+    assert flip_stored_pieces(bad, digest, data) >= 1
     cluster.bridge.block_port(good.ns, P2P_PORT)  # only the bad peer is left to ask
     try:
         rejected = metric_value(other.url, "stablemirror_p2p_rejected_bytes_total")
