@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness.procfs import tree_cpu_seconds  # noqa: E402
 from bench.p2p_plot import plot  # noqa: E402
 from tests.support.mirror_support import push_random_blob_streamed  # noqa: E402
 from tests.support.netns import Bridge, NetnsServer, sh  # noqa: E402
@@ -61,11 +62,9 @@ def _pull(node: NetnsServer, digest: str, t0: float) -> float:
     return took
 
 
-def _cpu_seconds(server: NetnsServer) -> float:
-    """User + system CPU of a server process so far (`ip netns exec` execs it: same pid)."""
-    assert server.proc is not None
-    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu(server: NetnsServer) -> float:
+    assert server.proc is not None  # `ip netns exec` execs the server: the same pid
+    return tree_cpu_seconds(server.proc.pid)
 
 
 def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root: Path,
@@ -87,12 +86,12 @@ def _round(bridge: Bridge, edge: NetnsServer, hosts: list[tuple[str, str]], root
         list(pool.map(lambda s: s.start(60), nodes))
     try:
         before = bridge.sent_by(1)
-        cpu_before = [_cpu_seconds(n) for n in [*nodes, edge]]
+        cpu_before = [_cpu(n) for n in [*nodes, edge]]
         t0 = time.monotonic()
         with ThreadPoolExecutor(len(nodes)) as pool:
             times = sorted(pool.map(lambda n: _pull(n, digest, t0), nodes))
         egress = bridge.sent_by(1) - before
-        cpu = [_cpu_seconds(n) - b for n, b in zip([*nodes, edge], cpu_before, strict=True)]
+        cpu = [_cpu(n) - b for n, b in zip([*nodes, edge], cpu_before, strict=True)]
         print(f"{name}: CPU s of each node (mean {statistics.mean(cpu[:-1]):.2f}, max "
               f"{max(cpu[:-1]):.2f}), of the edge {cpu[-1]:.2f}; wall {times[-1]:.1f} s",
               file=sys.stderr)
