@@ -28,7 +28,7 @@ from stablemirror.cli.replicate import replicate_app
 from stablemirror.cli.scan import scan as scan_command
 from stablemirror.cli.scan import scan_exempt as scan_exempt_command
 from stablemirror.cli.scrub import scrub as scrub_command
-from stablemirror.cli.serve import serve as serve_command
+from stablemirror.cli.serve import SERVE_HELP, serve
 from stablemirror.cli.status import status as status_command
 from stablemirror.cli.trust import key_app, trust_app
 from stablemirror.cli.trust import sign as sign_command
@@ -45,8 +45,13 @@ from stablemirror.server.startup import (
 app = typer.Typer(help="stablemirror: OCI registry and pull-through mirror", no_args_is_help=True)
 
 
-# The one command in its own module, so that cli/entry.py can run it without this one.
-app.command(name="serve")(serve_command)
+# The one command in its own module, parsed by argparse, so that cli/entry.py can run it
+# without this module or typer (cli/serve.py); listed here for `stablemirror --help`.
+@app.command(name="serve", help=f"{SERVE_HELP} Options: stablemirror serve --help",
+             add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve_command(ctx: typer.Context) -> None:
+    serve(list(ctx.args))
 
 
 @app.command()

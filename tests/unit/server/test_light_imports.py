@@ -1,8 +1,9 @@
 """A node (`serve --role node`) imports only what its placement uses (docs/footprint.md):
 no Alembic, no SQLAlchemy (its index runs on the stdlib's sqlite3, compose/index.py), no
 access control (argon2, JWT, cryptography), no trust keys (PyNaCl), no S3 client
-(botocore), no PostgreSQL driver, no rich. Checked in a fresh interpreter that goes the
-serve path as far as a built app, on a new data dir and again on the same one (a restart).
+(botocore), no PostgreSQL driver, no rich, no typer (`serve` parses with argparse).
+Checked in a fresh interpreter that goes the serve path as far as a built app, on a new
+data dir and again on the same one (a restart).
 Not a timed test: what is imported is what costs the memory and the time."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ app = build_app(settings, Metrics())
 print(json.dumps(sorted(sys.modules)))
 """
 NOT_ON_A_NODE = ("alembic", "sqlalchemy", "argon2", "jwt", "cryptography", "nacl", "botocore",
-                 "aiobotocore", "asyncpg", "psycopg", "rich", "stablemirror.cli.main",
+                 "aiobotocore", "asyncpg", "psycopg", "rich", "typer", "stablemirror.cli.main",
                  "stablemirror.auth.service", "stablemirror.audit.log",
                  "stablemirror.store.s3", "stablemirror.trust.keys", "libtorrent")
 

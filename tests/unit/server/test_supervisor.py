@@ -33,3 +33,19 @@ def test_a_sigterm_before_the_supervisor_runs_stops_the_workers() -> None:
     assert done.returncode == 0, done.stderr
     assert "shutting down: 2 worker(s)" in done.stderr
     assert "exited with status" not in done.stderr and "killed by" not in done.stderr
+
+
+def test_resume_collector_freezes_start_up_and_turns_the_gc_back_on() -> None:
+    import gc
+
+    from stablemirror.server.prefork import resume_collector
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        resume_collector()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
