@@ -23,6 +23,7 @@ bench/RESULTS.md (mirror-full / mirror-quick). See bench/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 from harness.common import BenchError, MiB, log
 from harness.data import BlobPool
 from harness.options import tools_present
+from harness.pagecache import page_cache_write_rates
 from harness.procfs import RssSampler
 from harness.results import command_line, machine_info, update_results_file
 from harness.session import interrupt_on_sigterm, work_dir, write_json
@@ -91,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             b.data["load_before"] = loadavg()
             b.data["sha256_mbps"] = sha256_mbps()
             log(f"SHA-256 (hashlib, one stream): {b.data['sha256_mbps']:,.0f} MB/s")
+            b.data["page_cache_before"] = page_cache_write_rates(work, args.size_mib * MiB)
+            log("page-cache writes: {fresh_mbps:,.0f} MB/s into pages not used lately, "
+                "{reused_mbps:,.0f} MB/s into pages just freed".format(
+                    **b.data["page_cache_before"]))
             sampler.start()
             run_parts(b)
         except (BenchError, OSError, subprocess.SubprocessError) as exc:
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             log("interrupted")
         finally:
             b.data["load_after"] = loadavg()
+            with contextlib.suppress(OSError):  # a full disk ended the run: no probe
+                b.data["page_cache_after"] = page_cache_write_rates(work, args.size_mib * MiB)
             sampler.stop()
             pool.remove()
     wall = time.monotonic() - t_start

@@ -10,7 +10,7 @@ from typing import Any
 from harness.common import SM, MiB
 from harness.results import table_head, table_row
 
-from mirror_bench.targets import MIRROR_LABEL, MIRRORS, PEERS
+from mirror_bench.targets import MIRROR_LABEL, MIRRORS, PEERS, single_medians, single_rounds
 
 
 def warm_table(warm: dict[str, Any] | None, size: int, rounds: int) -> list[str]:
@@ -101,4 +101,27 @@ def peers_table(data: dict[str, Any], size: int, clients: list[int], warm_rounds
             cells.append("—" if sm is None or not peer else f"{sm / peer:.2f}x"
                          + ("" if higher else " (lower is better)"))
         out.append(table_row(*cells))
+    return [*out, ""]
+
+
+def single_rounds_table(data: dict[str, Any], size: int) -> list[str]:
+    """Every single cold pull (a fresh blob each round, the mirrors' order rotating): wall
+    seconds, and the mirror's CPU s/GiB until the upstream went quiet."""
+    rounds = single_rounds(data)
+    if len(rounds) < 2:
+        return []
+    out = [f"Single cold pulls of a never-seen {size} MiB blob, one per mirror and round "
+           "(the order rotates; wall s, mirror CPU s/GiB until the upstream went quiet; "
+           "(noisy): other processes used more than the limit):", "",
+           *table_head("Round", *(MIRROR_LABEL[m] for m in MIRRORS))]
+    for i, row in enumerate(rounds):
+        cells = [str(i + 1)]
+        for m in MIRRORS:
+            r = row.get(m)
+            cells.append("—" if not r or not r.get("wall") else
+                         f"{r['wall']:.2f} s, {cold_cpu_per_gib(r, size):.2f}"
+                         + (" (noisy)" if r.get("noisy") else ""))
+        out.append(table_row(*cells))
+    med = single_medians(data)
+    out.append(table_row("median", *(f"{med[m]:.2f} s" if m in med else "—" for m in MIRRORS)))
     return [*out, ""]

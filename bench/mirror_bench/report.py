@@ -10,7 +10,7 @@ from harness.common import REF, REPO_ROOT, MiB
 from harness.results import command_line, curl_version, table_head, table_row
 
 from mirror_bench.bench import Bench
-from mirror_bench.peers import cold_cpu_per_gib, peers_table, warm_table
+from mirror_bench.peers import cold_cpu_per_gib, peers_table, single_rounds_table, warm_table
 from mirror_bench.targets import (
     KIND_LABEL,
     MIRROR_LABEL,
@@ -49,6 +49,7 @@ def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: 
         f"nginx {info.get('nginx', '?')} `proxy_cache` (keys_zone ai_mirror, "
         "`proxy_cache_valid 200 7d`, `proxy_cache_key $uri`, `proxy_cache_lock on`, buffering "
         f"on, `worker_processes {args.workers}`, access log off)",
+        page_cache_line(data),
         f"- Load average before / after: {data.get('load_before', '?')} / "
         f"{data.get('load_after', '?')}; CPU used by other processes during the timed "
         f"measurements: mean {mean:.2f} cores, worst {worst[0]:.2f} ({worst[1]}); results "
@@ -74,6 +75,7 @@ def report_markdown(b: Bench, info: dict[str, str], started: dt.datetime, wall: 
     out += warm_table(data.get("warm"), size, args.warm_rounds)
     out += concurrent_table(data.get("concurrent", {}), size, args.clients)
     out += peers_table(data, size, args.clients, args.warm_rounds)
+    out += single_rounds_table(data, size)
     rows = target_rows(data, args.clients)
     if rows:
         out += ["Targets:", "", *table_head("Target", "Measured", "Result")]
@@ -268,3 +270,14 @@ def concurrent_details(conc: dict[str, Any], clients: list[int], size: int) -> l
                     + f", other load {r['other_load']:.2f} cores"
                     + (f", errors {r['errors']}" if r["errors"] else ""))
     return out
+
+
+def page_cache_line(data: dict[str, Any]) -> str:
+    """The machine's page-cache write rates at the start and end (harness/pagecache.py)."""
+    def rates(key: str) -> str:
+        r = data.get(key)
+        return "?" if not r else (f"{r['fresh_mbps']:,.0f} MB/s into pages not used lately, "
+                                  f"{r['reused_mbps']:,.0f} MB/s into pages just freed")
+    return ("- Page-cache writes of one blob's size (bench/harness/pagecache.py; the copy a "
+            "storing mirror's client waits for, docs/cold-pull.md): before the run "
+            f"{rates('page_cache_before')}; after it {rates('page_cache_after')}")
