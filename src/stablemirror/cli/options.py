@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-if TYPE_CHECKING:  # rich on use only: `serve` imports these options (cli/serve.py)
+if TYPE_CHECKING:  # rich on use only: the light `pack` and `copy` import these options
     from rich.table import Table
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file")]
