@@ -39,7 +39,7 @@ from stablemirror.events.fanout import FanOut
 from stablemirror.events.model import EventSink
 from stablemirror.integrity.scrub import ServiceHealer
 from stablemirror.metrics import Metrics
-from stablemirror.p2p.edge import EdgeSwarms
+from stablemirror.p2p.edge import IDLE_CHECK_SECONDS, EdgeSwarms
 from stablemirror.registry.health import HealthService
 from stablemirror.registry.hosted import HostedRegistry
 from stablemirror.registry.publishing import PublishingRegistry
@@ -134,7 +134,10 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
         add_replica_routes(app, settings.mirror.replicas.secret)
     add_ops_routes(app)
     if settings.p2p.clusters:  # this tier makes metadata and tracks swarms (docs/p2p.md)
-        app[EDGE_SWARMS] = EdgeSwarms(DataDir(settings.data_dir).p2p, settings.p2p)
+        swarms = EdgeSwarms(DataDir(settings.data_dir).p2p, settings.p2p)
+        app[EDGE_SWARMS] = swarms
+        background.every("p2p state", IDLE_CHECK_SECONDS, swarms.remove_idle,
+                         first_now=False)
     if mirror is not None and mirror.p2p is not None:  # a node's swarms, per blob
         app[NODE_P2P_STATUS] = mirror.p2p.snapshot
     add_p2p_routes(app)

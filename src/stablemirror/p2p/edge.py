@@ -5,6 +5,7 @@ files (tracker.py, handout.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from stablemirror.p2p.credential import verify
 from stablemirror.p2p.handout import Grant, Layout, PieceHandout
 from stablemirror.p2p.metadata import TorrentCache, with_endpoints
 from stablemirror.p2p.tracker import AnnounceRefused, Swarms, failure, parse_announce, response
+
+log = logging.getLogger("stablemirror.p2p")
+IDLE_CHECK_SECONDS = 3600.0  # how often an edge looks for idle hand-outs and swarms
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,15 @@ class EdgeSwarms:
                                      settings.max_piece_bytes, settings.target_pieces)
         self.swarms = Swarms(directory / "swarms", settings.announce_seconds)
         self.handout = PieceHandout(directory / "claims", settings.claim_lease_seconds)
+
+    async def remove_idle(self) -> None:
+        """Forget hand-outs and swarms nobody asked about lately (handout.py, tracker.py):
+        without it an edge kept a directory per blob and cluster it ever served."""
+        claims = await asyncio.to_thread(self.handout.remove_idle)
+        swarms = await asyncio.to_thread(self.swarms.remove_idle)
+        if claims or swarms:
+            log.info("p2p state: removed %d idle hand-out(s), %d empty swarm(s)",
+                     claims, swarms)
 
     def admits(self, who: NodeCredential) -> bool:
         return verify(self.secrets, who.cluster, who.node, who.sig)

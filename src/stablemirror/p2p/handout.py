@@ -16,17 +16,22 @@ a fifth of the lease (it may have died): that costs the edge a second copy of th
 only, never of the blob.
 
 State per (blob, cluster) is one JSON file, read and replaced under an `flock` so the
-workers of an edge agree (the kernel drops the lock with its holder).
+workers of an edge agree (the kernel drops the lock with its holder); a state nobody asked
+about for a day is removed (state_dirs.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from stablemirror.p2p.state_dirs import locked, remove_idle
+
+# A hand-out nobody asked about for a day is over: its swarm has the blob or has gone.
+IDLE_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -83,17 +88,17 @@ class PieceHandout:
         """The next group for `node`, or None: every group is claimed (take pieces from
         the peers). `final`: the node has the whole blob; record `done`, hand out nothing."""
         where = self.directory / hex_digest / cluster
-        where.mkdir(parents=True, exist_ok=True)
-        fd = os.open(where / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(where):
             state = _load(where / "claims.json")
             group = _choose(state, layout, node, done, stalled, missing,
                             time.time() if now is None else now, self.lease_seconds, final)
             _store(where / "claims.json", state)
-        finally:
-            os.close(fd)  # releases the flock
         return None if group is None else layout.grant(group)
+
+    def remove_idle(self, now: float | None = None) -> int:
+        """Forget the claims of every (blob, cluster) nobody asked about for IDLE_SECONDS
+        (state_dirs.py); returns how many. A node asking later starts a new hand-out."""
+        return remove_idle(self.directory, IDLE_SECONDS, now)
 
 
 # claims.json: {"<group>": [node, granted_at, done]}

@@ -15,6 +15,7 @@ falls back to plain HTTP (mirror/p2p_source.py).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import os
@@ -71,6 +72,20 @@ def parse_announce(raw_query: str) -> Announce:
                     port, text.get("event", ""), left)
 
 
+WEB_SEED = "web-seed"  # beside the swarms: the web-seed leases of each blob and cluster
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return [p for p in _entries(path) if p.is_dir()]
+
+
+def _entries(path: Path) -> list[Path]:
+    try:
+        return list(path.iterdir())
+    except FileNotFoundError:
+        return []
+
+
 class Swarms:
     def __init__(self, directory: Path, interval: int) -> None:
         self.directory = directory
@@ -85,18 +100,27 @@ class Swarms:
         ip = ipaddress.ip_address(address)
         where = self._dir(a.info_hash, a.cluster)
         mine = where / f"{ip}_{a.port}_{'s' if a.left == 0 else 'l'}"
-        where.mkdir(parents=True, exist_ok=True)
-        for stale in where.glob(f"{ip}_{a.port}_*"):
-            if stale != mine:
-                stale.unlink(missing_ok=True)
-        if a.event == "stopped":
-            mine.unlink(missing_ok=True)
-        else:
-            mine.touch()
-            os.utime(mine, (now, now) if now is not None else None)
+        for _ in range(3):  # remove_idle may take the directory while it is empty
+            try:
+                where.mkdir(parents=True, exist_ok=True)
+                for stale in where.glob(f"{ip}_{a.port}_*"):
+                    if stale != mine:
+                        stale.unlink(missing_ok=True)
+                if a.event == "stopped":
+                    mine.unlink(missing_ok=True)
+                else:
+                    mine.touch()
+                    os.utime(mine, (now, now) if now is not None else None)
+                break
+            except (FileNotFoundError, FileExistsError):  # state_dirs.py _lock: the same race
+                continue
         peers, seeds, leechers = [], 0, 0
         oldest = (now if now is not None else time.time()) - 3 * self.interval
-        for entry in where.iterdir():
+        try:
+            entries = list(where.iterdir())
+        except FileNotFoundError:  # the last one stopped and remove_idle took it
+            entries = []
+        for entry in entries:
             try:
                 fresh = entry.stat().st_mtime >= oldest
             except FileNotFoundError:
@@ -111,6 +135,27 @@ class Swarms:
                 peers.append((host, int(port)))
         return peers, seeds, leechers
 
+    def remove_idle(self, now: float | None = None) -> int:
+        """Drop the peers not heard of for three announce intervals, and every swarm
+        directory left empty by that; returns how many directories went. (Announces drop
+        their own swarm's stale peers; this is for the swarms nobody announces to.)"""
+        oldest = (time.time() if now is None else now) - 3 * self.interval
+        removed = 0
+        for by_hash in _subdirs(self.directory):
+            if by_hash.name == WEB_SEED:
+                continue  # leases, not peers (take_web_seed)
+            for where in _subdirs(by_hash):
+                for entry in _entries(where):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < oldest:
+                            entry.unlink()
+                with contextlib.suppress(OSError):  # only an empty one goes
+                    where.rmdir()
+                    removed += 1
+            with contextlib.suppress(OSError):
+                by_hash.rmdir()
+        return removed
+
     def swarm_size(self, info_hash: str, cluster: str) -> int:
         where = self._dir(info_hash, cluster)
         oldest = time.time() - 3 * self.interval
@@ -122,7 +167,7 @@ class Swarms:
     def take_web_seed(self, hex_digest: str, cluster: str, node: str, slots: int,
                       lease_seconds: float) -> bool:
         """Whether `node` gets the web seed of this blob now (it holds or takes a lease)."""
-        leases = self.directory / "web-seed" / hex_digest / cluster
+        leases = self.directory / WEB_SEED / hex_digest / cluster
         leases.mkdir(parents=True, exist_ok=True)
         # One request at a time per blob and cluster, across threads and workers: without
         # it, a request that saw no lease unlinked (as expired) the one another had just

@@ -4,6 +4,7 @@ expire, a stalled node handed what it lacks, and workers racing for one blob's g
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,12 @@ def test_a_stalled_node_takes_over_a_part_held_too_long(tmp_path: Path) -> None:
     assert _claim(h, "b", stalled=True, missing=[(8, 9)], now=5) is None  # n2 may be busy
     grant = _claim(h, "b", stalled=True, missing=[(8, 9)], now=7)  # past a fifth of 30 s
     assert grant is not None and grant.group == 2
+
+
+def test_an_idle_hand_out_is_forgotten_and_a_later_one_starts_afresh(tmp_path: Path) -> None:
+    h = PieceHandout(tmp_path, lease_seconds=60)
+    assert (g := _claim(h, "n1")) is not None and g.group == 0
+    assert h.remove_idle(now=time.time() + 3600) == 0  # asked about within the day: kept
+    assert h.remove_idle(now=time.time() + 2 * 86400) == 1
+    assert not (tmp_path / HEX).exists()
+    assert (g := _claim(h, "n2")) is not None and g.group == 0  # a new hand-out

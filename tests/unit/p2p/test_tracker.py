@@ -100,3 +100,16 @@ def test_tracker_answers_compact_peers_for_its_own_torrents(tmp_path: Path) -> N
     other = lt.bdecode(edge.announce(
         _query(cluster="west", secret="other", node="n3", info=info), "10.0.0.3"))
     assert other[b"peers"] == b""
+
+
+def test_swarms_nobody_announces_to_are_removed(tmp_path: Path) -> None:
+    s = Swarms(tmp_path, interval=5)
+    s.announce(_a("east", 1), "10.0.0.1", now=1000.0)  # silent since
+    s.announce(_a("west", 2), "10.0.0.2")  # alive
+    assert s.take_web_seed("ab", "east", "n1", slots=1, lease_seconds=60)
+    assert s.remove_idle() == 1
+    assert not (tmp_path / INFO.hex() / "east").exists()
+    assert s.swarm_size(INFO.hex(), "west") == 1
+    assert (tmp_path / "web-seed" / "ab" / "east" / "0").is_file()  # leases: left alone
+    peers, _, _ = s.announce(_a("east", 3), "10.0.0.3")  # the swarm starts again
+    assert peers == [] and s.swarm_size(INFO.hex(), "east") == 1
