@@ -16,7 +16,6 @@ falls back to plain HTTP (mirror/p2p_source.py).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import os
 import re
@@ -26,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
+
+from stablemirror.p2p.state_dirs import locked, remove_idle
 
 _CLUSTER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -73,6 +74,7 @@ def parse_announce(raw_query: str) -> Announce:
 
 
 WEB_SEED = "web-seed"  # beside the swarms: the web-seed leases of each blob and cluster
+WEB_SEED_IDLE_SECONDS = 24 * 3600
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -137,10 +139,13 @@ class Swarms:
 
     def remove_idle(self, now: float | None = None) -> int:
         """Drop the peers not heard of for three announce intervals, and every swarm
-        directory left empty by that; returns how many directories went. (Announces drop
-        their own swarm's stale peers; this is for the swarms nobody announces to.)"""
-        oldest = (time.time() if now is None else now) - 3 * self.interval
-        removed = 0
+        directory left empty by that, and web-seed leases of a day ago; returns how many
+        directories went. (Announces drop their own swarm's stale peers; this is for the
+        swarms nobody announces to.)"""
+        now = time.time() if now is None else now
+        oldest = now - 3 * self.interval
+        # web-seed leases untouched for a day: long expired (state_dirs.py)
+        removed = remove_idle(self.directory / WEB_SEED, WEB_SEED_IDLE_SECONDS, now)
         for by_hash in _subdirs(self.directory):
             if by_hash.name == WEB_SEED:
                 continue  # leases, not peers (take_web_seed)
@@ -168,12 +173,11 @@ class Swarms:
                       lease_seconds: float) -> bool:
         """Whether `node` gets the web seed of this blob now (it holds or takes a lease)."""
         leases = self.directory / WEB_SEED / hex_digest / cluster
-        leases.mkdir(parents=True, exist_ok=True)
         # One request at a time per blob and cluster, across threads and workers: without
         # it, a request that saw no lease unlinked (as expired) the one another had just
         # made and took its own, and two nodes got the web seed (two copies from the edge).
-        with open(leases / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released at close, or when the worker dies
+        # The flock is released at the end, or when the worker dies (state_dirs.py).
+        with locked(leases):
             return self._take_slot(leases, node, slots, lease_seconds)
 
     @staticmethod

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
@@ -110,6 +111,9 @@ def test_swarms_nobody_announces_to_are_removed(tmp_path: Path) -> None:
     assert s.remove_idle() == 1
     assert not (tmp_path / INFO.hex() / "east").exists()
     assert s.swarm_size(INFO.hex(), "west") == 1
-    assert (tmp_path / "web-seed" / "ab" / "east" / "0").is_file()  # leases: left alone
+    lease = tmp_path / "web-seed" / "ab" / "east" / "0"
+    assert lease.is_file()  # a lease of today stays
     peers, _, _ = s.announce(_a("east", 3), "10.0.0.3")  # the swarm starts again
     assert peers == [] and s.swarm_size(INFO.hex(), "east") == 1
+    assert s.remove_idle(now=time.time() + 2 * 86400) == 3  # a day on: all of it
+    assert not lease.exists() and not (tmp_path / "web-seed" / "ab").exists()
