@@ -1,5 +1,6 @@
 """The edge's state directories (p2p/state_dirs.py): idle ones are removed, used ones kept,
-and a removal racing the workers that lock them never lets two hold one directory's lock."""
+and a removal racing the workers that lock them never lets two hold one directory's lock
+(without the lock-file identity check in state_dirs._lock, the race test fails)."""
 
 from __future__ import annotations
 
@@ -49,15 +50,18 @@ def _hold(root: str, rounds: int, out: multiprocessing.Queue[object]) -> None:
 
 
 def _remove(root: str, until: float) -> None:
+    # Idle after 0.1 s, not 0: a directory made a moment ago is never idle (as in use,
+    # where idle is a day); with 0 a locker under load could see its new directory
+    # removed LOCK_ATTEMPTS times in a row and give up, which only this test could do.
     while time.monotonic() < until:
-        remove_idle(Path(root), 0)  # everything not held is idle
+        remove_idle(Path(root), 0.1)
 
 
 def test_removal_racing_workers_never_lets_two_hold_one_lock(tmp_path: Path) -> None:
     for attempt in range(3):
         root = str(tmp_path / str(attempt))
         out: multiprocessing.Queue[object] = multiprocessing.Queue()
-        holders = [multiprocessing.Process(target=_hold, args=(root, 150, out))
+        holders = [multiprocessing.Process(target=_hold, args=(root, 300, out))
                    for _ in range(3)]
         remover = multiprocessing.Process(target=_remove, args=(root, time.monotonic() + 60))
         remover.start()
