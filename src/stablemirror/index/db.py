@@ -29,9 +29,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from stablemirror.files.sqlite_wal import ensure_wal
 from stablemirror.index.hot_reads import SqliteHotReads
 from stablemirror.index.pool_size import PoolSize
-from stablemirror.index.schema_fast import ensure_wal
 from stablemirror.oci.errors import StorageFull, Unavailable
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ waits on SQLite and never shares a connection with a thread (the "a thread never
 fd the loop may close" rule, files/fd_jobs.py). The same guarantees as index/db.py's
 SQLite engines:
 
-* WAL (switched with bounded retries, schema_fast.ensure_wal), synchronous=NORMAL,
+* WAL (switched with bounded retries, files/sqlite_wal.py ensure_wal), synchronous=NORMAL,
   foreign keys on, no memory-mapped reads, a 30 s busy timeout;
 * `write`: one transaction begun with BEGIN IMMEDIATE, so concurrent worker processes
   queue for the writer lock instead of failing on an upgrade; all of it commits or none;
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from stablemirror.index.schema_fast import ensure_wal
+from stablemirror.files.sqlite_wal import ensure_wal
 from stablemirror.oci.errors import StorageFull
 
 T = TypeVar("T")

@@ -20,8 +20,9 @@ from __future__ import annotations
 import ast
 import sqlite3
 import sys
-import time
 from pathlib import Path
+
+from stablemirror.files.sqlite_wal import ensure_wal
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
 SNAPSHOT = Path(__file__).parent / "schema_sqlite.sql"
@@ -125,24 +126,6 @@ def at_head_without_alembic(url: str, versions: Path = VERSIONS,
     except sqlite3.Error:
         return False  # Alembic reports it, one line (server/startup.py)
     return True
-
-
-def ensure_wal(conn: sqlite3.Connection) -> None:
-    """Put the database in WAL mode unless it already is. The switch needs an exclusive
-    lock and SQLite answers SQLITE_BUSY at once, without its busy handler, when another
-    connection switches at the same moment, which two workers forked together do: so read
-    the mode first, and retry a bounded number of times (at most ~5 s)."""
-    for attempt in range(50):
-        try:
-            row = conn.execute("PRAGMA journal_mode").fetchone()
-            if row is not None and str(row[0]).lower() == "wal":
-                return
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as err:
-            if attempt == 49 or not any(w in str(err) for w in ("locked", "busy")):
-                raise
-            time.sleep(0.1)
 
 
 def _connect(uri: str) -> sqlite3.Connection:

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from stablemirror.files.sqlite_wal import ensure_wal
+
 GONE_KEEP_SECONDS = 7 * 86400.0
 
 _SCHEMA = """
@@ -59,7 +61,9 @@ class HotIndex:
                 self._inherited.append(self._conn)
             conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # bounded retries: the workers of a server open a new hot index together, and
+            # a second WAL switch is refused at once ("database is locked")
+            ensure_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             window = self.window

@@ -96,7 +96,7 @@ def test_connections_switching_to_wal_together_all_succeed(tmp_path: Path) -> No
     (a plain `PRAGMA journal_mode=WAL` fails in about 1 round of 10 here)."""
     import threading
 
-    from stablemirror.index.schema_fast import ensure_wal
+    from stablemirror.files.sqlite_wal import ensure_wal
 
     def switch(path: Path, barrier: threading.Barrier, errors: list[BaseException]) -> None:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
