@@ -65,17 +65,23 @@ def remove_idle(root: Path, idle_seconds: float, now: float | None = None) -> in
     `idle_seconds`; returns how many were removed."""
     cutoff = (time.time() if now is None else now) - idle_seconds
     removed = 0
-    for blob_dir in _subdirs(root):
-        for where in _subdirs(blob_dir):
+    for blob_dir in subdirs(root):
+        for where in subdirs(blob_dir):
             removed += _remove_if_idle(where, cutoff)
         with contextlib.suppress(OSError):  # only an empty one goes
             blob_dir.rmdir()
     return removed
 
 
-def _subdirs(path: Path) -> list[Path]:
+def subdirs(path: Path) -> list[Path]:
+    """The directories in `path`; none if it is gone (removed meanwhile)."""
+    return [p for p in entries(path) if p.is_dir()]
+
+
+def entries(path: Path) -> list[Path]:
+    """What `path` holds; nothing if it is gone (removed meanwhile)."""
     try:
-        return [p for p in path.iterdir() if p.is_dir()]
+        return list(path.iterdir())
     except FileNotFoundError:
         return []
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from stablemirror.p2p.state_dirs import locked, remove_idle
+from stablemirror.p2p.state_dirs import entries, locked, remove_idle, subdirs
 
 _CLUSTER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -77,17 +77,6 @@ WEB_SEED = "web-seed"  # beside the swarms: the web-seed leases of each blob and
 WEB_SEED_IDLE_SECONDS = 24 * 3600
 
 
-def _subdirs(path: Path) -> list[Path]:
-    return [p for p in _entries(path) if p.is_dir()]
-
-
-def _entries(path: Path) -> list[Path]:
-    try:
-        return list(path.iterdir())
-    except FileNotFoundError:
-        return []
-
-
 class Swarms:
     def __init__(self, directory: Path, interval: int) -> None:
         self.directory = directory
@@ -118,11 +107,7 @@ class Swarms:
                 continue
         peers, seeds, leechers = [], 0, 0
         oldest = (now if now is not None else time.time()) - 3 * self.interval
-        try:
-            entries = list(where.iterdir())
-        except FileNotFoundError:  # the last one stopped and remove_idle took it
-            entries = []
-        for entry in entries:
+        for entry in entries(where):  # none: the last one stopped and remove_idle took it
             try:
                 fresh = entry.stat().st_mtime >= oldest
             except FileNotFoundError:
@@ -146,11 +131,11 @@ class Swarms:
         oldest = now - 3 * self.interval
         # web-seed leases untouched for a day: long expired (state_dirs.py)
         removed = remove_idle(self.directory / WEB_SEED, WEB_SEED_IDLE_SECONDS, now)
-        for by_hash in _subdirs(self.directory):
+        for by_hash in subdirs(self.directory):
             if by_hash.name == WEB_SEED:
                 continue  # leases, not peers (take_web_seed)
-            for where in _subdirs(by_hash):
-                for entry in _entries(where):
+            for where in subdirs(by_hash):
+                for entry in entries(where):
                     with contextlib.suppress(FileNotFoundError):
                         if entry.stat().st_mtime < oldest:
                             entry.unlink()
