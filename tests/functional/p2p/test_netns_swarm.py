@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import requests
@@ -82,6 +83,20 @@ def _blob(cluster: Cluster, size: int) -> tuple[str, bytes]:
     return push_blob(cluster.edge.url, "lib/blob", data), data
 
 
+def _settled_status(url: str, digest: str) -> dict[str, Any]:
+    """The node's `/p2p/status` entry for `digest` once its pull has ended: a node's
+    publish (and with it the switch from pulling to seeding) may trail its client's last
+    byte, and more than one node may still be publishing when the pulls return."""
+    blob: dict[str, Any] = {}
+    for _ in range(100):  # bounded: 10 s
+        blob = next(b for b in requests.get(f"{url}/p2p/status", timeout=10).json()["blobs"]
+                    if b["digest"] == digest)
+        if blob["state"] != "pulling":
+            break
+        time.sleep(0.1)
+    return blob
+
+
 def test_four_nodes_pull_one_blob_at_once(cluster: Cluster) -> None:
     digest, data = _blob(cluster, 16 * MiB)
     before = cluster.bridge.sent_by(1)
@@ -101,8 +116,7 @@ def test_four_nodes_pull_one_blob_at_once(cluster: Cluster) -> None:
     assert egress <= 1.5 * len(data), why
     assert from_peers >= wanted, why
     for node in cluster.nodes:  # per blob: every byte came from the peers or the edge
-        blob = next(b for b in requests.get(f"{node.url}/p2p/status", timeout=10)
-                    .json()["blobs"] if b["digest"] == digest)
+        blob = _settled_status(node.url, digest)
         assert blob["state"] == "seeding" and blob["size"] == len(data), blob
         assert blob["from_peers"] + blob["from_edge"] == len(data), blob
 
