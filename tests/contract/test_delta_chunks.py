@@ -56,8 +56,12 @@ async def test_record_lookup_replace_forget(table: ChunkStore) -> None:
     assert await table.lookup(hashes, PARAMS.key, exclude=blob) == {}
     await table.record(blob, index)  # again: replaced, not doubled
     assert len(await table.lookup(hashes, PARAMS.key)) == len(index)
+    other = os.urandom(50_000)
+    await table.record(str(Digest.of(other)), _index(other))
+    assert sorted(await table.indexed_digests()) == sorted([blob, str(Digest.of(other))])
     await table.forget(blob)
     assert not await table.is_indexed(blob) and await table.lookup(hashes, PARAMS.key) == {}
+    assert await table.indexed_digests() == [str(Digest.of(other))]
 
 
 async def test_many_hashes_are_looked_up_in_batches(table: ChunkStore) -> None:

@@ -78,7 +78,9 @@ def gc(
                 ("orphan files", "deleted", "would delete", report.orphan_files_deleted),
                 ("stale uploads", "removed", "would remove", report.uploads_removed),
                 ("abandoned mirror transfers", "removed", "would remove",
-                 report.partial_fetches_removed)]
+                 report.partial_fetches_removed),
+                ("chunk rows of blobs not stored", "forgotten", "would forget",
+                 report.chunk_rows_swept)]
         counts = [(f"{would}: {what}" if dry_run else f"{what} {done}", f"{count:,}")
                   for what, done, would, count in rows]
         counts.append(("would free: bytes" if dry_run else "bytes freed",

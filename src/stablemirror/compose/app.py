@@ -98,7 +98,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> web.Applica
     # Every worker's loops, on one lifecycle; periodic work runs as jobs of the index's
     # queue, once across replicas (docs/jobs.md).
     background = Background(build_runner(settings, parts.jobs))
-    schedule_gc(settings, background, store, index)
+    schedule_gc(settings, background, store, index, parts.chunks)
     # Replication rules as jobs; event-triggered rules consume the registry's events
     # (compose/replication.py).
     replication = build_replication(settings, db, background, metrics, parts.jobs)

@@ -16,6 +16,7 @@ from stablemirror.compose.layout import DataDir
 from stablemirror.compose.mirror import build_mirror
 from stablemirror.compose.storage import build_store
 from stablemirror.config import Settings
+from stablemirror.delta.store import ChunkTable
 from stablemirror.index.db import Database
 from stablemirror.index.migrate import upgrade
 from stablemirror.index.sql import SqlIndex
@@ -30,13 +31,15 @@ from stablemirror.registry.hosted import HostedRegistry
 @asynccontextmanager
 async def garbage_collector(settings: Settings, grace: float | None
                             ) -> AsyncIterator[GarbageCollector]:
-    index = SqlIndex(Database(settings.index_url))
+    db = Database(settings.index_url)
+    index = SqlIndex(db)
     store = build_store(settings)
     try:
         yield GarbageCollector(
             store, index,
             settings.gc.grace_seconds if grace is None else grace,
-            settings.gc.upload_max_age_seconds, fetch_dir=DataDir(settings.data_dir).fetch)
+            settings.gc.upload_max_age_seconds, fetch_dir=DataDir(settings.data_dir).fetch,
+            chunks=ChunkTable(db))
     finally:
         await index.close()
         await store.aclose()

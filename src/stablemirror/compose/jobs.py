@@ -12,7 +12,7 @@ from stablemirror.config import Settings
 from stablemirror.index.job_queue import JobQueue
 from stablemirror.index.protocol import RegistryIndex
 from stablemirror.jobs.runner import JobContext, JobRunner
-from stablemirror.registry.gc import GarbageCollector
+from stablemirror.registry.gc import ChunkRows, GarbageCollector
 from stablemirror.store.protocol import BlobStore
 
 if TYPE_CHECKING:  # SQLAlchemy: not on a node's sqlite3 index (compose/index.py)
@@ -35,20 +35,22 @@ def build_runner(settings: Settings, queue: JobQueue) -> JobRunner:
 
 
 def schedule_gc(settings: Settings, background: Background, store: BlobStore,
-                index: RegistryIndex) -> None:
+                index: RegistryIndex, chunks: ChunkRows | None = None) -> None:
     """`gc.interval_seconds`: online GC (abandoned uploads and partial fetches too) as the
     periodic `gc` job, once across replicas: they share the index and the blob store."""
     cfg = settings.gc
     if cfg.interval_seconds <= 0:
         return
     collector = GarbageCollector(store, index, cfg.grace_seconds, cfg.upload_max_age_seconds,
-                                 fetch_dir=DataDir(settings.data_dir).fetch)
+                                 fetch_dir=DataDir(settings.data_dir).fetch, chunks=chunks)
 
     async def collect(_ctx: JobContext) -> None:
         report = await collector.run()
-        if report.blobs_deleted or report.uploads_removed or report.orphan_files_deleted:
-            log.info("gc: %d blobs, %d orphan files, %d uploads removed, %d bytes freed",
-                     report.blobs_deleted, report.orphan_files_deleted,
-                     report.uploads_removed, report.bytes_freed)
+        if report.blobs_deleted or report.uploads_removed or report.orphan_files_deleted \
+                or report.chunk_rows_swept:
+            log.info("gc: %d blobs, %d orphan files, %d uploads removed, %d bytes freed, "
+                     "chunk rows of %d blobs not stored forgotten", report.blobs_deleted,
+                     report.orphan_files_deleted, report.uploads_removed, report.bytes_freed,
+                     report.chunk_rows_swept)
 
     background.job("gc", cfg.interval_seconds, collect, first_now=False)

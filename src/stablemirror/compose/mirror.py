@@ -164,5 +164,5 @@ def build_mirror(settings: Settings, hosted: HostedRegistry, store: BlobStore,
         routes.append((ns.prefix, ns.mode, mirror))
     registry = RoutingRegistry(hosted, routes)
     evictor = CacheEvictor(cache, store, index, mirror_index, access, registry.is_proxied,
-                           DataDir(settings.data_dir).evict_lock)
+                           DataDir(settings.data_dir).evict_lock, parts.chunks)
     return MirrorParts(registry, client, groups, access, fetches, evictor, delta, peers, p2p)

@@ -34,6 +34,10 @@ class ChunkStore(Protocol):
         ...
 
     async def forget(self, digest: str) -> None: ...
+    async def indexed_digests(self) -> list[str]:
+        """Every blob with recorded chunks (garbage collection sweeps those not stored)."""
+        ...
+
     async def lookup(self, hashes: Sequence[bytes], params_key: str, exclude: str = ""
                      ) -> dict[bytes, tuple[str, int]]:
         """hash -> (blob digest, offset) for the hashes some local blob holds."""

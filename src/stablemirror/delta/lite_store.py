@@ -63,6 +63,11 @@ class LiteChunkTable:
             c.execute("DELETE FROM delta_indexed WHERE digest = ?", (digest,))
         await self.db.write(run)
 
+    async def indexed_digests(self) -> list[str]:
+        def run(c: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in c.execute("SELECT digest FROM delta_indexed")]
+        return await self.db.read(run)
+
     async def lookup(self, hashes: Sequence[bytes], params_key: str, exclude: str = ""
                      ) -> dict[bytes, tuple[str, int]]:
         """hash -> (blob digest, offset) for the hashes some local blob holds, from one

@@ -71,6 +71,11 @@ class ChunkTable:
             c.execute(delete(delta_indexed).where(delta_indexed.c.digest == digest))
         await self.db.write(run)
 
+    async def indexed_digests(self) -> list[str]:
+        def run(c: Connection) -> list[str]:
+            return [r[0] for r in c.execute(select(delta_indexed.c.digest))]
+        return await self.db.read(run)
+
     async def lookup(self, hashes: Sequence[bytes], params_key: str, exclude: str = ""
                      ) -> dict[bytes, tuple[str, int]]:
         """hash -> (blob digest, offset) for the hashes some local blob holds. One snapshot

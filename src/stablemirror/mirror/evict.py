@@ -24,7 +24,7 @@ from stablemirror.mirror.access import AccessRecorder
 from stablemirror.mirror.config import CacheSettings
 from stablemirror.oci.digest import Digest
 from stablemirror.oci.patterns import fnmatch_match
-from stablemirror.registry.gc import remove_blob_file
+from stablemirror.registry.gc import ChunkRows, remove_blob_file
 from stablemirror.store.protocol import BlobStore
 
 log = logging.getLogger("stablemirror.evict")
@@ -42,7 +42,8 @@ class EvictionReport:
 class CacheEvictor:
     def __init__(self, settings: CacheSettings, store: BlobStore, index: RegistryIndex,
                  mirror_index: MirrorState, access: AccessRecorder,
-                 is_proxied: Callable[[str], bool], lock_path: Path) -> None:
+                 is_proxied: Callable[[str], bool], lock_path: Path,
+                 chunks: ChunkRows | None = None) -> None:
         self.settings = settings
         self.store = store
         self.index = index
@@ -50,6 +51,7 @@ class CacheEvictor:
         self.access = access
         self.is_proxied = is_proxied
         self.lock_path = lock_path
+        self.chunks = chunks  # an evicted blob's delta chunk rows go with it
 
     @property
     def enabled(self) -> bool:
@@ -85,7 +87,8 @@ class CacheEvictor:
             if last >= idle_since:
                 continue  # in use: never evicted, whatever the pressure
             if await self.mirror_index.forget_blob(digest, idle_since) and \
-                    await remove_blob_file(self.store, self.index, Digest.parse(digest)):
+                    await remove_blob_file(self.store, self.index, Digest.parse(digest),
+                                           self.chunks):
                 report.evicted += 1
                 report.bytes_freed += size
                 over -= size
