@@ -11,7 +11,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.functional.delta.test_delta_pull import Tiers, hold_v1, pull, v1_mode
 from tests.support.faultproxy import FaultProxy
 from tests.support.live import LiveServer
 from tests.support.mirror_support import group, namespace, upstream
+from tests.support.oci_http import wait_until
 from tests.support.safetensors_models import push_model, sha256, with_changed
 
 ServerFactory = Callable[..., LiveServer]
@@ -48,15 +48,6 @@ def _blob_file(node: LiveServer, digest: str) -> Path:
     return node.data_dir / "blobs" / "sha256" / hexd[:2] / hexd
 
 
-def _until(predicate: Callable[[], bool], seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 def test_an_evicted_weight_layer_takes_its_chunk_rows_along(
         server_factory: ServerFactory, tmp_path: Path) -> None:
     center = server_factory()
@@ -68,9 +59,10 @@ def test_an_evicted_weight_layer_takes_its_chunk_rows_along(
         hold_v1(Tiers(center, proxy, node), "models/evicted", v1)
         layers = [sha256(f) for f in v1.files]
         assert set(layers) <= set(_rows(node)), _rows(node)
-        assert _until(lambda: not any(_blob_file(node, d).exists() for d in layers)), \
-            "the cache never evicted the layers"
-        assert _until(lambda: not set(layers) & set(_rows(node)), 10), _rows(node)
+        wait_until(lambda: not any(_blob_file(node, d).exists() for d in layers), 30,
+                   "the cache to evict the layers")
+        wait_until(lambda: not set(layers) & set(_rows(node)), 10,
+                   "the evicted layers' chunk rows to go")
 
 
 def test_gc_forgets_the_rows_of_a_blob_no_longer_stored(server_factory: ServerFactory,
