@@ -35,7 +35,7 @@ from pathlib import Path
 from harness.common import BenchError, MiB, log
 from harness.data import BlobPool
 from harness.options import tools_present
-from harness.pagecache import page_cache_write_rates
+from harness.pagecache import page_cache_write_rates, steady_page_cache
 from harness.procfs import RssSampler
 from harness.results import command_line, machine_info, update_results_file
 from harness.session import interrupt_on_sigterm, work_dir, write_json
@@ -80,10 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     sampler = RssSampler()
     guard = NoiseGuard(args, sampler, time.monotonic() + args.deadline, tick_slack=TICK_SLACK)
     fatal: str | None = None
-    with work_dir("stablemirror-mirror-bench-", args.tmpdir, args.keep_tmp) as work:
+    with work_dir("stablemirror-mirror-bench-", args.tmpdir, args.keep_tmp) as work, \
+            contextlib.ExitStack() as memory:
+        if args.steady_page_cache:
+            log("filling the page cache (--steady-page-cache) ...")
+            steady = memory.enter_context(steady_page_cache(work))
+            log("page cache: {fill_gib:.1f} GiB kept in {fill_s:.0f} s, {damon_paused} DAMON "
+                "daemon(s) paused".format(**steady))
         pool = BlobPool(work, args.size_mib * MiB)
         b = Bench(args, work, pool, sampler, guard)
         b.xfer_timeout = max(300.0, args.size_mib * MiB / 2e6)
+        if args.steady_page_cache:
+            b.data["steady_page_cache"] = steady
         try:
             if args.wait_quiet > 0:
                 busy = wait_for_quiet(args.wait_quiet)

@@ -50,6 +50,10 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--profile-idle", action="store_true",
                    help="py-spy --idle: also sample threads that wait (off: CPU only)")
+    p.add_argument("--steady-page-cache", action="store_true",
+                   help="run with the page cache full, as on a host that has run a while: "
+                   "pause DAMON pageout daemons, keep a file of all memory but 3 GiB "
+                   "(written first, deleted after; harness/pagecache.py)")
     p.add_argument("--notes", help="a file whose text is added under 'Notes:' in RESULTS.md")
     add_run_args(p, retry_budget=120.0, deadline=2400.0)
     args = p.parse_args(argv)

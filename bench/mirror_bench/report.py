@@ -280,4 +280,7 @@ def page_cache_line(data: dict[str, Any]) -> str:
                                   f"{r['reused_mbps']:,.0f} MB/s into pages just freed")
     return ("- Page-cache writes of one blob's size (bench/harness/pagecache.py; the copy a "
             "storing mirror's client waits for, docs/cold-pull.md): before the run "
-            f"{rates('page_cache_before')}; after it {rates('page_cache_after')}")
+            f"{rates('page_cache_before')}; after it {rates('page_cache_after')}"
+            + ("" if not (st := data.get("steady_page_cache")) else
+               f". Run with --steady-page-cache: {st['fill_gib']:.1f} GiB of page cache "
+               f"kept, {st['damon_paused']} DAMON pageout daemon(s) paused for the run"))
