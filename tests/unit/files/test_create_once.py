@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stablemirror.audit.retention import CheckpointKey
 from stablemirror.files.create_once import create_once
+from tests.support.processes import race
 
 PROCESSES = 8
 ROUNDS = 15
@@ -27,14 +28,7 @@ def test_racing_processes_agree_on_one_checkpoint_key(tmp_path: Path) -> None:
     for round_ in range(ROUNDS):
         path = tmp_path / f"round{round_}" / "audit-checkpoint.key"
         barrier = ctx.Barrier(PROCESSES)
-        results: multiprocessing.Queue[str] = ctx.Queue()
-        procs = [ctx.Process(target=_load_key, args=(str(path), barrier, results))
-                 for _ in range(PROCESSES)]
-        for p in procs:
-            p.start()
-        got = [results.get(timeout=30) for _ in procs]
-        for p in procs:
-            p.join(10)
+        got = race(_load_key, [(str(path), barrier)] * PROCESSES, ctx, timeout=30)
         assert len(set(got)) == 1 and not got[0].startswith("error"), (round_, got)
         assert got[0] == CheckpointKey.load_or_create(path).key_id
         assert path.stat().st_mode & 0o777 == 0o600

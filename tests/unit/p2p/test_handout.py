@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stablemirror.p2p.handout import Grant, Layout, PieceHandout, parse_runs
+from tests.support.processes import race
 
 HEX = "ab" * 32
 KiB = 1 << 10
@@ -91,14 +92,7 @@ def test_workers_racing_hand_each_group_out_exactly_once(tmp_path: Path) -> None
     """Four processes (an edge's workers) claim 200 groups at once, several times over."""
     for attempt in range(5):
         where = tmp_path / str(attempt)
-        out: multiprocessing.Queue[object] = multiprocessing.Queue()
-        procs = [multiprocessing.Process(target=_race, args=(str(where), f"n{i}", 300, out))
-                 for i in range(4)]
-        for p in procs:
-            p.start()
-        results = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
+        results = race(_race, [(str(where), f"n{i}", 300) for i in range(4)])
         groups = sorted(g for _, got in results for g in got)  # type: ignore[misc]
         assert groups == list(range(200)), attempt
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from stablemirror.p2p.state_dirs import locked, remove_idle
+from tests.support.processes import race
 
 
 def _age(where: Path, seconds_ago: float) -> None:
@@ -60,16 +61,9 @@ def _remove(root: str, until: float) -> None:
 def test_removal_racing_workers_never_lets_two_hold_one_lock(tmp_path: Path) -> None:
     for attempt in range(3):
         root = str(tmp_path / str(attempt))
-        out: multiprocessing.Queue[object] = multiprocessing.Queue()
-        holders = [multiprocessing.Process(target=_hold, args=(root, 300, out))
-                   for _ in range(3)]
         remover = multiprocessing.Process(target=_remove, args=(root, time.monotonic() + 60))
         remover.start()
-        for p in holders:
-            p.start()
-        overlaps = [out.get(timeout=60) for _ in holders]
-        for p in holders:
-            p.join(timeout=60)
+        overlaps = race(_hold, [(root, 300)] * 3)
         remover.terminate()
         remover.join(timeout=10)
         assert overlaps == [0, 0, 0], attempt

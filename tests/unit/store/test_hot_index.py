@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from stablemirror.store.hot_index import HotIndex
+from tests.support.processes import race
 
 OPENERS = 4
 ROUNDS = 15
@@ -32,14 +33,7 @@ def test_processes_opening_a_new_hot_index_at_once_all_succeed(tmp_path: Path) -
     failures = []
     for attempt in range(ROUNDS):
         path = tmp_path / f"hot-{attempt}.db"
-        out: multiprocessing.Queue[object] = multiprocessing.Queue()
         start_at = time.time() + 0.3
-        procs = [multiprocessing.Process(target=_open, args=(str(path), start_at, out))
-                 for _ in range(OPENERS)]
-        for p in procs:
-            p.start()
-        results = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
+        results = race(_open, [(str(path), start_at)] * OPENERS)
         failures += [(attempt, r) for r in results if r != "ok"]
     assert failures == []
