@@ -24,5 +24,3 @@ def ensure_wal(conn: sqlite3.Connection) -> None:
             if attempt == 49 or not any(w in str(err) for w in ("locked", "busy")):
                 raise
             time.sleep(0.1)
-
-

@@ -95,10 +95,10 @@ def _remove_if_idle(where: Path, cutoff: float) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if not _is_file_at(fd, where / LOCK):
             return False  # removed by another worker meanwhile
-        entries = list(where.iterdir())
-        if any(_mtime(e) >= cutoff for e in entries):
+        held = list(where.iterdir())
+        if any(_mtime(e) >= cutoff for e in held):
             return False
-        for entry in entries:
+        for entry in held:
             if entry.name != LOCK:
                 entry.unlink(missing_ok=True)
         (where / LOCK).unlink()
